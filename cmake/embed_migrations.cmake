@@ -1,0 +1,10 @@
+# Writes a C++ file holding every migration as {file name, SQL text}.
+separate_arguments(FILES)
+set(body "#include \"store/embedded_migrations.h\"\nnamespace uppzy::store {\nconst std::vector<EmbeddedMigration>& EmbeddedMigrations() {\n  static const std::vector<EmbeddedMigration> kAll = {\n")
+foreach(f ${FILES})
+  get_filename_component(name ${f} NAME)
+  file(READ ${f} sql)
+  string(APPEND body "    {\"${name}\", R\"uppzy_sql(${sql})uppzy_sql\"},\n")
+endforeach()
+string(APPEND body "  };\n  return kAll;\n}\n}  // namespace uppzy::store\n")
+file(WRITE ${OUT} "${body}")

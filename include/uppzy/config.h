@@ -1,0 +1,72 @@
+// Runtime configuration of `uppzy-worker run`, read from the environment (flags may override).
+//
+// Every setting lists its environment variable, default and valid range. LoadConfig never throws and
+// never stops at the first problem: it returns every problem at once, each naming its setting, so a
+// broken deployment is fixed in one round. The API key is held here and nowhere else; it is never
+// logged and never written to the database (only its fingerprint is).
+#pragma once
+
+#include <functional>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "uppzy/policy.h"
+
+namespace uppzy {
+
+// One Uppzy site and the key that serves it. A deployment has one today; the shape leaves room for
+// several sites, each with its own key.
+struct SiteConfig {
+  std::string site_id;          // UPPZY_SITE_ID (required)
+  std::string api_key;          // UPPZY_API_KEY or the contents of UPPZY_API_KEY_FILE (exactly one)
+  std::string key_fingerprint;  // first 12 hex digits of SHA-256(api_key); safe to log and store
+};
+
+struct Config {
+  std::string database_url;                              // DATABASE_URL (required)
+  std::string base_url = "https://api.uppzy.com/api/v1"; // UPPZY_BASE_URL; http:// only for loopback
+  SiteConfig site;
+  Policy policy;                       // UPPZY_POLL_INTERVAL_MS [10, 600000], UPPZY_POLL_TIMEOUT_MS
+                                       // [100, 3600000], UPPZY_BACKOFF_BASE_MS [1, 3600000],
+                                       // UPPZY_BACKOFF_MAX_MS [base, 86400000],
+                                       // UPPZY_RETRY_AFTER_MAX_MS [0, 86400000]
+  int max_in_flight = 1000;            // UPPZY_MAX_IN_FLIGHT [1, 100000]: rows one worker holds
+  int http_timeout_ms = 10000;         // UPPZY_HTTP_TIMEOUT_MS [100, 600000]: total time of one call
+  int connect_timeout_ms = 3000;       // UPPZY_CONNECT_TIMEOUT_MS [10, 60000]
+  int http_max_connections = 16;       // UPPZY_HTTP_MAX_CONNECTIONS [1, 1024]
+  long max_response_bytes = 1048576;   // UPPZY_MAX_RESPONSE_BYTES [1024, 67108864]
+  std::string worker_id;               // UPPZY_WORKER_ID; default <hostname>-<pid>
+  std::string log_level = "info";      // UPPZY_LOG_LEVEL: trace, debug, info, warn, error
+  std::string log_format = "text";     // UPPZY_LOG_FORMAT: text or json
+  int lease_ms = 30000;                // UPPZY_LEASE_MS [1000, 3600000]
+  int fetch_interval_ms = 1000;        // UPPZY_FETCH_INTERVAL_MS [10, 60000]: fallback when no NOTIFY
+  int claim_batch = 500;               // UPPZY_CLAIM_BATCH [1, 10000]: most rows per claim statement
+  int shutdown_grace_ms = 10000;       // UPPZY_SHUTDOWN_GRACE_MS [0, 600000]
+  int rescue_interval_ms = 2000;       // UPPZY_RESCUE_INTERVAL_MS [100, 600000]
+};
+
+using EnvLookup = std::function<std::optional<std::string>(std::string_view name)>;
+
+// The process environment.
+EnvLookup ProcessEnv();
+
+struct ConfigResult {
+  Config config;
+  std::vector<std::string> problems;  // empty when config is usable; each names its setting
+};
+
+// Reads every setting through `env`. Reads UPPZY_API_KEY_FILE from disk when it is set.
+ConfigResult LoadConfig(const EnvLookup& env);
+
+// Database-only settings (migrate, enqueue, operator commands need only DATABASE_URL).
+ConfigResult LoadDatabaseConfig(const EnvLookup& env);
+
+// First 12 hex digits of SHA-256(key).
+std::string KeyFingerprint(std::string_view key);
+
+// True for 127.0.0.0/8, ::1 and "localhost".
+bool IsLoopbackHost(std::string_view host);
+
+}  // namespace uppzy

@@ -1,0 +1,69 @@
+// A change to one claimed row, as a value. The runtime builds it from a Transition with the named
+// constructors below; the store applies many of them in one guarded statement. Pure; never throws.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+
+#include "uppzy/job.h"
+#include "uppzy/policy.h"
+
+namespace uppzy {
+
+// One entry of chat_jobs.errors: {attempt, at, kind, http_status, message, request_id}.
+struct ErrorEntry {
+  int attempt = 0;
+  TimePoint at{};
+  ErrorKind kind = ErrorKind::kNone;
+  int http_status = 0;  // 0 is stored as null
+  std::string message;
+  std::string request_id;  // empty is stored as null
+};
+
+struct JobWrite {
+  int64_t id = 0;
+  // Fencing: the write applies only if the row is still in this state, at this attempt, held by us.
+  JobState expected_state = JobState::kSubmitting;
+  int expected_attempt = 0;
+
+  JobState new_state = JobState::kSubmitting;
+  int attempts_delta = 0;     // -1: a claimed submission handed back uncharged
+  bool keep_lock = false;     // still held after the write (accepted: polling under our lease)
+  bool expire_lease = false;  // handed back while polling: any worker may adopt it at once
+  bool clear_request = false; // a new submission follows: request_id, submitted_at, poll_deadline reset
+  std::optional<std::string> request_id;
+  std::optional<TimePoint> submitted_at;
+  std::optional<TimePoint> poll_deadline;
+  std::optional<int> polls;
+  std::optional<TimePoint> run_at;
+  std::optional<std::string> answer;
+  std::optional<std::string> result_json;
+  std::optional<ErrorEntry> error;  // sets error_kind, last_error, last_http_status and appends to errors
+
+  // True when the row leaves this worker's hands with this write.
+  bool Releases() const { return !keep_lock; }
+};
+
+// What the runtime knows about a job it holds, for building writes.
+struct HeldJob {
+  int64_t id = 0;
+  JobState row_state = JobState::kSubmitting;  // the row's state once earlier writes are applied
+  int attempt = 0;
+  std::string request_id;
+  int polls = 0;
+};
+
+// submitting -> polling, request_id stored at once (keeps the duplicate-submission window small).
+JobWrite WriteAccepted(const HeldJob& job, const std::string& request_id, TimePoint submitted_at,
+                       TimePoint poll_deadline);
+// polling -> completed.
+JobWrite WriteCompleted(const HeldJob& job, std::string answer, std::string result_json);
+// -> retrying (run_at = t.at) or failed, from a kRetry / kFail transition; appends the error.
+JobWrite WriteFinishedAttempt(const HeldJob& job, const Transition& t, TimePoint now);
+// Hands the row back without charging anything: submitting -> queued/retrying with the attempt
+// returned; polling -> polling with the lease ended so any worker adopts it. `error`, if given, is
+// recorded as an event (used for 401/403 incidents).
+JobWrite WriteHandBack(const HeldJob& job, std::optional<ErrorEntry> error);
+
+}  // namespace uppzy

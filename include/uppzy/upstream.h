@@ -1,0 +1,90 @@
+// The Uppzy HTTP client: many concurrent exchanges on one thread, over libcurl multi.
+//
+// UppzyClient is NOT thread-safe: one thread (the engine's) calls everything except Wakeup(), which
+// any thread may call. Nothing here throws after construction; every exchange ends in an Outcome.
+// The constructor throws std::invalid_argument for a base URL it refuses (http:// to a host that is
+// not loopback, or not http/https at all).
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "uppzy/outcome.h"
+
+namespace uppzy {
+
+struct UpstreamConfig {
+  std::string base_url;  // e.g. https://api.uppzy.com/api/v1 (no trailing slash needed)
+  std::string api_key;   // sent as X-API-Key; never logged
+  long connect_timeout_ms = 3000;
+  long total_timeout_ms = 10000;
+  long max_response_bytes = 1048576;  // larger bodies are cut off: kInvalidResponse
+  int max_connections = 16;           // per host; requests beyond are queued in order
+};
+
+enum class RequestKind { kSubmit, kStatus, kFeedback, kSessionClose };
+
+// "submit", "status", "feedback", "session_close": for logs and metrics labels.
+std::string_view ToString(RequestKind k);
+
+// Returns "" when UppzyClient would accept `base_url`, else a readable reason that names
+// UPPZY_BASE_URL. Accepted: https://<any host>[:port][/path], and http:// only to a loopback host
+// (127.0.0.0/8, [::1], localhost). No query, fragment or user info. Config validation may call it.
+std::string CheckBaseUrl(const std::string& base_url);
+
+struct Completion {
+  uint64_t tag = 0;  // the caller's tag, as given to Start*
+  RequestKind kind = RequestKind::kSubmit;
+  Outcome outcome;
+};
+
+class UppzyClient {
+ public:
+  explicit UppzyClient(const UpstreamConfig& config);
+  ~UppzyClient();
+  UppzyClient(const UppzyClient&) = delete;
+  UppzyClient& operator=(const UppzyClient&) = delete;
+
+  // POST {base}/m2m/sites/{site}/chat/async with {session_id, message, response_language} and
+  // Idempotency-Key: <job_id>-<attempt>.
+  void StartSubmit(uint64_t tag, const std::string& site, int64_t job_id, int attempt,
+                   const std::string& session_id, const std::string& message, const std::string& language);
+  // GET {base}/m2m/sites/{site}/chat/requests/{request_id}
+  void StartStatus(uint64_t tag, const std::string& site, const std::string& request_id);
+  // POST {base}/m2m/sites/{site}/chat/feedback with {session_id, request_id, feedback}
+  void StartFeedback(uint64_t tag, const std::string& site, const std::string& session_id,
+                     const std::string& request_id, const std::string& feedback);
+  // POST {base}/m2m/sites/{site}/chat/session/close with {session_id}
+  void StartSessionClose(uint64_t tag, const std::string& site, const std::string& session_id);
+
+  // Drives transfers: waits up to `max_wait_ms` for network activity or Wakeup(), then appends every
+  // finished exchange to `out`. Returns the number appended.
+  size_t Perform(long max_wait_ms, std::vector<Completion>* out);
+
+  // Interrupts a Perform() that is waiting. Thread-safe.
+  void Wakeup();
+
+  // Exchanges started and not yet returned by Perform (queued ones included).
+  size_t InFlight() const;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+// Pure mapping from one finished exchange to its Outcome; exposed for table tests.
+// `curl_ok` is false when no HTTP response arrived (connect failure, reset, timeout): kNetwork.
+// `truncated` is true when the body exceeded the limit: kInvalidResponse.
+// `retry_after` is the raw Retry-After header value, or empty.
+Outcome ParseExchange(RequestKind kind, bool curl_ok, const std::string& curl_error, long http_status,
+                      const std::string& body, bool truncated, const std::string& retry_after,
+                      long long now_unix_seconds);
+// The same, with the limit that was applied, so a truncation says "response larger than N bytes".
+Outcome ParseExchange(RequestKind kind, bool curl_ok, const std::string& curl_error, long http_status,
+                      const std::string& body, bool truncated, const std::string& retry_after,
+                      long long now_unix_seconds, long max_response_bytes);
+
+}  // namespace uppzy

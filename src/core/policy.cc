@@ -1,0 +1,132 @@
+#include "uppzy/policy.h"
+
+#include <algorithm>
+#include <cmath>
+#include <string>
+
+namespace uppzy {
+namespace {
+
+std::string Describe(const Outcome& o) {
+  if (!o.error.empty()) return o.error;
+  if (o.http_status != 0) return "HTTP " + std::to_string(o.http_status);
+  return "no response";
+}
+
+Transition Make(Action action, TimePoint at, ErrorKind kind = ErrorKind::kNone, int http_status = 0,
+                std::string message = {}) {
+  Transition t;
+  t.action = action;
+  t.at = at;
+  t.error_kind = kind;
+  t.http_status = http_status;
+  t.message = std::move(message);
+  return t;
+}
+
+// A failure that used up a submission: retry while attempts remain, else fail for good.
+Transition RetryOrFail(const JobContext& job, ErrorKind kind, int http_status, std::string message,
+                       std::optional<Millis> retry_after, TimePoint now, const Policy& p, double jitter) {
+  if (job.attempt >= job.max_attempts) {
+    return Make(Action::kFail, now, kind, http_status, std::move(message));
+  }
+  Millis delay = retry_after ? std::min(*retry_after, p.retry_after_max)
+                             : Backoff(job.attempt, p.backoff_base, p.backoff_max, jitter);
+  return Make(Action::kRetry, now + delay, kind, http_status, std::move(message));
+}
+
+Transition PollTimeout(const JobContext& job, TimePoint now, const Policy& p, double jitter) {
+  return RetryOrFail(job, ErrorKind::kPollTimeout, 0,
+                     "no final status within the poll timeout of " + std::to_string(p.poll_timeout.count()) +
+                         " ms",
+                     std::nullopt, now, p, jitter);
+}
+
+Transition DecideSubmit(const JobContext& job, const Outcome& o, TimePoint now, const Policy& p, double jitter) {
+  switch (o.kind) {
+    case OutcomeKind::kAccepted: {
+      Transition t = Make(Action::kAccept, now + p.poll_interval);
+      t.deadline = now + p.poll_timeout;
+      t.at = std::min(t.at, t.deadline);
+      t.http_status = o.http_status;
+      return t;
+    }
+    case OutcomeKind::kRateLimited:
+    case OutcomeKind::kServerError:
+    case OutcomeKind::kNetwork:
+    case OutcomeKind::kInvalidResponse:
+      // An unreadable body counts as an attempt: the submission may have been accepted.
+      return RetryOrFail(job, ErrorKindOf(o), o.http_status, Describe(o), o.retry_after, now, p, jitter);
+    case OutcomeKind::kStatus:
+    case OutcomeKind::kDelivered:
+      return RetryOrFail(job, ErrorKind::kInvalidResponse, o.http_status,
+                         "unexpected response to a submission", std::nullopt, now, p, jitter);
+    case OutcomeKind::kBadRequest:
+      return Make(Action::kFail, now, ErrorKind::kBadRequest, o.http_status, Describe(o));
+    case OutcomeKind::kUnauthorized:
+    case OutcomeKind::kForbidden:
+      break;  // handled by Decide
+  }
+  return Make(Action::kFail, now, ErrorKind::kInvalidResponse, o.http_status, Describe(o));
+}
+
+Transition DecidePoll(const JobContext& job, const Outcome& o, TimePoint now, const Policy& p, double jitter) {
+  const bool deadline_passed = now >= job.poll_deadline;
+  switch (o.kind) {
+    case OutcomeKind::kStatus:
+      if (o.status == "completed") return Make(Action::kComplete, now, ErrorKind::kNone, o.http_status);
+      if (o.status == "failed") {
+        return Make(Action::kFail, now, ErrorKind::kUpstreamFailed, o.http_status,
+                    o.error.empty() ? "Uppzy reported the request failed" : o.error);
+      }
+      if (deadline_passed) return PollTimeout(job, now, p, jitter);
+      return Make(Action::kAwaitPoll, std::min(now + p.poll_interval, job.poll_deadline));
+    case OutcomeKind::kBadRequest:
+      return Make(Action::kFail, now, ErrorKind::kBadRequest, o.http_status, Describe(o));
+    case OutcomeKind::kUnauthorized:
+    case OutcomeKind::kForbidden:
+      break;  // handled by Decide
+    case OutcomeKind::kRateLimited:
+    case OutcomeKind::kServerError:
+    case OutcomeKind::kNetwork:
+    case OutcomeKind::kInvalidResponse:
+    case OutcomeKind::kAccepted:
+    case OutcomeKind::kDelivered: {
+      // A failed poll costs no attempt; it only delays the next poll, never past the deadline.
+      if (deadline_passed) return PollTimeout(job, now, p, jitter);
+      Millis delay = Backoff(job.poll_errors + 1, p.poll_interval, std::max(p.backoff_max, p.poll_interval), jitter);
+      if (o.retry_after) delay = std::max(delay, std::min(*o.retry_after, p.retry_after_max));
+      ErrorKind kind = ErrorKindOf(o);
+      if (kind == ErrorKind::kNone) kind = ErrorKind::kInvalidResponse;
+      Transition t = Make(Action::kAwaitPoll, std::min(now + delay, job.poll_deadline), kind, o.http_status,
+                          Describe(o));
+      t.poll_error = true;
+      return t;
+    }
+  }
+  return Make(Action::kFail, now, ErrorKind::kInvalidResponse, o.http_status, Describe(o));
+}
+
+}  // namespace
+
+Millis Backoff(int n, Millis base, Millis max, double jitter01) {
+  if (n < 1) n = 1;
+  if (!(jitter01 >= 0.0)) jitter01 = 0.0;  // also catches NaN
+  if (jitter01 >= 1.0) jitter01 = std::nextafter(1.0, 0.0);
+  double d = static_cast<double>(base.count());
+  const double cap = static_cast<double>(std::max(max, Millis(0)).count());
+  for (int i = 1; i < n && d < cap; ++i) d *= 2;
+  d = std::min(d, cap);
+  return Millis(static_cast<Millis::rep>(std::llround(d / 2 + jitter01 * d / 2)));
+}
+
+Transition Decide(const JobContext& job, const Outcome& o, TimePoint now, const Policy& p, double jitter01) {
+  if (o.kind == OutcomeKind::kUnauthorized || o.kind == OutcomeKind::kForbidden) {
+    // A configuration incident: never retried automatically and never charged to the job.
+    return Make(Action::kIncident, now, ErrorKindOf(o), o.http_status, Describe(o));
+  }
+  return job.phase == Phase::kSubmit ? DecideSubmit(job, o, now, p, jitter01)
+                                     : DecidePoll(job, o, now, p, jitter01);
+}
+
+}  // namespace uppzy

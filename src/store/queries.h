@@ -1,0 +1,160 @@
+// Every SQL statement the store runs, one named query each. Nothing outside src/store writes SQL
+// against the jobs table (tests aside).
+#pragma once
+
+namespace uppzy::store::sql {
+
+inline constexpr const char* kMigrationsBootstrap = R"sql(
+CREATE SCHEMA IF NOT EXISTS uppzy;
+CREATE TABLE IF NOT EXISTS uppzy.schema_migrations (
+  version    int PRIMARY KEY,
+  name       text NOT NULL,
+  applied_at timestamptz NOT NULL DEFAULT now()
+);
+)sql";
+
+inline constexpr const char* kMigrationsLock = "SELECT pg_advisory_lock(hashtext('uppzy.migrate'))";
+inline constexpr const char* kMigrationsUnlock = "SELECT pg_advisory_unlock(hashtext('uppzy.migrate'))";
+inline constexpr const char* kMigrationsApplied = "SELECT version FROM uppzy.schema_migrations";
+inline constexpr const char* kMigrationsRecord =
+    "INSERT INTO uppzy.schema_migrations (version, name) VALUES ($1, $2)";
+
+// Columns every claim or adoption returns, in this order.
+#define UPPZY_CLAIMED_COLUMNS                                                                           \
+  "j.id, coalesce(j.job_key, ''), j.session_id, j.message, j.response_language, j.state, j.attempts, " \
+  "j.max_attempts, coalesce(j.request_id, ''), "                                                      \
+  "coalesce((extract(epoch FROM j.submitted_at) * 1000)::bigint, 0), "                                \
+  "coalesce((extract(epoch FROM j.poll_deadline) * 1000)::bigint, 0), j.polls"
+
+// $1 worker, $2 lease ms, $3 limit.
+inline constexpr const char* kJobsClaimQueued = R"sql(
+WITH c AS (
+  SELECT id FROM uppzy.chat_jobs
+  WHERE state IN ('queued', 'retrying') AND run_at <= now()
+  ORDER BY priority DESC, run_at, id
+  LIMIT $3
+  FOR UPDATE SKIP LOCKED
+)
+UPDATE uppzy.chat_jobs j
+SET state = 'submitting', attempts = j.attempts + 1, locked_by = $1,
+    lease_expires_at = now() + $2::bigint * interval '1 millisecond',
+    request_id = NULL, submitted_at = NULL, poll_deadline = NULL, polls = 0, updated_at = now()
+FROM c WHERE j.id = c.id
+RETURNING )sql" UPPZY_CLAIMED_COLUMNS;
+
+// $1 worker, $2 lease ms, $3 limit.
+inline constexpr const char* kJobsAdoptPolling = R"sql(
+WITH c AS (
+  SELECT id FROM uppzy.chat_jobs
+  WHERE state = 'polling' AND lease_expires_at <= now()
+  ORDER BY lease_expires_at
+  LIMIT $3
+  FOR UPDATE SKIP LOCKED
+)
+UPDATE uppzy.chat_jobs j
+SET locked_by = $1, lease_expires_at = now() + $2::bigint * interval '1 millisecond', updated_at = now()
+FROM c WHERE j.id = c.id
+RETURNING )sql" UPPZY_CLAIMED_COLUMNS;
+
+// $1 limit.
+inline constexpr const char* kJobsRescueExpiredSubmitting = R"sql(
+WITH c AS (
+  SELECT id FROM uppzy.chat_jobs
+  WHERE state = 'submitting' AND lease_expires_at <= now()
+  LIMIT $1
+  FOR UPDATE SKIP LOCKED
+)
+UPDATE uppzy.chat_jobs j
+SET state = CASE WHEN j.attempts < j.max_attempts THEN 'retrying' ELSE 'failed' END,
+    run_at = now(),
+    error_kind = 'lease_expired',
+    last_error = 'the worker holding the row lost its lease while submitting; the submission may have reached Uppzy',
+    last_http_status = NULL,
+    errors = j.errors || jsonb_build_array(jsonb_build_object(
+      'attempt', j.attempts, 'at', now(), 'kind', 'lease_expired', 'http_status', NULL,
+      'message', 'lease of ' || coalesce(j.locked_by, '?') || ' expired while submitting',
+      'request_id', NULL)),
+    locked_by = NULL, lease_expires_at = NULL,
+    finished_at = CASE WHEN j.attempts < j.max_attempts THEN NULL ELSE now() END,
+    updated_at = now()
+FROM c WHERE j.id = c.id
+RETURNING j.id
+)sql";
+
+// $1 worker, $2 jsonb array of writes (see JobWrite). Guarded by holder, state and attempt.
+inline constexpr const char* kJobsApplyWrites = R"sql(
+UPDATE uppzy.chat_jobs j
+SET state = u.new_state,
+    attempts = j.attempts + u.attempts_delta,
+    request_id = CASE WHEN u.request_id IS NOT NULL THEN u.request_id
+                      WHEN u.clear_request THEN NULL ELSE j.request_id END,
+    submitted_at = CASE WHEN u.submitted_at_ms IS NOT NULL THEN to_timestamp(u.submitted_at_ms / 1000.0)
+                        WHEN u.clear_request THEN NULL ELSE j.submitted_at END,
+    poll_deadline = CASE WHEN u.poll_deadline_ms IS NOT NULL THEN to_timestamp(u.poll_deadline_ms / 1000.0)
+                         WHEN u.clear_request THEN NULL ELSE j.poll_deadline END,
+    polls = coalesce(u.polls, j.polls),
+    run_at = coalesce(to_timestamp(u.run_at_ms / 1000.0), j.run_at),
+    answer = coalesce(u.answer, j.answer),
+    result = coalesce(u.result, j.result),
+    error_kind = coalesce(u.error_kind, j.error_kind),
+    last_error = CASE WHEN u.error_kind IS NOT NULL THEN u.last_error ELSE j.last_error END,
+    last_http_status = CASE WHEN u.error_kind IS NOT NULL THEN u.last_http_status ELSE j.last_http_status END,
+    errors = CASE WHEN u.error_entry IS NULL THEN j.errors ELSE j.errors || jsonb_build_array(u.error_entry) END,
+    locked_by = CASE WHEN u.keep_lock THEN j.locked_by END,
+    lease_expires_at = CASE WHEN u.keep_lock THEN j.lease_expires_at WHEN u.expire_lease THEN now() END,
+    finished_at = CASE WHEN u.new_state IN ('completed', 'failed', 'cancelled') THEN now() END,
+    updated_at = now()
+FROM jsonb_to_recordset($2::jsonb) AS u(
+  id bigint, expected_state text, expected_attempt int, new_state text, attempts_delta int,
+  keep_lock boolean, expire_lease boolean, clear_request boolean, request_id text,
+  submitted_at_ms double precision, poll_deadline_ms double precision, polls int, run_at_ms double precision,
+  answer text, result jsonb, error_kind text, last_error text, last_http_status int, error_entry jsonb)
+WHERE j.id = u.id AND j.state = u.expected_state AND j.attempts = u.expected_attempt AND j.locked_by = $1
+RETURNING j.id
+)sql";
+
+// $1 worker, $2 bigint[] ids, $3 lease ms.
+inline constexpr const char* kJobsRenewLeases = R"sql(
+UPDATE uppzy.chat_jobs
+SET lease_expires_at = now() + $3::bigint * interval '1 millisecond'
+WHERE id = ANY($2::bigint[]) AND locked_by = $1 AND state IN ('submitting', 'polling')
+RETURNING id
+)sql";
+
+// Each EXISTS matches one partial index exactly.
+inline constexpr const char* kJobsAnyUnfinished = R"sql(
+SELECT EXISTS (SELECT 1 FROM uppzy.chat_jobs WHERE state IN ('queued', 'retrying'))
+    OR EXISTS (SELECT 1 FROM uppzy.chat_jobs WHERE state IN ('submitting', 'polling'))
+)sql";
+
+// The same INSERT a web app runs. $1 job_key ('' = none), $2 session, $3 message, $4 language,
+// $5 max_attempts (0 = default), $6 priority, $7 metadata.
+inline constexpr const char* kJobsEnqueue = R"sql(
+INSERT INTO uppzy.chat_jobs (job_key, session_id, message, response_language, max_attempts, priority, metadata)
+VALUES (nullif($1, ''), $2, $3, $4, coalesce(nullif($5::int, 0), 3), $6::smallint, $7::jsonb)
+ON CONFLICT (job_key) DO NOTHING
+RETURNING id
+)sql";
+inline constexpr const char* kJobsIdByKey = "SELECT id FROM uppzy.chat_jobs WHERE job_key = $1";
+
+// $1 kind, $2 http_status, $3 detail, $4 site, $5 fingerprint, $6 worker.
+inline constexpr const char* kIncidentsOpen = R"sql(
+INSERT INTO uppzy.incidents (kind, http_status, detail, site_id, api_key_fingerprint, opened_by)
+VALUES ($1, $2, $3, $4, $5, $6)
+ON CONFLICT (api_key_fingerprint) WHERE resolved_at IS NULL DO NOTHING
+RETURNING id
+)sql";
+inline constexpr const char* kIncidentsOpenFor =
+    "SELECT id FROM uppzy.incidents WHERE api_key_fingerprint = $1 AND resolved_at IS NULL";
+inline constexpr const char* kIncidentsList = R"sql(
+SELECT id, kind, coalesce(http_status, 0), coalesce(detail, ''), api_key_fingerprint,
+       to_char(opened_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"'),
+       coalesce(to_char(resolved_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"'), '')
+FROM uppzy.incidents WHERE NOT $1::boolean OR resolved_at IS NULL ORDER BY id
+)sql";
+inline constexpr const char* kIncidentsResolve =
+    "UPDATE uppzy.incidents SET resolved_at = now() WHERE id = $1 AND resolved_at IS NULL RETURNING id";
+inline constexpr const char* kIncidentsResolveAll =
+    "UPDATE uppzy.incidents SET resolved_at = now() WHERE resolved_at IS NULL RETURNING id";
+
+}  // namespace uppzy::store::sql

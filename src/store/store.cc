@@ -1,0 +1,409 @@
+#include "uppzy/store.h"
+
+#include <algorithm>
+#include <chrono>
+#include <ctime>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <pqxx/pqxx>
+#include <set>
+#include <unordered_set>
+
+#include "store/embedded_migrations.h"
+#include "store/queries.h"
+
+namespace uppzy {
+namespace {
+
+using nlohmann::json;
+
+bool TransientSqlState(const std::string& s) {
+  // 08: connection exception; 57: operator intervention (shutdown, terminated backend);
+  // 40: serialization failure / deadlock; 53: insufficient resources.
+  return s.rfind("08", 0) == 0 || s.rfind("57", 0) == 0 || s.rfind("40", 0) == 0 || s.rfind("53", 0) == 0;
+}
+
+// Runs `fn`, translating pqxx's exceptions into StoreError.
+template <typename Fn>
+auto Translate(Fn&& fn) -> decltype(fn()) {
+  try {
+    return fn();
+  } catch (const StoreError&) {
+    throw;
+  } catch (const pqxx::broken_connection& e) {
+    throw StoreError(std::string("database connection lost: ") + e.what(), true, "08006");
+  } catch (const pqxx::in_doubt_error& e) {
+    throw StoreError(std::string("database commit in doubt: ") + e.what(), true);
+  } catch (const pqxx::sql_error& e) {
+    const std::string state = e.sqlstate();
+    throw StoreError(e.what(), TransientSqlState(state), state);
+  } catch (const std::exception& e) {
+    throw StoreError(e.what(), false);
+  }
+}
+
+double Ms(TimePoint t) {
+  return static_cast<double>(std::chrono::duration_cast<Millis>(t.time_since_epoch()).count());
+}
+
+std::string Iso(TimePoint t) {
+  const auto ms = std::chrono::duration_cast<Millis>(t.time_since_epoch()).count();
+  std::time_t secs = static_cast<std::time_t>(ms / 1000);
+  std::tm tm{};
+  gmtime_r(&secs, &tm);
+  char buf[64];
+  std::snprintf(buf, sizeof(buf), "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900, tm.tm_mon + 1,
+                tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, static_cast<int>(ms % 1000));
+  return buf;
+}
+
+json WriteJson(const JobWrite& w) {
+  json j;
+  j["id"] = w.id;
+  j["expected_state"] = ToString(w.expected_state);
+  j["expected_attempt"] = w.expected_attempt;
+  j["new_state"] = ToString(w.new_state);
+  j["attempts_delta"] = w.attempts_delta;
+  j["keep_lock"] = w.keep_lock;
+  j["expire_lease"] = w.expire_lease;
+  j["clear_request"] = w.clear_request;
+  j["request_id"] = w.request_id ? json(*w.request_id) : json(nullptr);
+  j["submitted_at_ms"] = w.submitted_at ? json(Ms(*w.submitted_at)) : json(nullptr);
+  j["poll_deadline_ms"] = w.poll_deadline ? json(Ms(*w.poll_deadline)) : json(nullptr);
+  j["polls"] = w.polls ? json(*w.polls) : json(nullptr);
+  j["run_at_ms"] = w.run_at ? json(Ms(*w.run_at)) : json(nullptr);
+  j["answer"] = w.answer ? json(*w.answer) : json(nullptr);
+  if (w.result_json) {
+    json r = json::parse(*w.result_json, nullptr, false);
+    j["result"] = r.is_discarded() ? json::object() : r;
+  } else {
+    j["result"] = nullptr;
+  }
+  if (w.error) {
+    const ErrorEntry& e = *w.error;
+    j["error_kind"] = ToString(e.kind);
+    j["last_error"] = e.message;
+    j["last_http_status"] = e.http_status ? json(e.http_status) : json(nullptr);
+    j["error_entry"] = json{{"attempt", e.attempt},
+                            {"at", Iso(e.at)},
+                            {"kind", ToString(e.kind)},
+                            {"http_status", e.http_status ? json(e.http_status) : json(nullptr)},
+                            {"message", e.message},
+                            {"request_id", e.request_id.empty() ? json(nullptr) : json(e.request_id)}};
+  } else {
+    j["error_kind"] = nullptr;
+    j["last_error"] = nullptr;
+    j["last_http_status"] = nullptr;
+    j["error_entry"] = nullptr;
+  }
+  return j;
+}
+
+TimePoint FromMs(long long ms) { return TimePoint(std::chrono::milliseconds(ms)); }
+
+std::vector<ClaimedJob> ReadClaimed(const pqxx::result& r) {
+  std::vector<ClaimedJob> out;
+  out.reserve(r.size());
+  for (const auto& row : r) {
+    ClaimedJob c;
+    c.id = row[0].as<int64_t>();
+    c.job_key = row[1].as<std::string>();
+    c.session_id = row[2].as<std::string>();
+    c.message = row[3].as<std::string>();
+    c.response_language = row[4].as<std::string>();
+    c.state = ParseJobState(row[5].as<std::string>()).value_or(JobState::kSubmitting);
+    c.attempt = row[6].as<int>();
+    c.max_attempts = row[7].as<int>();
+    c.request_id = row[8].as<std::string>();
+    c.submitted_at = FromMs(row[9].as<long long>());
+    c.poll_deadline = FromMs(row[10].as<long long>());
+    c.polls = row[11].as<int>();
+    out.push_back(std::move(c));
+  }
+  return out;
+}
+
+std::string IdArray(const std::vector<int64_t>& ids) {
+  std::string s = "{";
+  for (size_t i = 0; i < ids.size(); ++i) {
+    if (i) s += ',';
+    s += std::to_string(ids[i]);
+  }
+  return s + "}";
+}
+
+int VersionOf(const std::string& name) {
+  int v = 0;
+  for (char c : name) {
+    if (c < '0' || c > '9') break;
+    v = v * 10 + (c - '0');
+  }
+  return v;
+}
+
+}  // namespace
+
+struct Store::Impl {
+  explicit Impl(const std::string& url) : conn(url) {
+    conn.prepare("claim_queued", store::sql::kJobsClaimQueued);
+    conn.prepare("adopt_polling", store::sql::kJobsAdoptPolling);
+    conn.prepare("rescue_submitting", store::sql::kJobsRescueExpiredSubmitting);
+    conn.prepare("apply_writes", store::sql::kJobsApplyWrites);
+    conn.prepare("renew_leases", store::sql::kJobsRenewLeases);
+  }
+  pqxx::connection conn;
+};
+
+Store::Store(const std::string& database_url) {
+  Translate([&] {
+    impl_ = std::make_unique<Impl>(database_url);
+    return 0;
+  });
+}
+
+Store::~Store() = default;
+
+std::vector<std::string> Store::Migrate() {
+  return Translate([&] {
+    std::vector<std::string> applied_now;
+    pqxx::nontransaction(impl_->conn).exec(store::sql::kMigrationsLock);
+    try {
+      {
+        pqxx::work tx(impl_->conn);
+        tx.exec(store::sql::kMigrationsBootstrap);
+        tx.commit();
+      }
+      std::set<int> done;
+      {
+        pqxx::nontransaction tx(impl_->conn);
+        for (const auto& row : tx.exec(store::sql::kMigrationsApplied)) done.insert(row[0].as<int>());
+      }
+      for (const auto& m : store::EmbeddedMigrations()) {
+        const int version = VersionOf(m.name);
+        if (version == 0 || done.count(version)) continue;
+        pqxx::work tx(impl_->conn);
+        tx.exec(m.sql);
+        tx.exec_params(store::sql::kMigrationsRecord, version, m.name);
+        tx.commit();
+        applied_now.push_back(m.name);
+      }
+    } catch (...) {
+      try {
+        pqxx::nontransaction(impl_->conn).exec(store::sql::kMigrationsUnlock);
+      } catch (...) {
+      }
+      throw;
+    }
+    pqxx::nontransaction(impl_->conn).exec(store::sql::kMigrationsUnlock);
+    return applied_now;
+  });
+}
+
+std::vector<ClaimedJob> Store::JobsClaimQueued(const std::string& worker, int lease_ms, int limit) {
+  return Translate([&] {
+    pqxx::work tx(impl_->conn);
+    auto r = tx.exec_prepared("claim_queued", worker, static_cast<long long>(lease_ms), limit);
+    tx.commit();
+    return ReadClaimed(r);
+  });
+}
+
+std::vector<ClaimedJob> Store::JobsAdoptPolling(const std::string& worker, int lease_ms, int limit) {
+  return Translate([&] {
+    pqxx::work tx(impl_->conn);
+    auto r = tx.exec_prepared("adopt_polling", worker, static_cast<long long>(lease_ms), limit);
+    tx.commit();
+    return ReadClaimed(r);
+  });
+}
+
+int Store::JobsRescueExpiredSubmitting(int limit) {
+  return Translate([&] {
+    pqxx::work tx(impl_->conn);
+    auto r = tx.exec_prepared("rescue_submitting", limit);
+    tx.commit();
+    return static_cast<int>(r.size());
+  });
+}
+
+ApplyResult Store::JobsApplyWrites(const std::string& worker, const std::vector<JobWrite>& writes) {
+  return Translate([&] {
+    ApplyResult result;
+    if (writes.empty()) return result;
+    // A job may have several writes queued (accepted, then completed): apply them in rounds so each
+    // round touches a row at most once, in the order they were made.
+    std::vector<json> rounds;
+    std::map<int64_t, size_t> next_round;
+    for (const auto& w : writes) {
+      size_t& round = next_round[w.id];
+      if (rounds.size() <= round) rounds.push_back(json::array());
+      rounds[round].push_back(WriteJson(w));
+      ++round;
+    }
+    std::unordered_set<int64_t> applied;
+    pqxx::work tx(impl_->conn);
+    for (const auto& round : rounds) {
+      for (const auto& row : tx.exec_prepared("apply_writes", worker, round.dump())) {
+        applied.insert(row[0].as<int64_t>());
+      }
+    }
+    tx.commit();
+    // A job counts as applied only if every one of its writes was.
+    std::map<int64_t, size_t> applied_count;
+    (void)applied_count;
+    for (const auto& [id, n] : next_round) {
+      (void)n;
+      (applied.count(id) ? result.applied : result.refused).push_back(id);
+    }
+    return result;
+  });
+}
+
+std::vector<int64_t> Store::JobsRenewLeases(const std::string& worker, const std::vector<int64_t>& ids,
+                                            int lease_ms) {
+  return Translate([&] {
+    std::vector<int64_t> renewed;
+    if (ids.empty()) return renewed;
+    pqxx::work tx(impl_->conn);
+    for (const auto& row : tx.exec_prepared("renew_leases", worker, IdArray(ids), static_cast<long long>(lease_ms))) {
+      renewed.push_back(row[0].as<int64_t>());
+    }
+    tx.commit();
+    return renewed;
+  });
+}
+
+bool Store::JobsAnyUnfinished() {
+  return Translate([&] {
+    pqxx::nontransaction tx(impl_->conn);
+    return tx.exec(store::sql::kJobsAnyUnfinished)[0][0].as<bool>();
+  });
+}
+
+EnqueueResult Store::JobsEnqueue(const NewJob& job) {
+  return Translate([&] {
+    pqxx::work tx(impl_->conn);
+    auto r = tx.exec_params(store::sql::kJobsEnqueue, job.job_key, job.session_id, job.message, job.response_language,
+                            job.max_attempts.value_or(0), job.priority, job.metadata_json);
+    EnqueueResult out;
+    if (r.empty()) {
+      out.created = false;
+      out.id = tx.exec_params(store::sql::kJobsIdByKey, job.job_key)[0][0].as<int64_t>();
+    } else {
+      out.id = r[0][0].as<int64_t>();
+    }
+    tx.commit();
+    return out;
+  });
+}
+
+std::pair<int64_t, bool> Store::IncidentsOpen(const std::string& kind, int http_status, const std::string& detail,
+                                              const std::string& site_id, const std::string& fingerprint,
+                                              const std::string& worker) {
+  return Translate([&] {
+    pqxx::work tx(impl_->conn);
+    auto r = tx.exec_params(store::sql::kIncidentsOpen, kind, http_status, detail, site_id, fingerprint, worker);
+    std::pair<int64_t, bool> out{0, !r.empty()};
+    if (!r.empty()) {
+      out.first = r[0][0].as<int64_t>();
+    } else {
+      auto open = tx.exec_params(store::sql::kIncidentsOpenFor, fingerprint);
+      if (!open.empty()) out.first = open[0][0].as<int64_t>();
+    }
+    tx.commit();
+    return out;
+  });
+}
+
+std::optional<int64_t> Store::IncidentsOpenFor(const std::string& fingerprint) {
+  return Translate([&]() -> std::optional<int64_t> {
+    pqxx::nontransaction tx(impl_->conn);
+    auto r = tx.exec_params(store::sql::kIncidentsOpenFor, fingerprint);
+    if (r.empty()) return std::nullopt;
+    return r[0][0].as<int64_t>();
+  });
+}
+
+std::vector<Incident> Store::IncidentsList(bool open_only) {
+  return Translate([&] {
+    pqxx::nontransaction tx(impl_->conn);
+    std::vector<Incident> out;
+    for (const auto& row : tx.exec_params(store::sql::kIncidentsList, open_only)) {
+      Incident i;
+      i.id = row[0].as<int64_t>();
+      i.kind = row[1].as<std::string>();
+      i.http_status = row[2].as<int>();
+      i.detail = row[3].as<std::string>();
+      i.api_key_fingerprint = row[4].as<std::string>();
+      i.opened_at = row[5].as<std::string>();
+      i.resolved_at = row[6].as<std::string>();
+      out.push_back(std::move(i));
+    }
+    return out;
+  });
+}
+
+bool Store::IncidentsResolve(int64_t id) {
+  return Translate([&] {
+    pqxx::work tx(impl_->conn);
+    auto r = tx.exec_params(store::sql::kIncidentsResolve, id);
+    tx.commit();
+    return !r.empty();
+  });
+}
+
+int Store::IncidentsResolveAll() {
+  return Translate([&] {
+    pqxx::work tx(impl_->conn);
+    auto r = tx.exec(store::sql::kIncidentsResolveAll);
+    tx.commit();
+    return static_cast<int>(r.size());
+  });
+}
+
+std::string Store::QueryValue(const std::string& sql) {
+  return Translate([&] {
+    pqxx::work tx(impl_->conn);
+    auto r = tx.exec(sql);
+    tx.commit();
+    if (r.empty() || r[0].empty() || r[0][0].is_null()) return std::string();
+    return r[0][0].as<std::string>();
+  });
+}
+
+struct Listener::Impl {
+  struct Receiver : pqxx::notification_receiver {
+    Receiver(pqxx::connection_base& c, const std::string& channel) : pqxx::notification_receiver(c, channel) {}
+    void operator()(const std::string&, int) override { ++count; }
+    int count = 0;
+  };
+  Impl(const std::string& url, const std::string& channel) : conn(url), receiver(conn, channel) {}
+  pqxx::connection conn;
+  Receiver receiver;
+};
+
+Listener::Listener(const std::string& database_url, const std::string& channel) {
+  Translate([&] {
+    impl_ = std::make_unique<Impl>(database_url, channel);
+    // Make sure LISTEN is in effect before returning (the receiver issues it lazily otherwise).
+    impl_->conn.get_notifs();
+    return 0;
+  });
+}
+
+Listener::~Listener() = default;
+
+int Listener::Wait(int timeout_ms) {
+  return Translate([&] {
+    impl_->receiver.count = 0;
+    int n = impl_->conn.get_notifs();
+    if (n == 0) {
+      impl_->conn.await_notification(timeout_ms / 1000, (timeout_ms % 1000) * 1000);
+      n = impl_->conn.get_notifs();
+      if (!impl_->conn.is_open()) throw StoreError("listen connection lost", true);
+    }
+    return impl_->receiver.count;
+  });
+}
+
+}  // namespace uppzy

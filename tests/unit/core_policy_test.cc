@@ -1,0 +1,181 @@
+// Table tests of the state machine's decisions: one row per edge, no database, no network.
+#include <gtest/gtest.h>
+
+#include "uppzy/policy.h"
+
+namespace uppzy {
+namespace {
+
+using std::chrono::milliseconds;
+using std::chrono::seconds;
+
+const TimePoint kNow = TimePoint(seconds(1'700'000'000));
+
+Policy TestPolicy() {
+  Policy p;
+  p.poll_interval = milliseconds(2500);
+  p.poll_timeout = milliseconds(45000);
+  p.backoff_base = milliseconds(1000);
+  p.backoff_max = milliseconds(60000);
+  p.retry_after_max = milliseconds(600000);
+  return p;
+}
+
+JobContext Submit(int attempt, int max_attempts = 3) {
+  JobContext j;
+  j.phase = Phase::kSubmit;
+  j.attempt = attempt;
+  j.max_attempts = max_attempts;
+  return j;
+}
+
+JobContext Poll(int attempt, milliseconds until_deadline, int poll_errors = 0, int max_attempts = 3) {
+  JobContext j;
+  j.phase = Phase::kPoll;
+  j.attempt = attempt;
+  j.max_attempts = max_attempts;
+  j.poll_deadline = kNow + until_deadline;
+  j.poll_errors = poll_errors;
+  return j;
+}
+
+Outcome RateLimited(std::optional<milliseconds> retry_after) {
+  Outcome o = Outcome::Of(OutcomeKind::kRateLimited, 429, "HTTP 429");
+  o.retry_after = retry_after;
+  return o;
+}
+
+struct Case {
+  const char* name;
+  JobContext job;
+  Outcome outcome;
+  Action action;
+  ErrorKind kind;
+  milliseconds at_offset;  // expected `at - now` (jitter 0.5 unless stated)
+};
+
+class DecideTable : public ::testing::TestWithParam<Case> {};
+
+TEST_P(DecideTable, Decides) {
+  const Case& c = GetParam();
+  Transition t = Decide(c.job, c.outcome, kNow, TestPolicy(), 0.5);
+  EXPECT_EQ(static_cast<int>(t.action), static_cast<int>(c.action)) << c.name;
+  EXPECT_EQ(ToString(t.error_kind), ToString(c.kind)) << c.name;
+  EXPECT_EQ(std::chrono::duration_cast<milliseconds>(t.at - kNow).count(), c.at_offset.count()) << c.name;
+}
+
+// Backoff(n) with base 1000, jitter 0.5: d = 1000 * 2^(n-1), delay = 0.75 d.
+const Case kCases[] = {
+    // Submissions.
+    {"accepted", Submit(1), Outcome::Accepted("r1"), Action::kAccept, ErrorKind::kNone, milliseconds(2500)},
+    {"429 first attempt backs off", Submit(1), RateLimited(std::nullopt), Action::kRetry, ErrorKind::kRateLimited,
+     milliseconds(750)},
+    {"429 honours Retry-After", Submit(1), RateLimited(seconds(7)), Action::kRetry, ErrorKind::kRateLimited,
+     milliseconds(7000)},
+    {"429 Retry-After is bounded", Submit(1), RateLimited(seconds(100000)), Action::kRetry,
+     ErrorKind::kRateLimited, milliseconds(600000)},
+    {"429 on last attempt fails", Submit(3), RateLimited(std::nullopt), Action::kFail, ErrorKind::kRateLimited,
+     milliseconds(0)},
+    {"503 second attempt backs off twice as long", Submit(2), Outcome::Of(OutcomeKind::kServerError, 503),
+     Action::kRetry, ErrorKind::kServerError, milliseconds(1500)},
+    {"503 on last attempt fails", Submit(3), Outcome::Of(OutcomeKind::kServerError, 503), Action::kFail,
+     ErrorKind::kServerError, milliseconds(0)},
+    {"network error retries", Submit(1), Outcome::Of(OutcomeKind::kNetwork, 0, "timeout"), Action::kRetry,
+     ErrorKind::kNetwork, milliseconds(750)},
+    {"unreadable submit body retries and counts", Submit(1), Outcome::Of(OutcomeKind::kInvalidResponse, 200),
+     Action::kRetry, ErrorKind::kInvalidResponse, milliseconds(750)},
+    {"unreadable submit body on last attempt fails", Submit(3), Outcome::Of(OutcomeKind::kInvalidResponse, 200),
+     Action::kFail, ErrorKind::kInvalidResponse, milliseconds(0)},
+    {"400 fails at once", Submit(1), Outcome::Of(OutcomeKind::kBadRequest, 400), Action::kFail,
+     ErrorKind::kBadRequest, milliseconds(0)},
+    {"422 fails at once", Submit(1), Outcome::Of(OutcomeKind::kBadRequest, 422), Action::kFail,
+     ErrorKind::kBadRequest, milliseconds(0)},
+    {"401 on submit is an incident", Submit(1), Outcome::Of(OutcomeKind::kUnauthorized, 401), Action::kIncident,
+     ErrorKind::kUnauthorized, milliseconds(0)},
+    {"403 on last attempt is still an incident", Submit(3), Outcome::Of(OutcomeKind::kForbidden, 403),
+     Action::kIncident, ErrorKind::kForbidden, milliseconds(0)},
+    {"a status answer to a submit is invalid", Submit(1), Outcome::Status("processing"), Action::kRetry,
+     ErrorKind::kInvalidResponse, milliseconds(750)},
+    // Polls.
+    {"in progress polls again after the interval", Poll(1, seconds(30)), Outcome::Status("processing"),
+     Action::kAwaitPoll, ErrorKind::kNone, milliseconds(2500)},
+    {"unknown status is in progress", Poll(1, seconds(30)), Outcome::Status("thinking_hard"), Action::kAwaitPoll,
+     ErrorKind::kNone, milliseconds(2500)},
+    {"next poll never passes the deadline", Poll(1, milliseconds(1000)), Outcome::Status("processing"),
+     Action::kAwaitPoll, ErrorKind::kNone, milliseconds(1000)},
+    {"completed", Poll(1, seconds(30)), Outcome::Status("completed", "echo: hi"), Action::kComplete,
+     ErrorKind::kNone, milliseconds(0)},
+    {"completed after the deadline still completes", Poll(1, -seconds(5)), Outcome::Status("completed", "a"),
+     Action::kComplete, ErrorKind::kNone, milliseconds(0)},
+    {"upstream failed", Poll(1, seconds(30)), Outcome::Status("failed", "", "no_docs"), Action::kFail,
+     ErrorKind::kUpstreamFailed, milliseconds(0)},
+    {"deadline passed with attempts left retries", Poll(1, milliseconds(0)), Outcome::Status("processing"),
+     Action::kRetry, ErrorKind::kPollTimeout, milliseconds(750)},
+    {"deadline passed on last attempt fails", Poll(3, -seconds(1)), Outcome::Status("processing"),
+     Action::kFail, ErrorKind::kPollTimeout, milliseconds(0)},
+    {"poll 500 backs off from the poll interval", Poll(1, seconds(30)),
+     Outcome::Of(OutcomeKind::kServerError, 500), Action::kAwaitPoll, ErrorKind::kServerError,
+     milliseconds(1875)},
+    {"third failed poll in a row backs off more", Poll(1, seconds(30), 2),
+     Outcome::Of(OutcomeKind::kServerError, 500), Action::kAwaitPoll, ErrorKind::kServerError,
+     milliseconds(7500)},
+    {"poll 429 honours Retry-After within the deadline", Poll(1, seconds(30)), RateLimited(seconds(7)),
+     Action::kAwaitPoll, ErrorKind::kRateLimited, milliseconds(7000)},
+    {"poll error never passes the deadline", Poll(1, milliseconds(500)), RateLimited(seconds(7)),
+     Action::kAwaitPoll, ErrorKind::kRateLimited, milliseconds(500)},
+    {"garbage poll body polls again, no attempt used", Poll(3, seconds(30)),
+     Outcome::Of(OutcomeKind::kInvalidResponse, 200), Action::kAwaitPoll, ErrorKind::kInvalidResponse,
+     milliseconds(1875)},
+    {"poll error after the deadline times out", Poll(1, -seconds(1)), Outcome::Of(OutcomeKind::kNetwork),
+     Action::kRetry, ErrorKind::kPollTimeout, milliseconds(750)},
+    {"poll 404 fails", Poll(1, seconds(30)), Outcome::Of(OutcomeKind::kBadRequest, 404), Action::kFail,
+     ErrorKind::kBadRequest, milliseconds(0)},
+    {"poll 401 is an incident", Poll(2, seconds(30)), Outcome::Of(OutcomeKind::kUnauthorized, 401),
+     Action::kIncident, ErrorKind::kUnauthorized, milliseconds(0)},
+};
+
+INSTANTIATE_TEST_SUITE_P(Policy, DecideTable, ::testing::ValuesIn(kCases));
+
+TEST(Decide, AcceptSetsDeadlineFromPollTimeout) {
+  Transition t = Decide(Submit(1), Outcome::Accepted("r1"), kNow, TestPolicy(), 0.5);
+  EXPECT_EQ(t.deadline - kNow, milliseconds(45000));
+}
+
+TEST(Decide, FailedPollIsMarkedAsPollError) {
+  Transition t = Decide(Poll(1, seconds(30)), Outcome::Of(OutcomeKind::kNetwork), kNow, TestPolicy(), 0.5);
+  EXPECT_TRUE(t.poll_error);
+  t = Decide(Poll(1, seconds(30)), Outcome::Status("processing"), kNow, TestPolicy(), 0.5);
+  EXPECT_FALSE(t.poll_error);
+}
+
+TEST(Decide, UpstreamFailureKeepsUppzysErrorText) {
+  Transition t = Decide(Poll(1, seconds(30)), Outcome::Status("failed", "", "index_missing"), kNow, TestPolicy(), 0);
+  EXPECT_EQ(t.message, "index_missing");
+}
+
+TEST(Backoff, GrowsExponentiallyWithJitterAndCap) {
+  const milliseconds base(1000), cap(60000);
+  EXPECT_EQ(Backoff(1, base, cap, 0.0), milliseconds(500));
+  EXPECT_EQ(Backoff(1, base, cap, 0.999999), milliseconds(1000));
+  EXPECT_EQ(Backoff(3, base, cap, 0.0), milliseconds(2000));
+  EXPECT_EQ(Backoff(10, base, cap, 0.0), milliseconds(30000));
+  EXPECT_EQ(Backoff(1000, base, cap, 0.999999), milliseconds(60000));
+  EXPECT_EQ(Backoff(0, base, cap, 0.0), milliseconds(500));
+  EXPECT_EQ(Backoff(2, base, cap, -3.0), milliseconds(1000));
+  EXPECT_EQ(Backoff(2, base, cap, 7.0), milliseconds(2000));
+}
+
+TEST(Names, StatesAndKindsRoundTrip) {
+  for (auto s : {JobState::kQueued, JobState::kSubmitting, JobState::kPolling, JobState::kRetrying,
+                 JobState::kCompleted, JobState::kFailed, JobState::kCancelled}) {
+    EXPECT_EQ(ParseJobState(ToString(s)), s);
+  }
+  EXPECT_EQ(ParseJobState("running"), std::nullopt);
+  EXPECT_EQ(ToString(ErrorKind::kPollTimeout), "poll_timeout");
+  EXPECT_EQ(ParseErrorKind("lease_expired"), ErrorKind::kLeaseExpired);
+  EXPECT_TRUE(IsTerminal(JobState::kCancelled));
+  EXPECT_FALSE(IsTerminal(JobState::kRetrying));
+}
+
+}  // namespace
+}  // namespace uppzy
