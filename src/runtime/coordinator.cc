@@ -1,0 +1,229 @@
+#include "runtime/coordinator.h"
+
+#include <algorithm>
+#include <thread>
+
+#include "uppzy/log.h"
+
+namespace uppzy::runtime {
+
+Coordinator::Coordinator(const Config& config, const WorkerOptions& options, Mailbox& mailbox,
+                         WorkerCounters& counters)
+    : config_(config), options_(options), mailbox_(mailbox), counters_(counters) {}
+
+bool Coordinator::EnsureConnected() {
+  if (store_) return true;
+  if (Steady::now() < next_connect_) return false;
+  try {
+    store_ = std::make_unique<Store>(config_.database_url);
+    if (db_down_logged_) LogEvent(spdlog::level::info, "database_reconnected", {});
+    db_down_logged_ = false;
+    reconnect_delay_ms_ = 100;
+    // Catch up at once on whatever happened while we were away.
+    next_fetch_ = next_rescue_ = next_incident_check_ = next_renew_ = Steady::now();
+    more_waiting_ = true;
+    return true;
+  } catch (const StoreError& e) {
+    Disconnect(e);
+    return false;
+  }
+}
+
+void Coordinator::Disconnect(const StoreError& e) {
+  store_.reset();
+  if (!db_down_logged_) {
+    LogEvent(spdlog::level::err, "database_unavailable",
+             {{"detail", e.what()}, {"pending_writes", std::to_string(pending_writes_.size())}});
+    db_down_logged_ = true;
+  }
+  next_connect_ = Steady::now() + Millis(reconnect_delay_ms_);
+  reconnect_delay_ms_ = std::min(reconnect_delay_ms_ * 2, 5000);
+}
+
+void Coordinator::ProcessReports() {
+  while (!pending_reports_.empty()) {
+    const IncidentReport& r = pending_reports_.front();
+    auto [id, created] = store_->IncidentsOpen(std::string(ToString(r.kind)), r.http_status, r.detail,
+                                               config_.site.site_id, config_.site.key_fingerprint, config_.worker_id);
+    if (created) {
+      LogEvent(spdlog::level::err, "incident_opened",
+               {{"incident_id", std::to_string(id)},
+                {"kind", std::string(ToString(r.kind))},
+                {"http_status", std::to_string(r.http_status)},
+                {"api_key_fingerprint", config_.site.key_fingerprint}});
+    }
+    mailbox_.paused = true;
+    was_paused_ = true;
+    pending_reports_.erase(pending_reports_.begin());
+    ++mailbox_.reports_processed;
+  }
+}
+
+void Coordinator::ApplyWrites() {
+  if (pending_writes_.empty()) return;
+  auto account = [&](const std::vector<JobWrite>& writes, const ApplyResult& r) {
+    std::unordered_set<int64_t> refused(r.refused.begin(), r.refused.end());
+    for (const auto& w : writes) {
+      if (refused.count(w.id) || w.Releases()) held_.erase(w.id);
+    }
+    if (!r.refused.empty()) {
+      counters_.fenced_writes += static_cast<long long>(r.refused.size());
+      for (int64_t id : r.refused) {
+        LogEvent(spdlog::level::warn, "write_refused",
+                 {{"job_id", std::to_string(id)}, {"detail", "the row is no longer held by this worker"}});
+      }
+    }
+  };
+  try {
+    ApplyResult r = store_->JobsApplyWrites(config_.worker_id, pending_writes_);
+    account(pending_writes_, r);
+    pending_writes_.clear();
+  } catch (const StoreError& e) {
+    if (e.transient()) throw;
+    // A write the database rejects for good (a bug, never the environment): find it, log it, and
+    // store every other one.
+    std::vector<JobWrite> writes;
+    writes.swap(pending_writes_);
+    for (auto& w : writes) {
+      try {
+        ApplyResult r = store_->JobsApplyWrites(config_.worker_id, {w});
+        account({w}, r);
+      } catch (const StoreError& e2) {
+        if (e2.transient()) {
+          pending_writes_.push_back(std::move(w));
+          continue;
+        }
+        LogEvent(spdlog::level::err, "write_rejected",
+                 {{"job_id", std::to_string(w.id)}, {"detail", e2.what()}});
+        held_.erase(w.id);
+      }
+    }
+    if (!pending_writes_.empty()) throw StoreError("database unavailable while isolating a rejected write", true);
+  }
+}
+
+void Coordinator::RenewLeases() {
+  const auto now = Steady::now();
+  if (now < next_renew_ || held_.empty()) return;
+  next_renew_ = now + Millis(std::max(config_.lease_ms / 3, 100));
+  std::vector<int64_t> ids(held_.begin(), held_.end());
+  auto renewed = store_->JobsRenewLeases(config_.worker_id, ids, config_.lease_ms);
+  if (renewed.size() != ids.size()) {
+    // Rows written back by the engine meanwhile are fine; others were taken over (we stalled).
+    LogEvent(spdlog::level::debug, "leases_renewed",
+             {{"held", std::to_string(ids.size())}, {"renewed", std::to_string(renewed.size())}});
+  }
+}
+
+void Coordinator::CheckIncident() {
+  const auto now = Steady::now();
+  if (now < next_incident_check_ && !was_paused_) return;
+  if (now < next_incident_check_) return;
+  next_incident_check_ = now + Millis(mailbox_.paused ? 1000 : 5000);
+  const bool open = store_->IncidentsOpenFor(config_.site.key_fingerprint).has_value();
+  if (open && !mailbox_.paused) {
+    LogEvent(spdlog::level::err, "paused_by_open_incident",
+             {{"api_key_fingerprint", config_.site.key_fingerprint},
+              {"detail", "an incident for this API key is open; run `uppzy-worker incidents resolve`"}});
+  }
+  if (!open && mailbox_.paused) {
+    LogEvent(spdlog::level::info, "incident_resolved_resuming", {});
+    more_waiting_ = true;
+    next_fetch_ = now;
+    next_rescue_ = now;
+  }
+  mailbox_.paused = open;
+  was_paused_ = open;
+}
+
+void Coordinator::Rescue() {
+  const auto now = Steady::now();
+  if (now < next_rescue_) return;
+  next_rescue_ = now + Millis(config_.rescue_interval_ms);
+  const int rescued = store_->JobsRescueExpiredSubmitting(1000);
+  if (rescued > 0) {
+    counters_.rescued += rescued;
+    LogEvent(spdlog::level::warn, "rescued_expired_submissions", {{"rows", std::to_string(rescued)}});
+  }
+  Claim(true);
+}
+
+void Coordinator::Claim(bool adopt) {
+  if (mailbox_.paused || mailbox_.stopping) return;
+  const int room = config_.max_in_flight - static_cast<int>(held_.size());
+  if (room <= 0) return;
+  const int limit = std::min(room, config_.claim_batch);
+  std::vector<ClaimedJob> jobs;
+  if (adopt) jobs = store_->JobsAdoptPolling(config_.worker_id, config_.lease_ms, limit);
+  const int left = limit - static_cast<int>(jobs.size());
+  if (left > 0) {
+    auto claimed = store_->JobsClaimQueued(config_.worker_id, config_.lease_ms, left);
+    more_waiting_ = static_cast<int>(claimed.size()) == left;
+    for (auto& c : claimed) jobs.push_back(std::move(c));
+  } else {
+    more_waiting_ = true;
+  }
+  if (jobs.empty()) return;
+  for (const auto& j : jobs) held_.insert(j.id);
+  mailbox_.PushJobs(std::move(jobs));
+}
+
+void Coordinator::Run(std::atomic<bool>& all_done) {
+  const auto fetch_interval = Millis(config_.fetch_interval_ms);
+  std::optional<Steady::time_point> stop_deadline;
+  while (true) {
+    auto now = Steady::now();
+    Steady::time_point until = now + fetch_interval;
+    until = std::min({until, next_fetch_, next_rescue_, next_incident_check_});
+    if (!held_.empty()) until = std::min(until, next_renew_);
+    if (!store_) until = std::min(until, next_connect_);
+    if (more_waiting_ && !held_.empty() && static_cast<int>(held_.size()) < config_.max_in_flight) {
+      until = std::min(until, now + Millis(1));
+    }
+    const bool woken = mailbox_.WaitForDb(std::max(until, now), &pending_writes_, &pending_reports_);
+    now = Steady::now();
+
+    if (mailbox_.engine_done) {
+      if (!stop_deadline) stop_deadline = now + Millis(std::max(config_.shutdown_grace_ms, 1000));
+      if (pending_writes_.empty() && pending_reports_.empty()) break;
+      if (now >= *stop_deadline) {
+        LogEvent(spdlog::level::err, "writes_abandoned_at_exit",
+                 {{"count", std::to_string(pending_writes_.size())},
+                  {"detail", "the database stayed unreachable; leases will hand these rows to another worker"}});
+        break;
+      }
+    }
+    if (!EnsureConnected()) continue;
+    try {
+      ProcessReports();
+      ApplyWrites();
+      RenewLeases();
+      if (mailbox_.stopping) continue;
+      CheckIncident();
+      Rescue();
+      if (woken || now >= next_fetch_) {
+        next_fetch_ = now + fetch_interval;
+        Claim(woken);
+      } else if (more_waiting_) {
+        Claim(false);
+      }
+      if (options_.until_empty && held_.empty() && pending_writes_.empty() && now >= next_empty_check_) {
+        next_empty_check_ = now + Millis(std::min(config_.fetch_interval_ms, 200));
+        if (!store_->JobsAnyUnfinished()) {
+          all_done = true;
+          mailbox_.stopping = true;
+          mailbox_.WakeEngine();
+        }
+      }
+    } catch (const StoreError& e) {
+      if (e.transient()) {
+        Disconnect(e);
+      } else {
+        LogEvent(spdlog::level::err, "database_error", {{"detail", e.what()}});
+        std::this_thread::sleep_for(Millis(200));
+      }
+    }
+  }
+}
+
+}  // namespace uppzy::runtime

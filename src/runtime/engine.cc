@@ -1,0 +1,259 @@
+#include "runtime/engine.h"
+
+#include "uppzy/log.h"
+#include "uppzy/policy.h"
+
+namespace uppzy::runtime {
+namespace {
+
+UpstreamConfig MakeUpstreamConfig(const Config& c) {
+  UpstreamConfig u;
+  u.base_url = c.base_url;
+  u.api_key = c.site.api_key;
+  u.connect_timeout_ms = c.connect_timeout_ms;
+  u.total_timeout_ms = c.http_timeout_ms;
+  u.max_response_bytes = c.max_response_bytes;
+  u.max_connections = c.http_max_connections;
+  return u;
+}
+
+}  // namespace
+
+Engine::Engine(const Config& config, Mailbox& mailbox, WorkerCounters& counters)
+    : config_(config),
+      mailbox_(mailbox),
+      counters_(counters),
+      client_(MakeUpstreamConfig(config)),
+      // Enough started exchanges to keep every connection busy, few enough that a pause or a stop
+      // leaves most jobs unsent and cleanly handed back.
+      max_active_(static_cast<size_t>(config.http_max_connections) * 4),
+      rng_(std::random_device{}()) {}
+
+bool Engine::Paused() const {
+  return mailbox_.paused.load() || mailbox_.reports_processed.load() < reports_sent_;
+}
+
+JobLogFields Engine::Fields(const Held& h) const {
+  JobLogFields f;
+  f.job_id = h.row.id;
+  f.attempt = h.row.attempt;
+  f.state = h.row.row_state;
+  f.request_id = h.row.request_id;
+  return f;
+}
+
+void Engine::Adopt(ClaimedJob job, TimePoint now) {
+  const int64_t id = job.id;
+  Held h;
+  h.row.id = id;
+  h.row.attempt = job.attempt;
+  h.row.row_state = job.state;
+  h.row.request_id = job.request_id;
+  h.row.polls = job.polls;
+  h.phase = job.state == JobState::kPolling ? Phase::kPoll : Phase::kSubmit;
+  h.job = std::move(job);
+  if (h.phase == Phase::kPoll) h.job.message.clear();  // only a submission needs the text
+  auto [it, inserted] = held_.emplace(id, std::move(h));
+  if (!inserted) return;  // already ours (cannot happen: the claim is guarded), keep the first
+  counters_.in_flight = static_cast<long long>(held_.size());
+  LogJob(spdlog::level::debug, it->second.phase == Phase::kPoll ? "job_adopted" : "job_claimed",
+         Fields(it->second));
+  Schedule(it->second, now);
+}
+
+void Engine::Schedule(Held& h, TimePoint at) {
+  ++h.timer_gen;
+  timers_.push(Timer{at, h.row.id, h.timer_gen});
+}
+
+void Engine::FireTimers(TimePoint now) {
+  while (!timers_.empty() && timers_.top().at <= now) {
+    Timer t = timers_.top();
+    timers_.pop();
+    auto it = held_.find(t.id);
+    if (it == held_.end() || it->second.timer_gen != t.gen || it->second.http_active) continue;
+    ready_.push_back(t.id);
+  }
+}
+
+void Engine::StartReady() {
+  while (!ready_.empty() && client_.InFlight() < max_active_) {
+    const int64_t id = ready_.front();
+    ready_.pop_front();
+    auto it = held_.find(id);
+    if (it == held_.end() || it->second.http_active) continue;
+    Held& h = it->second;
+    h.http_active = true;
+    const auto tag = static_cast<uint64_t>(id);
+    if (h.phase == Phase::kSubmit) {
+      ++counters_.submissions;
+      client_.StartSubmit(tag, config_.site.site_id, id, h.row.attempt, h.job.session_id, h.job.message,
+                          h.job.response_language);
+    } else {
+      ++counters_.polls;
+      client_.StartStatus(tag, config_.site.site_id, h.row.request_id);
+    }
+  }
+}
+
+void Engine::Finish(int64_t id, JobWrite w) {
+  held_.erase(id);
+  counters_.in_flight = static_cast<long long>(held_.size());
+  mailbox_.PushWrite(std::move(w));
+}
+
+void Engine::HandBack(int64_t id, std::optional<ErrorEntry> error) {
+  auto it = held_.find(id);
+  if (it == held_.end()) return;
+  LogJob(spdlog::level::debug, "job_handed_back", Fields(it->second));
+  JobWrite w = WriteHandBack(it->second.row, std::move(error));
+  Finish(id, std::move(w));
+}
+
+void Engine::HandBackIdle() {
+  std::vector<int64_t> idle;
+  for (const auto& [id, h] : held_) {
+    if (!h.http_active) idle.push_back(id);
+  }
+  for (int64_t id : idle) HandBack(id, std::nullopt);
+  ready_.clear();
+}
+
+void Engine::OnCompletion(Completion& c, TimePoint now) {
+  const auto id = static_cast<int64_t>(c.tag);
+  auto it = held_.find(id);
+  if (it == held_.end()) return;
+  Held& h = it->second;
+  h.http_active = false;
+  Outcome& o = c.outcome;
+  if (h.phase == Phase::kPoll) ++h.row.polls;
+
+  JobContext ctx;
+  ctx.phase = h.phase;
+  ctx.attempt = h.row.attempt;
+  ctx.max_attempts = h.job.max_attempts;
+  ctx.poll_deadline = h.job.poll_deadline;
+  ctx.poll_errors = h.poll_errors;
+  Transition t = Decide(ctx, o, now, config_.policy, jitter_(rng_));
+
+  JobLogFields f = Fields(h);
+  f.http_status = o.http_status;
+  f.duration_ms = o.duration.count();
+  f.error_kind = t.error_kind;
+
+  switch (t.action) {
+    case Action::kAccept: {
+      h.row.request_id = o.request_id;
+      h.job.poll_deadline = t.deadline;
+      h.job.message.clear();
+      h.job.message.shrink_to_fit();
+      mailbox_.PushWrite(WriteAccepted(h.row, o.request_id, now, t.deadline));
+      h.row.row_state = JobState::kPolling;
+      h.row.polls = 0;
+      h.phase = Phase::kPoll;
+      h.poll_errors = 0;
+      f.state = JobState::kPolling;
+      f.request_id = h.row.request_id;
+      LogJob(spdlog::level::debug, "job_accepted", f);
+      Schedule(h, t.at);
+      return;
+    }
+    case Action::kAwaitPoll:
+      h.poll_errors = t.poll_error ? h.poll_errors + 1 : 0;
+      if (t.poll_error) LogJob(spdlog::level::warn, "poll_failed", f, t.message);
+      Schedule(h, t.at);
+      return;
+    case Action::kComplete: {
+      ++counters_.completed;
+      f.state = JobState::kCompleted;
+      LogJob(spdlog::level::info, "job_completed", f);
+      JobWrite w = WriteCompleted(h.row, std::move(o.answer), std::move(o.result_json));
+      Finish(id, std::move(w));
+      return;
+    }
+    case Action::kRetry:
+    case Action::kFail: {
+      const bool retry = t.action == Action::kRetry;
+      ++(retry ? counters_.retries : counters_.failed);
+      f.state = retry ? JobState::kRetrying : JobState::kFailed;
+      LogJob(retry ? spdlog::level::warn : spdlog::level::info, retry ? "job_retrying" : "job_failed", f,
+             t.message);
+      Finish(id, WriteFinishedAttempt(h.row, t, now));
+      return;
+    }
+    case Action::kIncident: {
+      if (!Paused()) {
+        // One line per incident, not one per job; the coordinator records the incident row.
+        LogJob(spdlog::level::err, "configuration_incident", f,
+               "Uppzy refused the API key (fingerprint " + config_.site.key_fingerprint +
+                   "); pausing all Uppzy calls until an operator runs `uppzy-worker incidents resolve`");
+      }
+      ++reports_sent_;
+      mailbox_.PushIncident(IncidentReport{t.error_kind, o.http_status, t.message});
+      ErrorEntry e;
+      e.attempt = h.row.attempt;
+      e.at = now;
+      e.kind = t.error_kind;
+      e.http_status = o.http_status;
+      e.message = t.message + " (configuration incident; job returned without using an attempt)";
+      e.request_id = h.row.request_id;
+      HandBack(id, std::move(e));
+      return;
+    }
+  }
+}
+
+void Engine::Run() {
+  using SteadyClock = std::chrono::steady_clock;
+  std::optional<SteadyClock::time_point> grace_deadline;
+  while (true) {
+    TimePoint now = Clock::now();
+    for (auto& job : mailbox_.TakeJobs()) {
+      if (mailbox_.stopping) {
+        // Claimed while we were stopping: never sent, so back it goes, uncharged.
+        const int64_t id = job.id;
+        Adopt(std::move(job), now);
+        HandBack(id, std::nullopt);
+        continue;
+      }
+      Adopt(std::move(job), now);
+    }
+    FireTimers(now);
+
+    const bool stopping = mailbox_.stopping.load();
+    if (stopping && !grace_deadline) {
+      grace_deadline = SteadyClock::now() + Millis(config_.shutdown_grace_ms);
+      LogEvent(spdlog::level::info, "engine_stopping",
+               {{"held", std::to_string(held_.size())}, {"http_in_flight", std::to_string(client_.InFlight())}});
+    }
+    if (stopping || Paused()) {
+      HandBackIdle();
+    } else {
+      StartReady();
+    }
+    if (stopping && (client_.InFlight() == 0 || SteadyClock::now() >= *grace_deadline)) break;
+
+    long wait_ms = 1000;
+    if (!timers_.empty()) {
+      wait_ms = std::clamp<long>(
+          static_cast<long>(std::chrono::duration_cast<Millis>(timers_.top().at - Clock::now()).count()), 0, 1000);
+    }
+    if (stopping) wait_ms = std::min(wait_ms, 50L);
+    completions_.clear();
+    client_.Perform(wait_ms, &completions_);
+    now = Clock::now();
+    for (auto& c : completions_) OnCompletion(c, now);
+  }
+  // Calls that outlived the grace period: a poll goes back with its request_id; a submission whose
+  // POST may have reached Uppzy stays held, and its lease covers it (rescue charges the attempt).
+  std::vector<int64_t> rest;
+  for (const auto& [id, h] : held_) {
+    if (!(h.http_active && h.phase == Phase::kSubmit)) rest.push_back(id);
+  }
+  for (int64_t id : rest) HandBack(id, std::nullopt);
+  LogEvent(spdlog::level::info, "engine_stopped", {});
+  mailbox_.engine_done = true;
+  mailbox_.WakeDb();
+}
+
+}  // namespace uppzy::runtime

@@ -1,0 +1,73 @@
+// The engine: every HTTP exchange with Uppzy, on one thread, for thousands of jobs at once.
+//
+// A job waiting for its next poll is a timer-heap entry, not a thread. Decisions come from the pure
+// Decide(); the engine only carries them out: it schedules polls in memory and sends row writes to
+// the coordinator. No row is written per poll tick. Not thread-safe: Run() owns its thread.
+#pragma once
+
+#include <chrono>
+#include <deque>
+#include <queue>
+#include <random>
+#include <unordered_map>
+
+#include "runtime/mailbox.h"
+#include "uppzy/config.h"
+#include "uppzy/log.h"
+#include "uppzy/upstream.h"
+#include "uppzy/worker.h"
+
+namespace uppzy::runtime {
+
+class Engine {
+ public:
+  // Throws std::invalid_argument when the client refuses the base URL.
+  Engine(const Config& config, Mailbox& mailbox, WorkerCounters& counters);
+
+  // Runs until mailbox.stopping and then hands back what it still holds. Sets mailbox.engine_done.
+  void Run();
+
+  void Wakeup() { client_.Wakeup(); }
+
+ private:
+  struct Held {
+    ClaimedJob job;
+    HeldJob row;
+    Phase phase = Phase::kSubmit;
+    int poll_errors = 0;
+    uint64_t timer_gen = 0;
+    bool http_active = false;
+  };
+  struct Timer {
+    TimePoint at;
+    int64_t id;
+    uint64_t gen;
+    bool operator>(const Timer& o) const { return at > o.at; }
+  };
+
+  void Adopt(ClaimedJob job, TimePoint now);
+  void Schedule(Held& h, TimePoint at);
+  void FireTimers(TimePoint now);
+  void StartReady();
+  void OnCompletion(Completion& c, TimePoint now);
+  void Finish(int64_t id, JobWrite w);
+  void HandBack(int64_t id, std::optional<ErrorEntry> error);
+  void HandBackIdle();
+  bool Paused() const;
+  JobLogFields Fields(const Held& h) const;
+
+  const Config& config_;
+  Mailbox& mailbox_;
+  WorkerCounters& counters_;
+  UppzyClient client_;
+  std::unordered_map<int64_t, Held> held_;
+  std::priority_queue<Timer, std::vector<Timer>, std::greater<Timer>> timers_;
+  std::deque<int64_t> ready_;
+  size_t max_active_;
+  unsigned long long reports_sent_ = 0;
+  std::mt19937_64 rng_;
+  std::uniform_real_distribution<double> jitter_{0.0, 1.0};
+  std::vector<Completion> completions_;
+};
+
+}  // namespace uppzy::runtime

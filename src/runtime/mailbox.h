@@ -1,0 +1,100 @@
+// What the engine (HTTP thread) and the coordinator (SQL thread) hand each other. Thread-safe.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <functional>
+#include <mutex>
+#include <vector>
+
+#include "uppzy/job.h"
+#include "uppzy/job_write.h"
+
+namespace uppzy::runtime {
+
+// A 401/403 seen by the engine; the coordinator opens (or joins) the incident row.
+struct IncidentReport {
+  ErrorKind kind = ErrorKind::kUnauthorized;
+  int http_status = 0;
+  std::string detail;
+};
+
+class Mailbox {
+ public:
+  // Engine -> coordinator.
+  void PushWrite(JobWrite w) {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      writes_.push_back(std::move(w));
+    }
+    db_cv_.notify_one();
+  }
+  void PushIncident(IncidentReport r) {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      reports_.push_back(std::move(r));
+    }
+    db_cv_.notify_one();
+  }
+  // Anyone -> coordinator: something changed (NOTIFY arrived, stop requested).
+  void WakeDb() {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      db_wake_ = true;
+    }
+    db_cv_.notify_one();
+  }
+  // Coordinator: waits until there is work or `until` passes; returns whether a wake was requested.
+  bool WaitForDb(std::chrono::steady_clock::time_point until, std::vector<JobWrite>* writes,
+                 std::vector<IncidentReport>* reports) {
+    std::unique_lock<std::mutex> lock(mu_);
+    db_cv_.wait_until(lock, until, [&] { return db_wake_ || !writes_.empty() || !reports_.empty(); });
+    for (auto& w : writes_) writes->push_back(std::move(w));
+    writes_.clear();
+    for (auto& r : reports_) reports->push_back(std::move(r));
+    reports_.clear();
+    bool wake = db_wake_;
+    db_wake_ = false;
+    return wake;
+  }
+
+  // Coordinator -> engine.
+  void PushJobs(std::vector<ClaimedJob> jobs) {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      for (auto& j : jobs) jobs_.push_back(std::move(j));
+    }
+    if (wake_engine_) wake_engine_();
+  }
+  std::vector<ClaimedJob> TakeJobs() {
+    std::lock_guard<std::mutex> lock(mu_);
+    std::vector<ClaimedJob> out;
+    out.swap(jobs_);
+    return out;
+  }
+  void SetEngineWaker(std::function<void()> f) { wake_engine_ = std::move(f); }
+  void WakeEngine() {
+    if (wake_engine_) wake_engine_();
+  }
+
+  // Set by the coordinator only: an incident is open for our key, so no Uppzy calls are made.
+  std::atomic<bool> paused{false};
+  // Incident reports the coordinator has processed (the engine stays paused until it catches up).
+  std::atomic<unsigned long long> reports_processed{0};
+  // Stop requested: no new claims.
+  std::atomic<bool> stopping{false};
+  // The engine has handed back everything and exited its loop.
+  std::atomic<bool> engine_done{false};
+
+ private:
+  std::mutex mu_;
+  std::condition_variable db_cv_;
+  std::vector<JobWrite> writes_;
+  std::vector<IncidentReport> reports_;
+  std::vector<ClaimedJob> jobs_;
+  bool db_wake_ = false;
+  std::function<void()> wake_engine_;
+};
+
+}  // namespace uppzy::runtime

@@ -1,0 +1,77 @@
+#include "uppzy/worker.h"
+
+#include <thread>
+
+#include "runtime/coordinator.h"
+#include "runtime/engine.h"
+#include "uppzy/log.h"
+#include "uppzy/store.h"
+
+namespace uppzy {
+
+struct Worker::Impl {
+  Impl(Config c, WorkerOptions o) : config(std::move(c)), options(o) {}
+
+  // Wakes the coordinator on every INSERT (one NOTIFY per statement) and on incident resolution.
+  // Health-checked by its own timeouts: a lost connection is re-made with backoff.
+  void ListenLoop() {
+    int delay_ms = 100;
+    while (!mailbox.stopping) {
+      try {
+        Listener listener(config.database_url, "uppzy_chat_jobs_wakeup");
+        delay_ms = 100;
+        mailbox.WakeDb();  // we may have missed notifications while disconnected
+        while (!mailbox.stopping) {
+          if (listener.Wait(250) > 0) mailbox.WakeDb();
+        }
+      } catch (const StoreError&) {
+        std::this_thread::sleep_for(Millis(delay_ms));
+        delay_ms = std::min(delay_ms * 2, 5000);
+      }
+    }
+  }
+
+  Config config;
+  WorkerOptions options;
+  runtime::Mailbox mailbox;
+  WorkerCounters counters;
+};
+
+Worker::Worker(Config config, WorkerOptions options) : impl_(std::make_unique<Impl>(std::move(config), options)) {}
+
+Worker::~Worker() = default;
+
+const WorkerCounters& Worker::counters() const { return impl_->counters; }
+
+void Worker::Stop() {
+  impl_->mailbox.stopping = true;
+  impl_->mailbox.WakeEngine();
+  impl_->mailbox.WakeDb();
+}
+
+int Worker::Run() {
+  Impl& s = *impl_;
+  runtime::Engine engine(s.config, s.mailbox, s.counters);
+  s.mailbox.SetEngineWaker([&engine] { engine.Wakeup(); });
+  runtime::Coordinator coordinator(s.config, s.options, s.mailbox, s.counters);
+  LogEvent(spdlog::level::info, "worker_started",
+           {{"worker_id", s.config.worker_id},
+            {"site_id", s.config.site.site_id},
+            {"api_key_fingerprint", s.config.site.key_fingerprint},
+            {"max_in_flight", std::to_string(s.config.max_in_flight)}});
+
+  std::atomic<bool> all_done{false};
+  std::thread db([&] { coordinator.Run(all_done); });
+  std::thread listen([&] { s.ListenLoop(); });
+  engine.Run();
+  db.join();
+  listen.join();
+  s.mailbox.SetEngineWaker(nullptr);
+  LogEvent(spdlog::level::info, "worker_stopped",
+           {{"completed", std::to_string(s.counters.completed.load())},
+            {"failed", std::to_string(s.counters.failed.load())},
+            {"retries", std::to_string(s.counters.retries.load())}});
+  return 0;
+}
+
+}  // namespace uppzy
