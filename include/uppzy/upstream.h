@@ -79,6 +79,15 @@ class UppzyClient {
 // `curl_ok` is false when no HTTP response arrived (connect failure, reset, timeout): kNetwork.
 // `truncated` is true when the body exceeded the limit: kInvalidResponse.
 // `retry_after` is the raw Retry-After header value, or empty.
+// Rules, in order: truncated -> kInvalidResponse; no response -> kNetwork (curl's message);
+// 401 kUnauthorized, 403 kForbidden, 429 kRateLimited (+ retry_after from seconds or an HTTP-date
+// relative to now_unix_seconds, never negative), 5xx kServerError, other 4xx kBadRequest, 1xx/3xx
+// kInvalidResponse; their `error` is "HTTP <code>" plus ": <error>" when the body is JSON with a string
+// `error`. 2xx: submit needs a JSON object with a non-empty string request_id (kAccepted); status needs
+// a string `status` ("completed" needs a string `answer`; result_json holds the other fields except
+// answer/status/request_id/session_id); feedback and session close are kDelivered (an empty body is
+// fine, a non-empty one must be a JSON object). Anything else is kInvalidResponse. Every stored text
+// but `answer` is cut to 300 bytes on a UTF-8 boundary; the request body never appears in `error`.
 Outcome ParseExchange(RequestKind kind, bool curl_ok, const std::string& curl_error, long http_status,
                       const std::string& body, bool truncated, const std::string& retry_after,
                       long long now_unix_seconds);

@@ -1,0 +1,321 @@
+// The store against a real PostgreSQL: migrations, constraints, claims, fencing, rescue, incidents.
+#include <gtest/gtest.h>
+
+#include <mutex>
+#include <pqxx/pqxx>
+#include <set>
+#include <thread>
+
+#include "support/support.h"
+#include "uppzy/store.h"
+
+namespace uppzy {
+namespace {
+
+using test::Exec;
+using test::Query;
+using test::QueryInt;
+
+TEST(Migrations, ApplyFromScratchThenTwiceIsHarmless) {
+  const std::string db = test::FreshDatabase();
+  Store store(db);
+  auto first = store.Migrate();
+  ASSERT_FALSE(first.empty());
+  EXPECT_EQ(first.front(), "0001_chat_jobs.sql");
+  EXPECT_TRUE(store.Migrate().empty());
+  EXPECT_EQ(QueryInt(db, "SELECT count(*) FROM uppzy.schema_migrations"), static_cast<long long>(first.size()));
+  EXPECT_EQ(Query(db, "SELECT to_regclass('uppzy.chat_jobs')::text"), "uppzy.chat_jobs");
+}
+
+TEST(Migrations, MigrateCommandTwiceSucceeds) {
+  const std::string db = test::FreshDatabase();
+  std::string out;
+  ASSERT_EQ(test::RunCommand({UPPZY_WORKER_BIN, "migrate"}, {{"DATABASE_URL", db}}, &out), 0) << out;
+  EXPECT_NE(out.find("applied 0001_chat_jobs.sql"), std::string::npos) << out;
+  ASSERT_EQ(test::RunCommand({UPPZY_WORKER_BIN, "migrate"}, {{"DATABASE_URL", db}}, &out), 0) << out;
+  EXPECT_NE(out.find("up to date"), std::string::npos) << out;
+}
+
+struct BadInsert {
+  const char* columns_and_values;  // appended to INSERT INTO uppzy.chat_jobs
+  const char* constraint;
+};
+
+class Constraints : public ::testing::TestWithParam<BadInsert> {
+ protected:
+  static void SetUpTestSuite() { db_ = new std::string(test::MigratedDatabase()); }
+  static std::string* db_;
+};
+std::string* Constraints::db_ = nullptr;
+
+TEST_P(Constraints, RejectBadInsertWithNamedError) {
+  const BadInsert& b = GetParam();
+  const long long before = QueryInt(*db_, "SELECT count(*) FROM uppzy.chat_jobs");
+  try {
+    Exec(*db_, std::string("INSERT INTO uppzy.chat_jobs ") + b.columns_and_values);
+    FAIL() << "accepted: " << b.columns_and_values;
+  } catch (const pqxx::sql_error& e) {
+    EXPECT_NE(std::string(e.what()).find(b.constraint), std::string::npos) << e.what();
+  }
+  EXPECT_EQ(QueryInt(*db_, "SELECT count(*) FROM uppzy.chat_jobs"), before) << "nothing may be enqueued";
+}
+
+const BadInsert kBadInserts[] = {
+    {"(session_id, message, state) VALUES ('s', 'm', 'running')", "chat_jobs_state_valid"},
+    {"(session_id, message, state) VALUES ('s', 'm', 'cancelled')", "chat_jobs_finished_at_iff_terminal"},
+    {"(session_id, message, finished_at) VALUES ('s', 'm', now())", "chat_jobs_finished_at_iff_terminal"},
+    {"(session_id, message, attempts, max_attempts, state, finished_at, error_kind) "
+     "VALUES ('s', 'm', 4, 3, 'failed', now(), 'network')",
+     "chat_jobs_attempts_range"},
+    {"(session_id, message, attempts) VALUES ('s', 'm', -1)", "chat_jobs_attempts_range"},
+    {"(session_id, message, max_attempts) VALUES ('s', 'm', 0)", "chat_jobs_max_attempts_range"},
+    {"(session_id, message, max_attempts) VALUES ('s', 'm', 101)", "chat_jobs_max_attempts_range"},
+    {"(session_id, message) VALUES ('s', '')", "chat_jobs_message_length"},
+    {"(session_id, message) VALUES ('s', repeat('x', 8001))", "chat_jobs_message_length"},
+    {"(session_id, message) VALUES ('s', '   ')", "chat_jobs_message_not_blank"},
+    {"(session_id, message) VALUES ('', 'm')", "chat_jobs_session_id_length"},
+    {"(session_id, message) VALUES (repeat('s', 256), 'm')", "chat_jobs_session_id_length"},
+    {"(session_id, message, response_language) VALUES ('s', 'm', 'english please')",
+     "chat_jobs_response_language_tag"},
+    {"(session_id, message, response_language) VALUES ('s', 'm', '')", "chat_jobs_response_language_tag"},
+    {"(session_id, message, metadata) VALUES ('s', 'm', '[1]')", "chat_jobs_metadata_object"},
+    {"(session_id, message, attempts, max_attempts) VALUES ('s', 'm', 3, 3)", "chat_jobs_waiting_has_attempt_left"},
+    {"(session_id, message, state, lease_expires_at) VALUES ('s', 'm', 'polling', now())",
+     "chat_jobs_polling_has_request_id"},
+};
+
+INSTANTIATE_TEST_SUITE_P(Table, Constraints, ::testing::ValuesIn(kBadInserts));
+
+TEST(Constraints, NullSessionAndLanguageTagsAccepted) {
+  const std::string db = test::MigratedDatabase();
+  EXPECT_THROW(Exec(db, "INSERT INTO uppzy.chat_jobs (message) VALUES ('m')"), pqxx::sql_error);
+  for (const char* tag : {"en", "de", "pt-BR", "zh-Hant-TW"}) {
+    Exec(db, std::string("INSERT INTO uppzy.chat_jobs (session_id, message, response_language) VALUES ('s','m','") +
+                 tag + "')");
+  }
+  EXPECT_EQ(QueryInt(db, "SELECT count(*) FROM uppzy.chat_jobs"), 4);
+}
+
+TEST(Enqueue, JobKeyMakesEnqueueIdempotent) {
+  const std::string db = test::MigratedDatabase();
+  Store store(db);
+  NewJob job;
+  job.session_id = "s";
+  job.message = "m";
+  job.job_key = "job_48291";
+  auto a = store.JobsEnqueue(job);
+  auto b = store.JobsEnqueue(job);
+  EXPECT_TRUE(a.created);
+  EXPECT_FALSE(b.created);
+  EXPECT_EQ(a.id, b.id);
+  EXPECT_EQ(QueryInt(db, "SELECT count(*) FROM uppzy.chat_jobs"), 1);
+}
+
+TEST(Claim, EightThreadsTakeEachRowExactlyOnce) {
+  const std::string db = test::MigratedDatabase();
+  Exec(db, "INSERT INTO uppzy.chat_jobs (session_id, message) SELECT 's' || g, 'm' FROM generate_series(1, 2000) g");
+  std::mutex mu;
+  std::vector<int64_t> all;
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 8; ++t) {
+    threads.emplace_back([&, t] {
+      Store store(db);
+      while (true) {
+        auto jobs = store.JobsClaimQueued("w" + std::to_string(t), 30000, 37);
+        if (jobs.empty()) break;
+        std::lock_guard<std::mutex> lock(mu);
+        for (const auto& j : jobs) all.push_back(j.id);
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  std::set<int64_t> unique(all.begin(), all.end());
+  EXPECT_EQ(all.size(), 2000u);
+  EXPECT_EQ(unique.size(), 2000u);
+  EXPECT_EQ(QueryInt(db, "SELECT count(*) FROM uppzy.chat_jobs WHERE state = 'submitting' AND attempts = 1"), 2000);
+}
+
+TEST(Claim, HigherPriorityFirstAndFutureRunAtWaits) {
+  const std::string db = test::MigratedDatabase();
+  Exec(db, "INSERT INTO uppzy.chat_jobs (session_id, message, priority) VALUES ('s', 'low', 0), ('s', 'high', 5)");
+  Exec(db, "INSERT INTO uppzy.chat_jobs (session_id, message, priority, run_at) "
+           "VALUES ('s', 'later', 9, now() + interval '1 hour')");
+  Store store(db);
+  auto jobs = store.JobsClaimQueued("w", 30000, 10);
+  ASSERT_EQ(jobs.size(), 2u);
+  EXPECT_EQ(jobs[0].message, "high");
+  EXPECT_EQ(jobs[1].message, "low");
+}
+
+HeldJob Held(const ClaimedJob& c) {
+  HeldJob h;
+  h.id = c.id;
+  h.row_state = c.state;
+  h.attempt = c.attempt;
+  h.request_id = c.request_id;
+  return h;
+}
+
+TEST(Fencing, GuardedWritesRefuseRowHeldByAnotherWorker) {
+  const std::string db = test::MigratedDatabase();
+  Exec(db, "INSERT INTO uppzy.chat_jobs (session_id, message) VALUES ('s', 'm')");
+  Store store(db);
+  auto jobs = store.JobsClaimQueued("worker-a", 30000, 1);
+  ASSERT_EQ(jobs.size(), 1u);
+  HeldJob h = Held(jobs[0]);
+  const auto now = Clock::now();
+
+  // Worker B never claimed it: refused, row untouched.
+  auto r = store.JobsApplyWrites("worker-b", {WriteAccepted(h, "req-b", now, now + std::chrono::seconds(45))});
+  EXPECT_EQ(r.refused.size(), 1u);
+  EXPECT_EQ(Query(db, "SELECT state FROM uppzy.chat_jobs"), "submitting");
+
+  // The holder succeeds, then a stale write expecting the old state is refused.
+  r = store.JobsApplyWrites("worker-a", {WriteAccepted(h, "req-a", now, now + std::chrono::seconds(45))});
+  EXPECT_EQ(r.applied.size(), 1u);
+  EXPECT_EQ(Query(db, "SELECT state || ' ' || request_id FROM uppzy.chat_jobs"), "polling req-a");
+  r = store.JobsApplyWrites("worker-a", {WriteAccepted(h, "req-x", now, now)});
+  EXPECT_EQ(r.refused.size(), 1u);
+  EXPECT_EQ(Query(db, "SELECT request_id FROM uppzy.chat_jobs"), "req-a");
+}
+
+TEST(Fencing, AcceptedThenCompletedInOneBatchApplyInOrder) {
+  const std::string db = test::MigratedDatabase();
+  Exec(db, "INSERT INTO uppzy.chat_jobs (session_id, message) VALUES ('s', 'm')");
+  Store store(db);
+  HeldJob h = Held(store.JobsClaimQueued("w", 30000, 1).at(0));
+  const auto now = Clock::now();
+  JobWrite accepted = WriteAccepted(h, "req-1", now, now + std::chrono::seconds(45));
+  h.row_state = JobState::kPolling;
+  h.request_id = "req-1";
+  h.polls = 2;
+  JobWrite done = WriteCompleted(h, "echo: m", R"({"confidence_score":0.9})");
+  auto r = store.JobsApplyWrites("w", {accepted, done});
+  EXPECT_EQ(r.applied.size(), 1u);
+  EXPECT_EQ(Query(db, "SELECT concat_ws(' ', state, request_id, answer, polls, result->>'confidence_score', "
+                      "locked_by IS NULL, finished_at IS NOT NULL) FROM uppzy.chat_jobs"),
+            "completed req-1 echo: m 2 0.9 t t");
+}
+
+TEST(Fencing, RetryAppendsErrorAndFailsOnLastAttempt) {
+  const std::string db = test::MigratedDatabase();
+  Exec(db, "INSERT INTO uppzy.chat_jobs (session_id, message, max_attempts) VALUES ('s', 'm', 2)");
+  Store store(db);
+  const auto now = Clock::now();
+  Transition t;
+  t.action = Action::kRetry;
+  t.at = now;
+  t.error_kind = ErrorKind::kServerError;
+  t.http_status = 503;
+  t.message = "HTTP 503";
+  HeldJob h = Held(store.JobsClaimQueued("w", 30000, 1).at(0));
+  store.JobsApplyWrites("w", {WriteFinishedAttempt(h, t, now)});
+  EXPECT_EQ(Query(db, "SELECT concat_ws(' ', state, attempts, error_kind, last_http_status, "
+                      "jsonb_array_length(errors), errors->0->>'kind', errors->0->>'attempt') FROM uppzy.chat_jobs"),
+            "retrying 1 server_error 503 1 server_error 1");
+  h = Held(store.JobsClaimQueued("w", 30000, 1).at(0));
+  EXPECT_EQ(h.attempt, 2);
+  t.action = Action::kFail;
+  store.JobsApplyWrites("w", {WriteFinishedAttempt(h, t, now)});
+  EXPECT_EQ(Query(db, "SELECT concat_ws(' ', state, attempts, jsonb_array_length(errors), finished_at IS NOT NULL) "
+                      "FROM uppzy.chat_jobs"),
+            "failed 2 2 t");
+}
+
+TEST(HandBack, SubmissionGoesBackUnchargedAndPollingKeepsRequestId) {
+  const std::string db = test::MigratedDatabase();
+  Exec(db, "INSERT INTO uppzy.chat_jobs (session_id, message) VALUES ('s', 'a'), ('s', 'b')");
+  Store store(db);
+  auto jobs = store.JobsClaimQueued("w", 30000, 2);
+  ASSERT_EQ(jobs.size(), 2u);
+  const auto now = Clock::now();
+  HeldJob a = Held(jobs[0]);
+  HeldJob b = Held(jobs[1]);
+  store.JobsApplyWrites("w", {WriteAccepted(b, "req-b", now, now + std::chrono::seconds(45))});
+  b.row_state = JobState::kPolling;
+  b.request_id = "req-b";
+  auto r = store.JobsApplyWrites("w", {WriteHandBack(a, std::nullopt), WriteHandBack(b, std::nullopt)});
+  EXPECT_EQ(r.applied.size(), 2u);
+  EXPECT_EQ(Query(db, "SELECT concat_ws(' ', state, attempts, locked_by IS NULL) FROM uppzy.chat_jobs WHERE message='a'"),
+            "queued 0 t");
+  EXPECT_EQ(Query(db, "SELECT concat_ws(' ', state, attempts, request_id, locked_by IS NULL, lease_expires_at <= now()) "
+                      "FROM uppzy.chat_jobs WHERE message='b'"),
+            "polling 1 req-b t t");
+  // Another worker adopts the polling row at once, with its request_id, without a new attempt.
+  auto adopted = store.JobsAdoptPolling("other", 30000, 10);
+  ASSERT_EQ(adopted.size(), 1u);
+  EXPECT_EQ(adopted[0].request_id, "req-b");
+  EXPECT_EQ(adopted[0].attempt, 1);
+  EXPECT_EQ(adopted[0].state, JobState::kPolling);
+}
+
+TEST(Rescue, ExpiredSubmittingRowsRetryWithLeaseExpired) {
+  const std::string db = test::MigratedDatabase();
+  Exec(db, "INSERT INTO uppzy.chat_jobs (session_id, message, max_attempts) VALUES ('s', 'a', 3), ('s', 'b', 1)");
+  Store store(db);
+  ASSERT_EQ(store.JobsClaimQueued("crashed", 1000, 10).size(), 2u);
+  EXPECT_EQ(store.JobsRescueExpiredSubmitting(100), 0) << "a live lease is never rescued";
+  Exec(db, "UPDATE uppzy.chat_jobs SET lease_expires_at = now() - interval '1 second'");
+  EXPECT_EQ(store.JobsRescueExpiredSubmitting(100), 2);
+  EXPECT_EQ(Query(db, "SELECT concat_ws(' ', state, attempts, error_kind, errors->0->>'kind') FROM uppzy.chat_jobs "
+                      "WHERE message='a'"),
+            "retrying 1 lease_expired lease_expired");
+  EXPECT_EQ(Query(db, "SELECT concat_ws(' ', state, error_kind) FROM uppzy.chat_jobs WHERE message='b'"),
+            "failed lease_expired");
+}
+
+TEST(Leases, RenewExtendsOnlyRowsStillHeld) {
+  const std::string db = test::MigratedDatabase();
+  Exec(db, "INSERT INTO uppzy.chat_jobs (session_id, message) SELECT 's', 'm' FROM generate_series(1, 3)");
+  Store store(db);
+  auto jobs = store.JobsClaimQueued("w", 1000, 3);
+  std::vector<int64_t> ids;
+  for (const auto& j : jobs) ids.push_back(j.id);
+  Exec(db, "UPDATE uppzy.chat_jobs SET locked_by = 'thief' WHERE id = " + std::to_string(ids[0]));
+  auto renewed = store.JobsRenewLeases("w", ids, 60000);
+  EXPECT_EQ(renewed.size(), 2u);
+  EXPECT_EQ(QueryInt(db, "SELECT count(*) FROM uppzy.chat_jobs WHERE lease_expires_at > now() + interval '30 seconds'"),
+            2);
+}
+
+TEST(Incidents, OneOpenIncidentPerKeyAndResolve) {
+  const std::string db = test::MigratedDatabase();
+  Store store(db);
+  auto [id1, created1] = store.IncidentsOpen("unauthorized", 401, "HTTP 401", "site", "abc123", "w1");
+  auto [id2, created2] = store.IncidentsOpen("unauthorized", 401, "HTTP 401", "site", "abc123", "w2");
+  EXPECT_TRUE(created1);
+  EXPECT_FALSE(created2);
+  EXPECT_EQ(id1, id2);
+  EXPECT_EQ(store.IncidentsOpenFor("abc123"), id1);
+  EXPECT_EQ(store.IncidentsOpenFor("other"), std::nullopt);
+  EXPECT_TRUE(store.IncidentsResolve(id1));
+  EXPECT_FALSE(store.IncidentsResolve(id1));
+  EXPECT_EQ(store.IncidentsOpenFor("abc123"), std::nullopt);
+  EXPECT_EQ(QueryInt(db, "SELECT count(*) FROM uppzy.incidents WHERE api_key_fingerprint = 'abc123'"), 1);
+}
+
+TEST(Notify, OneWakeupPerInsertStatementAndFinishPayload) {
+  const std::string db = test::MigratedDatabase();
+  pqxx::connection listen(db);
+  struct Collector : pqxx::notification_receiver {
+    using pqxx::notification_receiver::notification_receiver;
+    void operator()(const std::string& payload, int) override { payloads.push_back(payload); }
+    std::vector<std::string> payloads;
+  };
+  Collector wake(listen, "uppzy_chat_jobs_wakeup");
+  Collector finished(listen, "uppzy_chat_jobs");
+  listen.get_notifs();
+  Exec(db, "INSERT INTO uppzy.chat_jobs (session_id, message, job_key) "
+           "SELECT 's', 'm', 'k' || g FROM generate_series(1, 50) g");
+  Exec(db, "UPDATE uppzy.chat_jobs SET state = 'cancelled', finished_at = now() WHERE job_key = 'k7'");
+  test::WaitFor([&] { listen.get_notifs(); return !finished.payloads.empty(); }, std::chrono::seconds(5));
+  EXPECT_EQ(wake.payloads.size(), 1u) << "one NOTIFY per INSERT statement, not per row";
+  ASSERT_EQ(finished.payloads.size(), 1u);
+  auto j = nlohmann::json::parse(finished.payloads[0]);
+  EXPECT_EQ(j["job_key"], "k7");
+  EXPECT_EQ(j["state"], "cancelled");
+  EXPECT_TRUE(j["id"].is_number());
+}
+
+}  // namespace
+}  // namespace uppzy

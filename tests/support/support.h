@@ -1,0 +1,83 @@
+// Test support: the throwaway PostgreSQL (a fresh database per test, built from migrations/), real
+// processes (uppzy-worker, uppzy-mock) and small HTTP helpers. Not thread-safe unless stated.
+#pragma once
+
+#include <sys/types.h>
+
+#include <chrono>
+#include <functional>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+namespace uppzy::test {
+
+// The throwaway server's admin URL (database `postgres`), from UPPZY_TEST_DATABASE_URL or the CTest
+// fixture's url file.
+std::string AdminUrl();
+// A new, empty database on the throwaway server; returns its URL.
+std::string FreshDatabase();
+// A new database with every migration applied; returns its URL.
+std::string MigratedDatabase();
+
+// First column of the first row as text ("" for no row or NULL).
+std::string Query(const std::string& url, const std::string& sql);
+long long QueryInt(const std::string& url, const std::string& sql);
+void Exec(const std::string& url, const std::string& sql);
+
+// Polls `cond` every 20 ms until it holds or `timeout` passes.
+bool WaitFor(const std::function<bool()>& cond, std::chrono::milliseconds timeout);
+
+// A child process with its own environment; stdout+stderr go to a log file. Killed on destruction.
+class Process {
+ public:
+  Process(std::vector<std::string> argv, std::map<std::string, std::string> env);
+  ~Process();
+  Process(const Process&) = delete;
+  Process& operator=(const Process&) = delete;
+  void Signal(int sig);
+  // Exit code, or -1 if still running after `timeout` (a signal death is 128 + signo).
+  int Wait(std::chrono::milliseconds timeout);
+  bool Running();
+  pid_t pid() const { return pid_; }
+  std::string Log() const;
+  const std::string& log_path() const { return log_path_; }
+
+ private:
+  pid_t pid_ = -1;
+  int status_ = -1;
+  bool reaped_ = false;
+  std::string log_path_;
+};
+
+// Runs a command to completion; returns its exit code and fills `output` (stdout+stderr).
+int RunCommand(std::vector<std::string> argv, std::map<std::string, std::string> env, std::string* output);
+
+// HTTP over 127.0.0.1 with libcurl: returns the status (0 on failure) and fills `body`.
+long HttpGet(const std::string& url, std::string* body);
+long HttpPost(const std::string& url, const std::string& payload, std::string* body);
+
+// uppzy-mock as a real process on a free port.
+class MockProcess {
+ public:
+  explicit MockProcess(std::vector<std::string> extra_args = {}, std::string api_key = "test-key");
+  std::string base_url() const;  // http://127.0.0.1:PORT/api/v1
+  std::string root() const;      // http://127.0.0.1:PORT
+  nlohmann::json Stats() const;
+  const std::string& api_key() const { return api_key_; }
+  Process& process() { return *proc_; }
+
+ private:
+  std::string api_key_;
+  int port_ = 0;
+  std::unique_ptr<Process> proc_;
+};
+
+// Environment for `uppzy-worker run` against `mock` and `db`, with short test timings.
+std::map<std::string, std::string> WorkerEnv(const std::string& db, const MockProcess& mock);
+
+// Peak resident set size of a running process, in KiB (VmHWM).
+long PeakRssKiB(pid_t pid);
+
+}  // namespace uppzy::test
