@@ -1,0 +1,299 @@
+// End to end: the real uppzy-worker process, the real uppzy-mock process, a real PostgreSQL.
+#include <gtest/gtest.h>
+#include <signal.h>
+
+#include <pqxx/pqxx>
+#include <thread>
+
+#include "support/support.h"
+
+namespace uppzy {
+namespace {
+
+using namespace std::chrono_literals;
+using test::Query;
+using test::QueryInt;
+
+class WorkerE2E : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    db_ = test::MigratedDatabase();
+    mock_ = std::make_unique<test::MockProcess>(std::vector<std::string>{"--ready-after-ms", "100"}, key_);
+  }
+
+  std::unique_ptr<test::Process> StartWorker(std::map<std::string, std::string> extra = {}) {
+    auto env = test::WorkerEnv(db_, *mock_);
+    for (auto& [k, v] : extra) env[k] = v;
+    return std::make_unique<test::Process>(std::vector<std::string>{UPPZY_WORKER_BIN, "run"}, env);
+  }
+
+  long long Enqueue(const std::string& message, int max_attempts = 3, const std::string& session = "sess-1") {
+    pqxx::connection c(db_);
+    pqxx::work tx(c);
+    auto r = tx.exec_params(
+        "INSERT INTO uppzy.chat_jobs (session_id, message, max_attempts) VALUES ($1, $2, $3) RETURNING id", session,
+        message, max_attempts);
+    tx.commit();
+    return r[0][0].as<long long>();
+  }
+
+  std::string Field(long long id, const std::string& expr) {
+    return Query(db_, "SELECT " + expr + " FROM uppzy.chat_jobs WHERE id = " + std::to_string(id));
+  }
+
+  bool WaitState(long long id, const std::string& state, std::chrono::milliseconds timeout = 20s) {
+    return test::WaitFor([&] { return Field(id, "state") == state; }, timeout);
+  }
+
+  std::string db_;
+  std::string key_ = "test-key-S3CRET-91c2";
+  std::unique_ptr<test::MockProcess> mock_;
+};
+
+TEST_F(WorkerE2E, HappyPathStoresEchoAnswerAndRequestId) {
+  auto id = Enqueue("what is the refund policy?");
+  auto worker = StartWorker();
+  ASSERT_TRUE(WaitState(id, "completed")) << worker->Log();
+  EXPECT_EQ(Field(id, "answer"), "echo: what is the refund policy?");
+  EXPECT_FALSE(Field(id, "request_id").empty());
+  EXPECT_EQ(Field(id, "attempts"), "1");
+  EXPECT_EQ(Field(id, "result->>'confidence_level'"), "high");
+  EXPECT_EQ(Field(id, "locked_by IS NULL AND finished_at IS NOT NULL"), "t");
+  EXPECT_EQ(Field(id, "jsonb_array_length(errors)"), "0");
+}
+
+TEST_F(WorkerE2E, RateLimitedThenOkCompletesOnSecondAttempt) {
+  auto id = Enqueue("q mock.submit=429,ok");
+  auto worker = StartWorker();
+  ASSERT_TRUE(WaitState(id, "completed")) << worker->Log();
+  EXPECT_EQ(Field(id, "attempts"), "2");
+  EXPECT_EQ(Field(id, "jsonb_array_length(errors)"), "1");
+  EXPECT_EQ(Field(id, "errors->0->>'kind'"), "rate_limited");
+  EXPECT_EQ(Field(id, "errors->0->>'http_status'"), "429");
+}
+
+TEST_F(WorkerE2E, ServerErrorEveryTimeFailsAfterThreeAttempts) {
+  auto id = Enqueue("q mock.submit=503,503,503");
+  auto worker = StartWorker();
+  ASSERT_TRUE(WaitState(id, "failed")) << worker->Log();
+  EXPECT_EQ(Field(id, "error_kind"), "server_error");
+  EXPECT_EQ(Field(id, "attempts"), "3");
+  EXPECT_EQ(Field(id, "jsonb_array_length(errors)"), "3");
+  EXPECT_EQ(mock_->Stats()["submits"], 3);
+}
+
+TEST_F(WorkerE2E, BadRequestFailsAfterOneAttempt) {
+  auto id = Enqueue("q mock.submit=400");
+  auto worker = StartWorker();
+  ASSERT_TRUE(WaitState(id, "failed")) << worker->Log();
+  EXPECT_EQ(Field(id, "error_kind"), "bad_request");
+  EXPECT_EQ(Field(id, "attempts"), "1");
+  EXPECT_EQ(Field(id, "last_http_status"), "400");
+}
+
+TEST_F(WorkerE2E, UnauthorizedOpensOneIncidentPausesAndResumesAfterResolve) {
+  auto id = Enqueue("q mock.submit=401");
+  auto worker = StartWorker();
+  ASSERT_TRUE(test::WaitFor([&] { return QueryInt(db_, "SELECT count(*) FROM uppzy.incidents") == 1; }, 20s))
+      << worker->Log();
+  ASSERT_TRUE(WaitState(id, "queued")) << worker->Log();
+  EXPECT_EQ(Field(id, "attempts"), "0") << "a 401 is not charged to the job";
+  EXPECT_EQ(Query(db_, "SELECT kind || ' ' || http_status || ' ' || (resolved_at IS NULL) FROM uppzy.incidents"),
+            "unauthorized 401 true");
+  EXPECT_EQ(Query(db_, "SELECT length(api_key_fingerprint) FROM uppzy.incidents"), "12");
+
+  // While the incident is open, nothing reaches Uppzy, not even new jobs.
+  auto second = Enqueue("another question");
+  std::this_thread::sleep_for(300ms);
+  const auto calls = mock_->Stats()["requests_total"].get<long long>();
+  std::this_thread::sleep_for(1500ms);
+  EXPECT_EQ(mock_->Stats()["requests_total"].get<long long>(), calls);
+  EXPECT_EQ(Field(second, "state"), "queued");
+  EXPECT_EQ(Field(id, "state"), "queued");
+
+  std::string out;
+  const auto incident = Query(db_, "SELECT id FROM uppzy.incidents");
+  ASSERT_EQ(test::RunCommand({UPPZY_WORKER_BIN, "incidents", "resolve", incident}, {{"DATABASE_URL", db_}}, &out), 0)
+      << out;
+  ASSERT_TRUE(WaitState(id, "completed")) << worker->Log();
+  ASSERT_TRUE(WaitState(second, "completed")) << worker->Log();
+  EXPECT_EQ(Field(id, "attempts"), "1");
+  const std::string log = worker->Log();
+  size_t lines = 0;
+  for (size_t pos = 0; (pos = log.find("configuration_incident", pos)) != std::string::npos; ++pos) ++lines;
+  EXPECT_EQ(lines, 1u) << "one error line per incident, not one per job";
+}
+
+TEST_F(WorkerE2E, RestartWithSameKeyStaysPausedWithNewKeyResumes) {
+  auto id = Enqueue("a question");
+  const std::map<std::string, std::string> wrong_key = {{"UPPZY_API_KEY", "revoked-key"}};
+  {
+    auto worker = StartWorker(wrong_key);  // the mock answers 401 to this key, as Uppzy would
+    ASSERT_TRUE(test::WaitFor([&] { return QueryInt(db_, "SELECT count(*) FROM uppzy.incidents") == 1; }, 20s))
+        << worker->Log();
+    worker->Signal(SIGTERM);
+    EXPECT_EQ(worker->Wait(15s), 0);
+  }
+  EXPECT_EQ(Field(id, "state"), "queued");
+  const auto calls = mock_->Stats()["requests_total"].get<long long>();
+  {
+    auto worker = StartWorker(wrong_key);
+    std::this_thread::sleep_for(1500ms);
+    EXPECT_EQ(mock_->Stats()["requests_total"].get<long long>(), calls) << "same key: still paused";
+    EXPECT_EQ(Field(id, "state"), "queued");
+    worker->Signal(SIGTERM);
+    EXPECT_EQ(worker->Wait(15s), 0);
+  }
+  // Restarted with a different (working) key: it resumes without anyone resolving the incident.
+  auto worker = StartWorker();
+  ASSERT_TRUE(WaitState(id, "completed")) << worker->Log();
+  EXPECT_EQ(Field(id, "attempts"), "1");
+}
+
+TEST_F(WorkerE2E, PollTimeoutRetriesThenFails) {
+  auto id = Enqueue("slow mock.ready=60000", 2);
+  auto worker = StartWorker({{"UPPZY_POLL_TIMEOUT_MS", "300"}});
+  ASSERT_TRUE(WaitState(id, "failed")) << worker->Log();
+  EXPECT_EQ(Field(id, "error_kind"), "poll_timeout");
+  EXPECT_EQ(Field(id, "attempts"), "2");
+  EXPECT_EQ(Field(id, "jsonb_array_length(errors)"), "2");
+  EXPECT_EQ(Field(id, "errors->0->>'kind'"), "poll_timeout");
+  EXPECT_FALSE(Field(id, "errors->0->>'request_id'").empty());
+  EXPECT_EQ(mock_->Stats()["submits"], 2) << "never more submissions than max_attempts";
+}
+
+TEST_F(WorkerE2E, UpstreamFailureKeepsUppzysErrorText) {
+  auto id = Enqueue("q mock.fail=index_unavailable");
+  auto worker = StartWorker();
+  ASSERT_TRUE(WaitState(id, "failed")) << worker->Log();
+  EXPECT_EQ(Field(id, "error_kind"), "upstream_failed");
+  EXPECT_EQ(Field(id, "last_error"), "index_unavailable");
+  EXPECT_EQ(Field(id, "attempts"), "1");
+}
+
+TEST_F(WorkerE2E, GarbageAndHugePollBodiesAreRetriedWithoutAttemptsAndMemoryStaysSmall) {
+  auto warmup = Enqueue("warm up");
+  auto worker = StartWorker();
+  ASSERT_TRUE(WaitState(warmup, "completed")) << worker->Log();
+  const long before_kib = test::PeakRssKiB(worker->pid());
+  auto garbage = Enqueue("q mock.poll=garbage,completed");
+  auto huge = Enqueue("q mock.poll=huge,huge,completed");
+  ASSERT_TRUE(WaitState(garbage, "completed")) << worker->Log();
+  ASSERT_TRUE(WaitState(huge, "completed")) << worker->Log();
+  EXPECT_EQ(Field(garbage, "attempts"), "1");
+  EXPECT_EQ(Field(huge, "attempts"), "1");
+  const long after_kib = test::PeakRssKiB(worker->pid());
+  EXPECT_LT(after_kib - before_kib, 16 * 1024) << "a 20 MB body must not be buffered";
+}
+
+TEST_F(WorkerE2E, ConstraintViolationEnqueuesNothingWithClearError) {
+  std::string out;
+  int rc = test::RunCommand({UPPZY_WORKER_BIN, "enqueue", "--session", "s", "--message", "hi", "--language",
+                             "not a language"},
+                            {{"DATABASE_URL", db_}}, &out);
+  EXPECT_EQ(rc, 1);
+  EXPECT_NE(out.find("chat_jobs_response_language_tag"), std::string::npos) << out;
+  EXPECT_EQ(QueryInt(db_, "SELECT count(*) FROM uppzy.chat_jobs"), 0);
+  rc = test::RunCommand({UPPZY_WORKER_BIN, "enqueue", "--session", "s", "--message", "hi", "--key", "job_1"},
+                        {{"DATABASE_URL", db_}}, &out);
+  EXPECT_EQ(rc, 0) << out;
+  EXPECT_EQ(QueryInt(db_, "SELECT count(*) FROM uppzy.chat_jobs WHERE job_key = 'job_1'"), 1);
+}
+
+TEST_F(WorkerE2E, ThousandJobsEachSubmittedExactlyOnce) {
+  test::Exec(db_,
+             "INSERT INTO uppzy.chat_jobs (session_id, message) "
+             "SELECT 'bulk-' || g, 'question number ' || g FROM generate_series(1, 1000) g");
+  auto worker = StartWorker({{"UPPZY_POLL_INTERVAL_MS", "100"}});
+  ASSERT_TRUE(test::WaitFor(
+      [&] { return QueryInt(db_, "SELECT count(*) FROM uppzy.chat_jobs WHERE state = 'completed'") == 1000; }, 60s))
+      << Query(db_, "SELECT string_agg(state || ':' || n, ' ') FROM (SELECT state, count(*) n FROM uppzy.chat_jobs "
+                    "GROUP BY state) s");
+  EXPECT_EQ(QueryInt(db_, "SELECT count(*) FROM uppzy.chat_jobs WHERE answer <> 'echo: ' || message"), 0)
+      << "each answer landed on its own job";
+  EXPECT_EQ(QueryInt(db_, "SELECT count(*) FROM uppzy.chat_jobs WHERE attempts <> 1"), 0);
+  auto stats = mock_->Stats();
+  EXPECT_EQ(stats["submits"], 1000);
+  EXPECT_EQ(stats["duplicate_submissions"], 0);
+}
+
+TEST_F(WorkerE2E, ListeningAppIsToldWhenItsJobFinishes) {
+  pqxx::connection listen(db_);
+  struct Collector : pqxx::notification_receiver {
+    using pqxx::notification_receiver::notification_receiver;
+    void operator()(const std::string& payload, int) override { payloads.push_back(payload); }
+    std::vector<std::string> payloads;
+  } finished(listen, "uppzy_chat_jobs");
+  listen.get_notifs();
+  test::Exec(db_, "INSERT INTO uppzy.chat_jobs (job_key, session_id, message) VALUES ('job_48291', 's', 'hello')");
+  auto worker = StartWorker();
+  ASSERT_TRUE(test::WaitFor([&] { listen.get_notifs(); return !finished.payloads.empty(); }, 20s)) << worker->Log();
+  auto j = nlohmann::json::parse(finished.payloads[0]);
+  EXPECT_EQ(j["job_key"], "job_48291");
+  EXPECT_EQ(j["state"], "completed");
+}
+
+TEST_F(WorkerE2E, LogsNeverContainMessageAnswerOrApiKey) {
+  const std::string sentinel = "SENTINEL-4242 my private question";
+  auto ok = Enqueue(sentinel);
+  auto bad = Enqueue(sentinel + " mock.submit=503,ok");
+  auto worker = StartWorker({{"UPPZY_LOG_LEVEL", "trace"}, {"UPPZY_LOG_FORMAT", "json"}});
+  ASSERT_TRUE(WaitState(ok, "completed")) << worker->Log();
+  ASSERT_TRUE(WaitState(bad, "completed")) << worker->Log();
+  worker->Signal(SIGTERM);
+  EXPECT_EQ(worker->Wait(15s), 0);
+  const std::string log = worker->Log();
+  EXPECT_EQ(log.find("SENTINEL-4242"), std::string::npos);
+  EXPECT_EQ(log.find(key_), std::string::npos);
+  // Every line is JSON with the job fields.
+  std::istringstream lines(log);
+  std::string line;
+  int job_lines = 0;
+  while (std::getline(lines, line)) {
+    auto j = nlohmann::json::parse(line);
+    if (j.contains("job_id")) {
+      ++job_lines;
+      for (const char* f : {"attempt", "state", "error_kind", "request_id", "http_status", "duration_ms"}) {
+        EXPECT_TRUE(j.contains(f)) << line;
+      }
+    }
+  }
+  EXPECT_GT(job_lines, 0);
+}
+
+TEST_F(WorkerE2E, BadConfigurationStopsStartupNamingEverySetting) {
+  std::string out;
+  int rc = test::RunCommand({UPPZY_WORKER_BIN, "run"},
+                            {{"UPPZY_POLL_INTERVAL_MS", "soon"},
+                             {"UPPZY_BASE_URL", "http://api.example.com/api/v1"},
+                             {"UPPZY_LOG_FORMAT", "xml"}},
+                            &out);
+  EXPECT_EQ(rc, 2);
+  for (const char* name : {"DATABASE_URL", "UPPZY_SITE_ID", "UPPZY_API_KEY", "UPPZY_POLL_INTERVAL_MS",
+                           "UPPZY_BASE_URL", "UPPZY_LOG_FORMAT"}) {
+    EXPECT_NE(out.find(name), std::string::npos) << name << " missing from: " << out;
+  }
+}
+
+TEST_F(WorkerE2E, SigtermHandsBackPollingRowsAndExitsZero) {
+  std::vector<long long> ids;
+  for (int i = 0; i < 5; ++i) ids.push_back(Enqueue("slow " + std::to_string(i) + " mock.ready=60000"));
+  auto worker = StartWorker({{"UPPZY_POLL_TIMEOUT_MS", "60000"}});
+  ASSERT_TRUE(test::WaitFor(
+      [&] { return QueryInt(db_, "SELECT count(*) FROM uppzy.chat_jobs WHERE state = 'polling'") == 5; }, 20s))
+      << worker->Log();
+  worker->Signal(SIGTERM);
+  EXPECT_EQ(worker->Wait(15s), 0) << worker->Log();
+  EXPECT_EQ(QueryInt(db_, "SELECT count(*) FROM uppzy.chat_jobs WHERE state = 'polling' AND locked_by IS NULL "
+                          "AND request_id IS NOT NULL AND lease_expires_at <= now() AND attempts = 1"),
+            5);
+  // A new worker adopts them at once and never resubmits.
+  auto next = StartWorker({{"UPPZY_POLL_TIMEOUT_MS", "60000"}});
+  ASSERT_TRUE(test::WaitFor(
+      [&] { return QueryInt(db_, "SELECT count(*) FROM uppzy.chat_jobs WHERE locked_by IS NOT NULL") == 5; }, 10s))
+      << next->Log();
+  EXPECT_EQ(mock_->Stats()["submits"], 5);
+}
+
+}  // namespace
+}  // namespace uppzy
