@@ -1,0 +1,74 @@
+// Per-job scripting of the mock Uppzy server: the `mock.*` directives that a test writes into a message
+// text (or, for feedback and close, into a session_id) to choose what the mock answers.
+//
+// Grammar: the text is split on ASCII whitespace. A token is a directive if it starts with one of the
+// keys below followed by '='; every other token (including unknown `mock.` words) is plain text.
+//
+//   mock.submit=STEP,STEP,...   successive submissions of this (session_id, message): these answers in
+//                               order, then `ok` forever
+//   mock.poll=STEP,STEP,...     successive polls of one request: these answers; the last one repeats
+//   mock.feedback=STEP,...      (in session_id) successive feedback posts of the session, then `ok`
+//   mock.close=STEP,...         (in session_id) successive close posts of the session, then `ok`
+//   mock.ready=MS               the request completes MS milliseconds after submission
+//   mock.fail=REASON            the request ends `failed` with error REASON
+//
+// STEP is one of: ok, processing, completed, failed, an HTTP status (100..599), 429:N (429 with
+// `Retry-After: N`), hang, reset, garbage, huge. If a directive appears twice, the last one wins.
+//
+// Pure functions; thread-compatible.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace uppzy::mock {
+
+// One scripted answer. Small on purpose: scripts are stored per request.
+struct ScriptStep {
+  enum class Kind : uint8_t {
+    kOk,          // normal behaviour (for a poll: the ready-time based answer)
+    kProcessing,  // poll: answer "processing"
+    kCompleted,   // poll: complete now with the echo answer
+    kFailed,      // poll: fail now
+    kStatus,      // answer `status` with a JSON error body
+    kHang,        // no answer; the connection is held, then closed after the hang limit
+    kReset,       // close the connection without any response
+    kGarbage,     // 200 with a body that is not JSON
+    kHuge,        // 200 with a 20 MiB body
+  };
+  Kind kind = Kind::kOk;
+  uint16_t status = 0;         // kStatus only
+  int32_t retry_after_s = -1;  // kStatus only: the Retry-After header value; -1 means no header
+
+  bool operator==(const ScriptStep&) const = default;
+};
+
+using Script = std::vector<ScriptStep>;
+
+// The directives found in one text. Absent directives are std::nullopt.
+struct Directives {
+  std::optional<Script> submit;
+  std::optional<Script> poll;
+  std::optional<Script> feedback;
+  std::optional<Script> close;
+  std::optional<int64_t> ready_ms;
+  std::optional<std::string> fail;
+};
+
+// Parses one step ("ok", "503", "429:7", ...). Returns std::nullopt if it is not a valid step.
+std::optional<ScriptStep> ParseScriptStep(std::string_view token);
+
+// Parses every directive in `text`. On a malformed directive (an unknown step, an empty list, a
+// non-numeric or negative ready time, an empty fail reason) returns std::nullopt and sets `*error` to a
+// short description that names the directive key, never the rest of the text.
+std::optional<Directives> ParseDirectives(std::string_view text, std::string* error);
+
+// The step at position `index` of a script that ends in `ok` forever (submit, feedback, close).
+ScriptStep StepThenOk(const Script& script, uint64_t index);
+// The step at position `index` of a script whose last step repeats (poll). Requires a non-empty script.
+ScriptStep StepThenLast(const Script& script, uint64_t index);
+
+}  // namespace uppzy::mock
