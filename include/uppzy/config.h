@@ -25,26 +25,26 @@ struct SiteConfig {
 };
 
 struct Config {
-  std::string database_url;                              // DATABASE_URL (required)
-  std::string base_url = "https://api.uppzy.com/api/v1"; // UPPZY_BASE_URL; http:// only for loopback
+  std::string database_url;                               // DATABASE_URL (required)
+  std::string base_url = "https://api.uppzy.com/api/v1";  // UPPZY_BASE_URL; http:// only for loopback
   SiteConfig site;
-  Policy policy;                       // UPPZY_POLL_INTERVAL_MS [10, 600000], UPPZY_POLL_TIMEOUT_MS
-                                       // [100, 3600000], UPPZY_BACKOFF_BASE_MS [1, 3600000],
-                                       // UPPZY_BACKOFF_MAX_MS [base, 86400000],
-                                       // UPPZY_RETRY_AFTER_MAX_MS [0, 86400000]
-  int max_in_flight = 1000;            // UPPZY_MAX_IN_FLIGHT [1, 100000]: rows one worker holds
-  int http_timeout_ms = 10000;         // UPPZY_HTTP_TIMEOUT_MS [100, 600000]: total time of one call
-  int connect_timeout_ms = 3000;       // UPPZY_CONNECT_TIMEOUT_MS [10, 60000]
-  int http_max_connections = 16;       // UPPZY_HTTP_MAX_CONNECTIONS [1, 1024]
-  long max_response_bytes = 1048576;   // UPPZY_MAX_RESPONSE_BYTES [1024, 67108864]
-  std::string worker_id;               // UPPZY_WORKER_ID; default <hostname>-<pid>
-  std::string log_level = "info";      // UPPZY_LOG_LEVEL: trace, debug, info, warn, error
-  std::string log_format = "text";     // UPPZY_LOG_FORMAT: text or json
-  int lease_ms = 30000;                // UPPZY_LEASE_MS [1000, 3600000]
-  int fetch_interval_ms = 1000;        // UPPZY_FETCH_INTERVAL_MS [10, 60000]: fallback when no NOTIFY
-  int claim_batch = 500;               // UPPZY_CLAIM_BATCH [1, 10000]: most rows per claim statement
-  int shutdown_grace_ms = 10000;       // UPPZY_SHUTDOWN_GRACE_MS [0, 600000]
-  int rescue_interval_ms = 2000;       // UPPZY_RESCUE_INTERVAL_MS [100, 600000]
+  Policy policy;                      // UPPZY_POLL_INTERVAL_MS [10, 600000], UPPZY_POLL_TIMEOUT_MS
+                                      // [100, 3600000], UPPZY_BACKOFF_BASE_MS [1, 3600000],
+                                      // UPPZY_BACKOFF_MAX_MS [base, 86400000],
+                                      // UPPZY_RETRY_AFTER_MAX_MS [0, 86400000]
+  int max_in_flight = 1000;           // UPPZY_MAX_IN_FLIGHT [1, 100000]: rows one worker holds
+  int http_timeout_ms = 10000;        // UPPZY_HTTP_TIMEOUT_MS [100, 600000]: total time of one call
+  int connect_timeout_ms = 3000;      // UPPZY_CONNECT_TIMEOUT_MS [10, 60000]
+  int http_max_connections = 16;      // UPPZY_HTTP_MAX_CONNECTIONS [1, 1024]
+  long max_response_bytes = 1048576;  // UPPZY_MAX_RESPONSE_BYTES [1024, 67108864]
+  std::string worker_id;              // UPPZY_WORKER_ID; default <hostname>-<pid>
+  std::string log_level = "info";     // UPPZY_LOG_LEVEL: trace, debug, info, warn, error
+  std::string log_format = "text";    // UPPZY_LOG_FORMAT: text or json
+  int lease_ms = 30000;               // UPPZY_LEASE_MS [1000, 3600000]
+  int fetch_interval_ms = 1000;       // UPPZY_FETCH_INTERVAL_MS [10, 60000]: fallback when no NOTIFY
+  int claim_batch = 500;              // UPPZY_CLAIM_BATCH [1, 10000]: most rows per claim statement
+  int shutdown_grace_ms = 10000;      // UPPZY_SHUTDOWN_GRACE_MS [0, 600000]
+  int rescue_interval_ms = 2000;      // UPPZY_RESCUE_INTERVAL_MS [100, 600000]
 };
 
 using EnvLookup = std::function<std::optional<std::string>(std::string_view name)>;

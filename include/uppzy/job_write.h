@@ -28,10 +28,10 @@ struct JobWrite {
   int expected_attempt = 0;
 
   JobState new_state = JobState::kSubmitting;
-  int attempts_delta = 0;     // -1: a claimed submission handed back uncharged
-  bool keep_lock = false;     // still held after the write (accepted: polling under our lease)
-  bool expire_lease = false;  // handed back while polling: any worker may adopt it at once
-  bool clear_request = false; // a new submission follows: request_id, submitted_at, poll_deadline reset
+  int attempts_delta = 0;      // -1: a claimed submission handed back uncharged
+  bool keep_lock = false;      // still held after the write (accepted: polling under our lease)
+  bool expire_lease = false;   // handed back while polling: any worker may adopt it at once
+  bool clear_request = false;  // a new submission follows: request_id, submitted_at, poll_deadline reset
   std::optional<std::string> request_id;
   std::optional<TimePoint> submitted_at;
   std::optional<TimePoint> poll_deadline;

@@ -24,15 +24,15 @@ enum class OutcomeKind {
 
 struct Outcome {
   OutcomeKind kind = OutcomeKind::kNetwork;
-  int http_status = 0;     // 0 when no HTTP response arrived
-  std::string request_id;  // kAccepted; kStatus echoes it when present
-  std::string status;      // kStatus: "completed", "failed", or any in-progress value
-  std::string answer;      // kStatus + completed: never logged
-  std::string result_json; // kStatus + completed: the other fields of the response, a JSON object
-  std::string error;       // kStatus + failed: Uppzy's error text; otherwise a short readable detail
-  std::optional<Millis> retry_after;        // kRateLimited with a Retry-After header
-  std::string feedback_submitted_at;        // kDelivered for feedback, when present
-  Millis duration{0};                       // wall time of the exchange
+  int http_status = 0;      // 0 when no HTTP response arrived
+  std::string request_id;   // kAccepted; kStatus echoes it when present
+  std::string status;       // kStatus: "completed", "failed", or any in-progress value
+  std::string answer;       // kStatus + completed: never logged
+  std::string result_json;  // kStatus + completed: the other fields of the response, a JSON object
+  std::string error;        // kStatus + failed: Uppzy's error text; otherwise a short readable detail
+  std::optional<Millis> retry_after;  // kRateLimited with a Retry-After header
+  std::string feedback_submitted_at;  // kDelivered for feedback, when present
+  Millis duration{0};                 // wall time of the exchange
 
   static Outcome Accepted(std::string request_id, int http_status = 202);
   static Outcome Status(std::string status, std::string answer = {}, std::string error = {});

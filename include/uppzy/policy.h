@@ -12,11 +12,11 @@
 namespace uppzy {
 
 struct Policy {
-  Millis poll_interval{2500};       // UPPZY_POLL_INTERVAL_MS
-  Millis poll_timeout{45000};       // UPPZY_POLL_TIMEOUT_MS
-  Millis backoff_base{1000};        // UPPZY_BACKOFF_BASE_MS: first retry delay before jitter
-  Millis backoff_max{60000};        // UPPZY_BACKOFF_MAX_MS: cap on any computed backoff
-  Millis retry_after_max{600000};   // UPPZY_RETRY_AFTER_MAX_MS: bound on a server's Retry-After
+  Millis poll_interval{2500};      // UPPZY_POLL_INTERVAL_MS
+  Millis poll_timeout{45000};      // UPPZY_POLL_TIMEOUT_MS
+  Millis backoff_base{1000};       // UPPZY_BACKOFF_BASE_MS: first retry delay before jitter
+  Millis backoff_max{60000};       // UPPZY_BACKOFF_MAX_MS: cap on any computed backoff
+  Millis retry_after_max{600000};  // UPPZY_RETRY_AFTER_MAX_MS: bound on a server's Retry-After
 };
 
 // Which request a job is waiting on.
@@ -25,7 +25,7 @@ enum class Phase { kSubmit, kPoll };
 // What a decision needs to know about the job.
 struct JobContext {
   Phase phase = Phase::kSubmit;
-  int attempt = 1;            // number of the current submission, 1-based (attempts after the claim)
+  int attempt = 1;  // number of the current submission, 1-based (attempts after the claim)
   int max_attempts = 3;
   TimePoint poll_deadline{};  // kPoll only
   int poll_errors = 0;        // consecutive failed polls of the current request (in memory only)
@@ -43,11 +43,11 @@ enum class Action {
 struct Transition {
   Action action = Action::kFail;
   TimePoint at{};
-  TimePoint deadline{};                 // kAccept only
+  TimePoint deadline{};  // kAccept only
   ErrorKind error_kind = ErrorKind::kNone;
   int http_status = 0;
-  std::string message;                  // readable reason; never contains message or answer text
-  bool poll_error = false;              // kAwaitPoll after a failed poll (counts toward poll_errors)
+  std::string message;      // readable reason; never contains message or answer text
+  bool poll_error = false;  // kAwaitPoll after a failed poll (counts toward poll_errors)
 };
 
 // Exponential backoff with "equal jitter": the n-th delay (n >= 1) is d/2 + jitter01 * d/2 where

@@ -88,7 +88,8 @@ class Store {
   // Applies writes in order, guarded; a job appearing twice is applied in two rounds. One transaction.
   ApplyResult JobsApplyWrites(const std::string& worker, const std::vector<JobWrite>& writes);
   // Extends the lease of every listed row still held by `worker`; returns the ids renewed.
-  std::vector<int64_t> JobsRenewLeases(const std::string& worker, const std::vector<int64_t>& ids, int lease_ms);
+  std::vector<int64_t> JobsRenewLeases(const std::string& worker, const std::vector<int64_t>& ids,
+                                       int lease_ms);
   // True while any job is queued, retrying, submitting or polling.
   bool JobsAnyUnfinished();
   EnqueueResult JobsEnqueue(const NewJob& job);

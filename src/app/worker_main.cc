@@ -3,4 +3,6 @@
 
 #include "cli/cli.h"
 
-int main(int argc, char** argv) { return uppzy::cli::RunCli(argc, argv, uppzy::ProcessEnv(), std::cout, std::cerr); }
+int main(int argc, char** argv) {
+  return uppzy::cli::RunCli(argc, argv, uppzy::ProcessEnv(), std::cout, std::cerr);
+}

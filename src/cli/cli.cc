@@ -108,7 +108,8 @@ int Incidents(const EnvLookup& env, const std::string& action, const std::vector
                      {"detail", i.detail},
                      {"api_key_fingerprint", i.api_key_fingerprint},
                      {"opened_at", i.opened_at},
-                     {"resolved_at", i.resolved_at.empty() ? nlohmann::json(nullptr) : nlohmann::json(i.resolved_at)}});
+                     {"resolved_at",
+                      i.resolved_at.empty() ? nlohmann::json(nullptr) : nlohmann::json(i.resolved_at)}});
       }
       out << j.dump(2) << "\n";
       return kExitOk;
@@ -186,19 +187,20 @@ int RunCli(int argc, char** argv, const EnvLookup& env, std::ostream& out, std::
   bool until_empty = false;
   std::map<std::string, std::string> run_flags;
   run->add_flag("--until-empty", until_empty, "Exit once no job is queued, retrying, submitting or polling");
-  for (const auto& [flag, var] : std::vector<std::pair<std::string, std::string>>{
-           {"--base-url", "UPPZY_BASE_URL"},
-           {"--site-id", "UPPZY_SITE_ID"},
-           {"--worker-id", "UPPZY_WORKER_ID"},
-           {"--max-in-flight", "UPPZY_MAX_IN_FLIGHT"},
-           {"--poll-interval-ms", "UPPZY_POLL_INTERVAL_MS"},
-           {"--poll-timeout-ms", "UPPZY_POLL_TIMEOUT_MS"},
-           {"--log-level", "UPPZY_LOG_LEVEL"},
-           {"--log-format", "UPPZY_LOG_FORMAT"}}) {
+  for (const auto& [flag, var] :
+       std::vector<std::pair<std::string, std::string>>{{"--base-url", "UPPZY_BASE_URL"},
+                                                        {"--site-id", "UPPZY_SITE_ID"},
+                                                        {"--worker-id", "UPPZY_WORKER_ID"},
+                                                        {"--max-in-flight", "UPPZY_MAX_IN_FLIGHT"},
+                                                        {"--poll-interval-ms", "UPPZY_POLL_INTERVAL_MS"},
+                                                        {"--poll-timeout-ms", "UPPZY_POLL_TIMEOUT_MS"},
+                                                        {"--log-level", "UPPZY_LOG_LEVEL"},
+                                                        {"--log-format", "UPPZY_LOG_FORMAT"}}) {
     run->add_option(flag, run_flags[var], "Overrides " + var);
   }
 
-  auto* enqueue = app.add_subcommand("enqueue", "Enqueue one job with the same INSERT a web app runs; prints its id");
+  auto* enqueue =
+      app.add_subcommand("enqueue", "Enqueue one job with the same INSERT a web app runs; prints its id");
   EnqueueOptions eo;
   enqueue->add_option("--session", eo.job.session_id, "Uppzy session_id (conversation scope)")->required();
   enqueue->add_option("--message", eo.job.message, "The question to ask")->required();

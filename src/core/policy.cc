@@ -36,13 +36,14 @@ Transition RetryOrFail(const JobContext& job, ErrorKind kind, int http_status, s
 }
 
 Transition PollTimeout(const JobContext& job, TimePoint now, const Policy& p, double jitter) {
-  return RetryOrFail(job, ErrorKind::kPollTimeout, 0,
-                     "no final status within the poll timeout of " + std::to_string(p.poll_timeout.count()) +
-                         " ms",
-                     std::nullopt, now, p, jitter);
+  return RetryOrFail(
+      job, ErrorKind::kPollTimeout, 0,
+      "no final status within the poll timeout of " + std::to_string(p.poll_timeout.count()) + " ms",
+      std::nullopt, now, p, jitter);
 }
 
-Transition DecideSubmit(const JobContext& job, const Outcome& o, TimePoint now, const Policy& p, double jitter) {
+Transition DecideSubmit(const JobContext& job, const Outcome& o, TimePoint now, const Policy& p,
+                        double jitter) {
   switch (o.kind) {
     case OutcomeKind::kAccepted: {
       Transition t = Make(Action::kAccept, now + p.poll_interval);
@@ -70,7 +71,8 @@ Transition DecideSubmit(const JobContext& job, const Outcome& o, TimePoint now, 
   return Make(Action::kFail, now, ErrorKind::kInvalidResponse, o.http_status, Describe(o));
 }
 
-Transition DecidePoll(const JobContext& job, const Outcome& o, TimePoint now, const Policy& p, double jitter) {
+Transition DecidePoll(const JobContext& job, const Outcome& o, TimePoint now, const Policy& p,
+                      double jitter) {
   const bool deadline_passed = now >= job.poll_deadline;
   switch (o.kind) {
     case OutcomeKind::kStatus:
@@ -94,7 +96,8 @@ Transition DecidePoll(const JobContext& job, const Outcome& o, TimePoint now, co
     case OutcomeKind::kDelivered: {
       // A failed poll costs no attempt; it only delays the next poll, never past the deadline.
       if (deadline_passed) return PollTimeout(job, now, p, jitter);
-      Millis delay = Backoff(job.poll_errors + 1, p.poll_interval, std::max(p.backoff_max, p.poll_interval), jitter);
+      Millis delay =
+          Backoff(job.poll_errors + 1, p.poll_interval, std::max(p.backoff_max, p.poll_interval), jitter);
       if (o.retry_after) delay = std::max(delay, std::min(*o.retry_after, p.retry_after_max));
       ErrorKind kind = ErrorKindOf(o);
       if (kind == ErrorKind::kNone) kind = ErrorKind::kInvalidResponse;

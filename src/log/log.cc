@@ -60,7 +60,8 @@ void InitLogging(const std::string& level, const std::string& format) {
   spdlog::set_default_logger(logger);
   g_json = format == "json";
   if (g_json) {
-    spdlog::set_pattern("{\"ts\":\"%Y-%m-%dT%H:%M:%S.%eZ\",\"level\":\"%l\",%v}", spdlog::pattern_time_type::utc);
+    spdlog::set_pattern("{\"ts\":\"%Y-%m-%dT%H:%M:%S.%eZ\",\"level\":\"%l\",%v}",
+                        spdlog::pattern_time_type::utc);
   } else {
     spdlog::set_pattern("%Y-%m-%dT%H:%M:%S.%eZ %l %v", spdlog::pattern_time_type::utc);
   }
@@ -68,13 +69,15 @@ void InitLogging(const std::string& level, const std::string& format) {
   spdlog::flush_on(spdlog::level::info);
 }
 
-void LogJob(spdlog::level::level_enum level, std::string_view event, const JobLogFields& f, std::string_view detail) {
+void LogJob(spdlog::level::level_enum level, std::string_view event, const JobLogFields& f,
+            std::string_view detail) {
   using nlohmann::json;
   std::vector<std::pair<std::string_view, json>> fields = {
       {"job_id", f.job_id},
       {"attempt", f.attempt},
       {"state", std::string(ToString(f.state))},
-      {"error_kind", f.error_kind == ErrorKind::kNone ? json(nullptr) : json(std::string(ToString(f.error_kind)))},
+      {"error_kind",
+       f.error_kind == ErrorKind::kNone ? json(nullptr) : json(std::string(ToString(f.error_kind)))},
       {"request_id", f.request_id.empty() ? json(nullptr) : json(std::string(f.request_id))},
       {"http_status", f.http_status ? json(f.http_status) : json(nullptr)},
       {"duration_ms", f.duration_ms >= 0 ? json(f.duration_ms) : json(nullptr)},

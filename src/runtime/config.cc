@@ -39,8 +39,8 @@ class Reader {
     const char* e = b + v->size();
     auto [ptr, ec] = std::from_chars(b, e, parsed);
     if (ec != std::errc() || ptr != e || parsed < lo || parsed > hi) {
-      Problem(std::string(name) + " must be an integer from " + std::to_string(lo) + " to " + std::to_string(hi) +
-              " (got '" + *v + "')");
+      Problem(std::string(name) + " must be an integer from " + std::to_string(lo) + " to " +
+              std::to_string(hi) + " (got '" + *v + "')");
       return;
     }
     *out = static_cast<Int>(parsed);
@@ -170,7 +170,8 @@ ConfigResult LoadConfig(const EnvLookup& env) {
 
   r.String("UPPZY_SITE_ID", &c.site.site_id, true);
   if (!c.site.site_id.empty() && !ValidSiteId(c.site.site_id)) {
-    r.Problem("UPPZY_SITE_ID must be 1 to 128 letters, digits, '-', '_' or '.' (got '" + c.site.site_id + "')");
+    r.Problem("UPPZY_SITE_ID must be 1 to 128 letters, digits, '-', '_' or '.' (got '" + c.site.site_id +
+              "')");
   }
 
   auto key = r.Raw("UPPZY_API_KEY");
@@ -201,7 +202,8 @@ ConfigResult LoadConfig(const EnvLookup& env) {
   r.Duration("UPPZY_RETRY_AFTER_MAX_MS", &c.policy.retry_after_max, 0, 86400000);
   if (c.policy.backoff_max < c.policy.backoff_base) {
     r.Problem("UPPZY_BACKOFF_MAX_MS (" + std::to_string(c.policy.backoff_max.count()) +
-              ") must be at least UPPZY_BACKOFF_BASE_MS (" + std::to_string(c.policy.backoff_base.count()) + ")");
+              ") must be at least UPPZY_BACKOFF_BASE_MS (" + std::to_string(c.policy.backoff_base.count()) +
+              ")");
   }
   r.Integer("UPPZY_MAX_IN_FLIGHT", &c.max_in_flight, 1, 100000);
   r.Integer("UPPZY_HTTP_TIMEOUT_MS", &c.http_timeout_ms, 100, 600000);

@@ -43,8 +43,9 @@ void Coordinator::Disconnect(const StoreError& e) {
 void Coordinator::ProcessReports() {
   while (!pending_reports_.empty()) {
     const IncidentReport& r = pending_reports_.front();
-    auto [id, created] = store_->IncidentsOpen(std::string(ToString(r.kind)), r.http_status, r.detail,
-                                               config_.site.site_id, config_.site.key_fingerprint, config_.worker_id);
+    auto [id, created] =
+        store_->IncidentsOpen(std::string(ToString(r.kind)), r.http_status, r.detail, config_.site.site_id,
+                              config_.site.key_fingerprint, config_.worker_id);
     if (created) {
       LogEvent(spdlog::level::err, "incident_opened",
                {{"incident_id", std::to_string(id)},
@@ -98,7 +99,8 @@ void Coordinator::ApplyWrites() {
         held_.erase(w.id);
       }
     }
-    if (!pending_writes_.empty()) throw StoreError("database unavailable while isolating a rejected write", true);
+    if (!pending_writes_.empty())
+      throw StoreError("database unavailable while isolating a rejected write", true);
   }
 }
 
@@ -187,9 +189,10 @@ void Coordinator::Run(std::atomic<bool>& all_done) {
       if (!stop_deadline) stop_deadline = now + Millis(std::max(config_.shutdown_grace_ms, 1000));
       if (pending_writes_.empty() && pending_reports_.empty()) break;
       if (now >= *stop_deadline) {
-        LogEvent(spdlog::level::err, "writes_abandoned_at_exit",
-                 {{"count", std::to_string(pending_writes_.size())},
-                  {"detail", "the database stayed unreachable; leases will hand these rows to another worker"}});
+        LogEvent(
+            spdlog::level::err, "writes_abandoned_at_exit",
+            {{"count", std::to_string(pending_writes_.size())},
+             {"detail", "the database stayed unreachable; leases will hand these rows to another worker"}});
         break;
       }
     }

@@ -223,8 +223,9 @@ void Engine::Run() {
     const bool stopping = mailbox_.stopping.load();
     if (stopping && !grace_deadline) {
       grace_deadline = SteadyClock::now() + Millis(config_.shutdown_grace_ms);
-      LogEvent(spdlog::level::info, "engine_stopping",
-               {{"held", std::to_string(held_.size())}, {"http_in_flight", std::to_string(client_.InFlight())}});
+      LogEvent(
+          spdlog::level::info, "engine_stopping",
+          {{"held", std::to_string(held_.size())}, {"http_in_flight", std::to_string(client_.InFlight())}});
     }
     if (stopping || Paused()) {
       HandBackIdle();
@@ -236,7 +237,8 @@ void Engine::Run() {
     long wait_ms = 1000;
     if (!timers_.empty()) {
       wait_ms = std::clamp<long>(
-          static_cast<long>(std::chrono::duration_cast<Millis>(timers_.top().at - Clock::now()).count()), 0, 1000);
+          static_cast<long>(std::chrono::duration_cast<Millis>(timers_.top().at - Clock::now()).count()), 0,
+          1000);
     }
     if (stopping) wait_ms = std::min(wait_ms, 50L);
     completions_.clear();

@@ -37,7 +37,8 @@ struct Worker::Impl {
   WorkerCounters counters;
 };
 
-Worker::Worker(Config config, WorkerOptions options) : impl_(std::make_unique<Impl>(std::move(config), options)) {}
+Worker::Worker(Config config, WorkerOptions options)
+    : impl_(std::make_unique<Impl>(std::move(config), options)) {}
 
 Worker::~Worker() = default;
 

@@ -20,10 +20,10 @@ inline constexpr const char* kMigrationsRecord =
     "INSERT INTO uppzy.schema_migrations (version, name) VALUES ($1, $2)";
 
 // Columns every claim or adoption returns, in this order.
-#define UPPZY_CLAIMED_COLUMNS                                                                           \
+#define UPPZY_CLAIMED_COLUMNS                                                                          \
   "j.id, coalesce(j.job_key, ''), j.session_id, j.message, j.response_language, j.state, j.attempts, " \
-  "j.max_attempts, coalesce(j.request_id, ''), "                                                      \
-  "coalesce((extract(epoch FROM j.submitted_at) * 1000)::bigint, 0), "                                \
+  "j.max_attempts, coalesce(j.request_id, ''), "                                                       \
+  "coalesce((extract(epoch FROM j.submitted_at) * 1000)::bigint, 0), "                                 \
   "coalesce((extract(epoch FROM j.poll_deadline) * 1000)::bigint, 0), j.polls"
 
 // $1 worker, $2 lease ms, $3 limit.

@@ -265,7 +265,8 @@ std::vector<int64_t> Store::JobsRenewLeases(const std::string& worker, const std
     std::vector<int64_t> renewed;
     if (ids.empty()) return renewed;
     pqxx::work tx(impl_->conn);
-    for (const auto& row : tx.exec_prepared("renew_leases", worker, IdArray(ids), static_cast<long long>(lease_ms))) {
+    for (const auto& row :
+         tx.exec_prepared("renew_leases", worker, IdArray(ids), static_cast<long long>(lease_ms))) {
       renewed.push_back(row[0].as<int64_t>());
     }
     tx.commit();
@@ -283,8 +284,9 @@ bool Store::JobsAnyUnfinished() {
 EnqueueResult Store::JobsEnqueue(const NewJob& job) {
   return Translate([&] {
     pqxx::work tx(impl_->conn);
-    auto r = tx.exec_params(store::sql::kJobsEnqueue, job.job_key, job.session_id, job.message, job.response_language,
-                            job.max_attempts.value_or(0), job.priority, job.metadata_json);
+    auto r =
+        tx.exec_params(store::sql::kJobsEnqueue, job.job_key, job.session_id, job.message,
+                       job.response_language, job.max_attempts.value_or(0), job.priority, job.metadata_json);
     EnqueueResult out;
     if (r.empty()) {
       out.created = false;
@@ -297,12 +299,13 @@ EnqueueResult Store::JobsEnqueue(const NewJob& job) {
   });
 }
 
-std::pair<int64_t, bool> Store::IncidentsOpen(const std::string& kind, int http_status, const std::string& detail,
-                                              const std::string& site_id, const std::string& fingerprint,
-                                              const std::string& worker) {
+std::pair<int64_t, bool> Store::IncidentsOpen(const std::string& kind, int http_status,
+                                              const std::string& detail, const std::string& site_id,
+                                              const std::string& fingerprint, const std::string& worker) {
   return Translate([&] {
     pqxx::work tx(impl_->conn);
-    auto r = tx.exec_params(store::sql::kIncidentsOpen, kind, http_status, detail, site_id, fingerprint, worker);
+    auto r =
+        tx.exec_params(store::sql::kIncidentsOpen, kind, http_status, detail, site_id, fingerprint, worker);
     std::pair<int64_t, bool> out{0, !r.empty()};
     if (!r.empty()) {
       out.first = r[0][0].as<int64_t>();
@@ -373,7 +376,8 @@ std::string Store::QueryValue(const std::string& sql) {
 
 struct Listener::Impl {
   struct Receiver : pqxx::notification_receiver {
-    Receiver(pqxx::connection_base& c, const std::string& channel) : pqxx::notification_receiver(c, channel) {}
+    Receiver(pqxx::connection_base& c, const std::string& channel)
+        : pqxx::notification_receiver(c, channel) {}
     void operator()(const std::string&, int) override { ++count; }
     int count = 0;
   };

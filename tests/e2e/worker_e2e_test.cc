@@ -31,8 +31,8 @@ class WorkerE2E : public ::testing::Test {
     pqxx::connection c(db_);
     pqxx::work tx(c);
     auto r = tx.exec_params(
-        "INSERT INTO uppzy.chat_jobs (session_id, message, max_attempts) VALUES ($1, $2, $3) RETURNING id", session,
-        message, max_attempts);
+        "INSERT INTO uppzy.chat_jobs (session_id, message, max_attempts) VALUES ($1, $2, $3) RETURNING id",
+        session, message, max_attempts);
     tx.commit();
     return r[0][0].as<long long>();
   }
@@ -98,8 +98,9 @@ TEST_F(WorkerE2E, UnauthorizedOpensOneIncidentPausesAndResumesAfterResolve) {
       << worker->Log();
   ASSERT_TRUE(WaitState(id, "queued")) << worker->Log();
   EXPECT_EQ(Field(id, "attempts"), "0") << "a 401 is not charged to the job";
-  EXPECT_EQ(Query(db_, "SELECT kind || ' ' || http_status || ' ' || (resolved_at IS NULL) FROM uppzy.incidents"),
-            "unauthorized 401 true");
+  EXPECT_EQ(
+      Query(db_, "SELECT kind || ' ' || http_status || ' ' || (resolved_at IS NULL) FROM uppzy.incidents"),
+      "unauthorized 401 true");
   EXPECT_EQ(Query(db_, "SELECT length(api_key_fingerprint) FROM uppzy.incidents"), "12");
 
   // While the incident is open, nothing reaches Uppzy, not even new jobs.
@@ -113,7 +114,9 @@ TEST_F(WorkerE2E, UnauthorizedOpensOneIncidentPausesAndResumesAfterResolve) {
 
   std::string out;
   const auto incident = Query(db_, "SELECT id FROM uppzy.incidents");
-  ASSERT_EQ(test::RunCommand({UPPZY_WORKER_BIN, "incidents", "resolve", incident}, {{"DATABASE_URL", db_}}, &out), 0)
+  ASSERT_EQ(
+      test::RunCommand({UPPZY_WORKER_BIN, "incidents", "resolve", incident}, {{"DATABASE_URL", db_}}, &out),
+      0)
       << out;
   ASSERT_TRUE(WaitState(id, "completed")) << worker->Log();
   ASSERT_TRUE(WaitState(second, "completed")) << worker->Log();
@@ -129,7 +132,8 @@ TEST_F(WorkerE2E, RestartWithSameKeyStaysPausedWithNewKeyResumes) {
   const std::map<std::string, std::string> wrong_key = {{"UPPZY_API_KEY", "revoked-key"}};
   {
     auto worker = StartWorker(wrong_key);  // the mock answers 401 to this key, as Uppzy would
-    ASSERT_TRUE(test::WaitFor([&] { return QueryInt(db_, "SELECT count(*) FROM uppzy.incidents") == 1; }, 20s))
+    ASSERT_TRUE(
+        test::WaitFor([&] { return QueryInt(db_, "SELECT count(*) FROM uppzy.incidents") == 1; }, 20s))
         << worker->Log();
     worker->Signal(SIGTERM);
     EXPECT_EQ(worker->Wait(15s), 0);
@@ -188,9 +192,9 @@ TEST_F(WorkerE2E, GarbageAndHugePollBodiesAreRetriedWithoutAttemptsAndMemoryStay
 
 TEST_F(WorkerE2E, ConstraintViolationEnqueuesNothingWithClearError) {
   std::string out;
-  int rc = test::RunCommand({UPPZY_WORKER_BIN, "enqueue", "--session", "s", "--message", "hi", "--language",
-                             "not a language"},
-                            {{"DATABASE_URL", db_}}, &out);
+  int rc = test::RunCommand(
+      {UPPZY_WORKER_BIN, "enqueue", "--session", "s", "--message", "hi", "--language", "not a language"},
+      {{"DATABASE_URL", db_}}, &out);
   EXPECT_EQ(rc, 1);
   EXPECT_NE(out.find("chat_jobs_response_language_tag"), std::string::npos) << out;
   EXPECT_EQ(QueryInt(db_, "SELECT count(*) FROM uppzy.chat_jobs"), 0);
@@ -206,9 +210,12 @@ TEST_F(WorkerE2E, ThousandJobsEachSubmittedExactlyOnce) {
              "SELECT 'bulk-' || g, 'question number ' || g FROM generate_series(1, 1000) g");
   auto worker = StartWorker({{"UPPZY_POLL_INTERVAL_MS", "100"}});
   ASSERT_TRUE(test::WaitFor(
-      [&] { return QueryInt(db_, "SELECT count(*) FROM uppzy.chat_jobs WHERE state = 'completed'") == 1000; }, 60s))
-      << Query(db_, "SELECT string_agg(state || ':' || n, ' ') FROM (SELECT state, count(*) n FROM uppzy.chat_jobs "
-                    "GROUP BY state) s");
+      [&] { return QueryInt(db_, "SELECT count(*) FROM uppzy.chat_jobs WHERE state = 'completed'") == 1000; },
+      60s))
+      << Query(
+             db_,
+             "SELECT string_agg(state || ':' || n, ' ') FROM (SELECT state, count(*) n FROM uppzy.chat_jobs "
+             "GROUP BY state) s");
   EXPECT_EQ(QueryInt(db_, "SELECT count(*) FROM uppzy.chat_jobs WHERE answer <> 'echo: ' || message"), 0)
       << "each answer landed on its own job";
   EXPECT_EQ(QueryInt(db_, "SELECT count(*) FROM uppzy.chat_jobs WHERE attempts <> 1"), 0);
@@ -225,9 +232,16 @@ TEST_F(WorkerE2E, ListeningAppIsToldWhenItsJobFinishes) {
     std::vector<std::string> payloads;
   } finished(listen, "uppzy_chat_jobs");
   listen.get_notifs();
-  test::Exec(db_, "INSERT INTO uppzy.chat_jobs (job_key, session_id, message) VALUES ('job_48291', 's', 'hello')");
+  test::Exec(db_,
+             "INSERT INTO uppzy.chat_jobs (job_key, session_id, message) VALUES ('job_48291', 's', 'hello')");
   auto worker = StartWorker();
-  ASSERT_TRUE(test::WaitFor([&] { listen.get_notifs(); return !finished.payloads.empty(); }, 20s)) << worker->Log();
+  ASSERT_TRUE(test::WaitFor(
+      [&] {
+        listen.get_notifs();
+        return !finished.payloads.empty();
+      },
+      20s))
+      << worker->Log();
   auto j = nlohmann::json::parse(finished.payloads[0]);
   EXPECT_EQ(j["job_key"], "job_48291");
   EXPECT_EQ(j["state"], "completed");
@@ -280,17 +294,20 @@ TEST_F(WorkerE2E, SigtermHandsBackPollingRowsAndExitsZero) {
   for (int i = 0; i < 5; ++i) ids.push_back(Enqueue("slow " + std::to_string(i) + " mock.ready=60000"));
   auto worker = StartWorker({{"UPPZY_POLL_TIMEOUT_MS", "60000"}});
   ASSERT_TRUE(test::WaitFor(
-      [&] { return QueryInt(db_, "SELECT count(*) FROM uppzy.chat_jobs WHERE state = 'polling'") == 5; }, 20s))
+      [&] { return QueryInt(db_, "SELECT count(*) FROM uppzy.chat_jobs WHERE state = 'polling'") == 5; },
+      20s))
       << worker->Log();
   worker->Signal(SIGTERM);
   EXPECT_EQ(worker->Wait(15s), 0) << worker->Log();
-  EXPECT_EQ(QueryInt(db_, "SELECT count(*) FROM uppzy.chat_jobs WHERE state = 'polling' AND locked_by IS NULL "
-                          "AND request_id IS NOT NULL AND lease_expires_at <= now() AND attempts = 1"),
+  EXPECT_EQ(QueryInt(db_,
+                     "SELECT count(*) FROM uppzy.chat_jobs WHERE state = 'polling' AND locked_by IS NULL "
+                     "AND request_id IS NOT NULL AND lease_expires_at <= now() AND attempts = 1"),
             5);
   // A new worker adopts them at once and never resubmits.
   auto next = StartWorker({{"UPPZY_POLL_TIMEOUT_MS", "60000"}});
   ASSERT_TRUE(test::WaitFor(
-      [&] { return QueryInt(db_, "SELECT count(*) FROM uppzy.chat_jobs WHERE locked_by IS NOT NULL") == 5; }, 10s))
+      [&] { return QueryInt(db_, "SELECT count(*) FROM uppzy.chat_jobs WHERE locked_by IS NOT NULL") == 5; },
+      10s))
       << next->Log();
   EXPECT_EQ(mock_->Stats()["submits"], 5);
 }

@@ -23,7 +23,8 @@ TEST(Migrations, ApplyFromScratchThenTwiceIsHarmless) {
   ASSERT_FALSE(first.empty());
   EXPECT_EQ(first.front(), "0001_chat_jobs.sql");
   EXPECT_TRUE(store.Migrate().empty());
-  EXPECT_EQ(QueryInt(db, "SELECT count(*) FROM uppzy.schema_migrations"), static_cast<long long>(first.size()));
+  EXPECT_EQ(QueryInt(db, "SELECT count(*) FROM uppzy.schema_migrations"),
+            static_cast<long long>(first.size()));
   EXPECT_EQ(Query(db, "SELECT to_regclass('uppzy.chat_jobs')::text"), "uppzy.chat_jobs");
 }
 
@@ -79,7 +80,8 @@ const BadInsert kBadInserts[] = {
      "chat_jobs_response_language_tag"},
     {"(session_id, message, response_language) VALUES ('s', 'm', '')", "chat_jobs_response_language_tag"},
     {"(session_id, message, metadata) VALUES ('s', 'm', '[1]')", "chat_jobs_metadata_object"},
-    {"(session_id, message, attempts, max_attempts) VALUES ('s', 'm', 3, 3)", "chat_jobs_waiting_has_attempt_left"},
+    {"(session_id, message, attempts, max_attempts) VALUES ('s', 'm', 3, 3)",
+     "chat_jobs_waiting_has_attempt_left"},
     {"(session_id, message, state, lease_expires_at) VALUES ('s', 'm', 'polling', now())",
      "chat_jobs_polling_has_request_id"},
 };
@@ -90,7 +92,8 @@ TEST(Constraints, NullSessionAndLanguageTagsAccepted) {
   const std::string db = test::MigratedDatabase();
   EXPECT_THROW(Exec(db, "INSERT INTO uppzy.chat_jobs (message) VALUES ('m')"), pqxx::sql_error);
   for (const char* tag : {"en", "de", "pt-BR", "zh-Hant-TW"}) {
-    Exec(db, std::string("INSERT INTO uppzy.chat_jobs (session_id, message, response_language) VALUES ('s','m','") +
+    Exec(db, std::string(
+                 "INSERT INTO uppzy.chat_jobs (session_id, message, response_language) VALUES ('s','m','") +
                  tag + "')");
   }
   EXPECT_EQ(QueryInt(db, "SELECT count(*) FROM uppzy.chat_jobs"), 4);
@@ -113,7 +116,9 @@ TEST(Enqueue, JobKeyMakesEnqueueIdempotent) {
 
 TEST(Claim, EightThreadsTakeEachRowExactlyOnce) {
   const std::string db = test::MigratedDatabase();
-  Exec(db, "INSERT INTO uppzy.chat_jobs (session_id, message) SELECT 's' || g, 'm' FROM generate_series(1, 2000) g");
+  Exec(db,
+       "INSERT INTO uppzy.chat_jobs (session_id, message) SELECT 's' || g, 'm' FROM generate_series(1, 2000) "
+       "g");
   std::mutex mu;
   std::vector<int64_t> all;
   std::vector<std::thread> threads;
@@ -132,14 +137,18 @@ TEST(Claim, EightThreadsTakeEachRowExactlyOnce) {
   std::set<int64_t> unique(all.begin(), all.end());
   EXPECT_EQ(all.size(), 2000u);
   EXPECT_EQ(unique.size(), 2000u);
-  EXPECT_EQ(QueryInt(db, "SELECT count(*) FROM uppzy.chat_jobs WHERE state = 'submitting' AND attempts = 1"), 2000);
+  EXPECT_EQ(QueryInt(db, "SELECT count(*) FROM uppzy.chat_jobs WHERE state = 'submitting' AND attempts = 1"),
+            2000);
 }
 
 TEST(Claim, HigherPriorityFirstAndFutureRunAtWaits) {
   const std::string db = test::MigratedDatabase();
-  Exec(db, "INSERT INTO uppzy.chat_jobs (session_id, message, priority) VALUES ('s', 'low', 0), ('s', 'high', 5)");
-  Exec(db, "INSERT INTO uppzy.chat_jobs (session_id, message, priority, run_at) "
-           "VALUES ('s', 'later', 9, now() + interval '1 hour')");
+  Exec(
+      db,
+      "INSERT INTO uppzy.chat_jobs (session_id, message, priority) VALUES ('s', 'low', 0), ('s', 'high', 5)");
+  Exec(db,
+       "INSERT INTO uppzy.chat_jobs (session_id, message, priority, run_at) "
+       "VALUES ('s', 'later', 9, now() + interval '1 hour')");
   Store store(db);
   auto jobs = store.JobsClaimQueued("w", 30000, 10);
   ASSERT_EQ(jobs.size(), 2u);
@@ -166,7 +175,8 @@ TEST(Fencing, GuardedWritesRefuseRowHeldByAnotherWorker) {
   const auto now = Clock::now();
 
   // Worker B never claimed it: refused, row untouched.
-  auto r = store.JobsApplyWrites("worker-b", {WriteAccepted(h, "req-b", now, now + std::chrono::seconds(45))});
+  auto r =
+      store.JobsApplyWrites("worker-b", {WriteAccepted(h, "req-b", now, now + std::chrono::seconds(45))});
   EXPECT_EQ(r.refused.size(), 1u);
   EXPECT_EQ(Query(db, "SELECT state FROM uppzy.chat_jobs"), "submitting");
 
@@ -192,8 +202,9 @@ TEST(Fencing, AcceptedThenCompletedInOneBatchApplyInOrder) {
   JobWrite done = WriteCompleted(h, "echo: m", R"({"confidence_score":0.9})");
   auto r = store.JobsApplyWrites("w", {accepted, done});
   EXPECT_EQ(r.applied.size(), 1u);
-  EXPECT_EQ(Query(db, "SELECT concat_ws(' ', state, request_id, answer, polls, result->>'confidence_score', "
-                      "locked_by IS NULL, finished_at IS NOT NULL) FROM uppzy.chat_jobs"),
+  EXPECT_EQ(Query(db,
+                  "SELECT concat_ws(' ', state, request_id, answer, polls, result->>'confidence_score', "
+                  "locked_by IS NULL, finished_at IS NOT NULL) FROM uppzy.chat_jobs"),
             "completed req-1 echo: m 2 0.9 t t");
 }
 
@@ -210,16 +221,20 @@ TEST(Fencing, RetryAppendsErrorAndFailsOnLastAttempt) {
   t.message = "HTTP 503";
   HeldJob h = Held(store.JobsClaimQueued("w", 30000, 1).at(0));
   store.JobsApplyWrites("w", {WriteFinishedAttempt(h, t, now)});
-  EXPECT_EQ(Query(db, "SELECT concat_ws(' ', state, attempts, error_kind, last_http_status, "
-                      "jsonb_array_length(errors), errors->0->>'kind', errors->0->>'attempt') FROM uppzy.chat_jobs"),
-            "retrying 1 server_error 503 1 server_error 1");
+  EXPECT_EQ(
+      Query(db,
+            "SELECT concat_ws(' ', state, attempts, error_kind, last_http_status, "
+            "jsonb_array_length(errors), errors->0->>'kind', errors->0->>'attempt') FROM uppzy.chat_jobs"),
+      "retrying 1 server_error 503 1 server_error 1");
   h = Held(store.JobsClaimQueued("w", 30000, 1).at(0));
   EXPECT_EQ(h.attempt, 2);
   t.action = Action::kFail;
   store.JobsApplyWrites("w", {WriteFinishedAttempt(h, t, now)});
-  EXPECT_EQ(Query(db, "SELECT concat_ws(' ', state, attempts, jsonb_array_length(errors), finished_at IS NOT NULL) "
-                      "FROM uppzy.chat_jobs"),
-            "failed 2 2 t");
+  EXPECT_EQ(
+      Query(db,
+            "SELECT concat_ws(' ', state, attempts, jsonb_array_length(errors), finished_at IS NOT NULL) "
+            "FROM uppzy.chat_jobs"),
+      "failed 2 2 t");
 }
 
 TEST(HandBack, SubmissionGoesBackUnchargedAndPollingKeepsRequestId) {
@@ -236,11 +251,17 @@ TEST(HandBack, SubmissionGoesBackUnchargedAndPollingKeepsRequestId) {
   b.request_id = "req-b";
   auto r = store.JobsApplyWrites("w", {WriteHandBack(a, std::nullopt), WriteHandBack(b, std::nullopt)});
   EXPECT_EQ(r.applied.size(), 2u);
-  EXPECT_EQ(Query(db, "SELECT concat_ws(' ', state, attempts, locked_by IS NULL) FROM uppzy.chat_jobs WHERE message='a'"),
-            "queued 0 t");
-  EXPECT_EQ(Query(db, "SELECT concat_ws(' ', state, attempts, request_id, locked_by IS NULL, lease_expires_at <= now()) "
-                      "FROM uppzy.chat_jobs WHERE message='b'"),
-            "polling 1 req-b t t");
+  EXPECT_EQ(
+      Query(
+          db,
+          "SELECT concat_ws(' ', state, attempts, locked_by IS NULL) FROM uppzy.chat_jobs WHERE message='a'"),
+      "queued 0 t");
+  EXPECT_EQ(
+      Query(
+          db,
+          "SELECT concat_ws(' ', state, attempts, request_id, locked_by IS NULL, lease_expires_at <= now()) "
+          "FROM uppzy.chat_jobs WHERE message='b'"),
+      "polling 1 req-b t t");
   // Another worker adopts the polling row at once, with its request_id, without a new attempt.
   auto adopted = store.JobsAdoptPolling("other", 30000, 10);
   ASSERT_EQ(adopted.size(), 1u);
@@ -251,15 +272,18 @@ TEST(HandBack, SubmissionGoesBackUnchargedAndPollingKeepsRequestId) {
 
 TEST(Rescue, ExpiredSubmittingRowsRetryWithLeaseExpired) {
   const std::string db = test::MigratedDatabase();
-  Exec(db, "INSERT INTO uppzy.chat_jobs (session_id, message, max_attempts) VALUES ('s', 'a', 3), ('s', 'b', 1)");
+  Exec(db,
+       "INSERT INTO uppzy.chat_jobs (session_id, message, max_attempts) VALUES ('s', 'a', 3), ('s', 'b', 1)");
   Store store(db);
   ASSERT_EQ(store.JobsClaimQueued("crashed", 1000, 10).size(), 2u);
   EXPECT_EQ(store.JobsRescueExpiredSubmitting(100), 0) << "a live lease is never rescued";
   Exec(db, "UPDATE uppzy.chat_jobs SET lease_expires_at = now() - interval '1 second'");
   EXPECT_EQ(store.JobsRescueExpiredSubmitting(100), 2);
-  EXPECT_EQ(Query(db, "SELECT concat_ws(' ', state, attempts, error_kind, errors->0->>'kind') FROM uppzy.chat_jobs "
-                      "WHERE message='a'"),
-            "retrying 1 lease_expired lease_expired");
+  EXPECT_EQ(
+      Query(db,
+            "SELECT concat_ws(' ', state, attempts, error_kind, errors->0->>'kind') FROM uppzy.chat_jobs "
+            "WHERE message='a'"),
+      "retrying 1 lease_expired lease_expired");
   EXPECT_EQ(Query(db, "SELECT concat_ws(' ', state, error_kind) FROM uppzy.chat_jobs WHERE message='b'"),
             "failed lease_expired");
 }
@@ -274,8 +298,10 @@ TEST(Leases, RenewExtendsOnlyRowsStillHeld) {
   Exec(db, "UPDATE uppzy.chat_jobs SET locked_by = 'thief' WHERE id = " + std::to_string(ids[0]));
   auto renewed = store.JobsRenewLeases("w", ids, 60000);
   EXPECT_EQ(renewed.size(), 2u);
-  EXPECT_EQ(QueryInt(db, "SELECT count(*) FROM uppzy.chat_jobs WHERE lease_expires_at > now() + interval '30 seconds'"),
-            2);
+  EXPECT_EQ(
+      QueryInt(db,
+               "SELECT count(*) FROM uppzy.chat_jobs WHERE lease_expires_at > now() + interval '30 seconds'"),
+      2);
 }
 
 TEST(Incidents, OneOpenIncidentPerKeyAndResolve) {
@@ -305,10 +331,16 @@ TEST(Notify, OneWakeupPerInsertStatementAndFinishPayload) {
   Collector wake(listen, "uppzy_chat_jobs_wakeup");
   Collector finished(listen, "uppzy_chat_jobs");
   listen.get_notifs();
-  Exec(db, "INSERT INTO uppzy.chat_jobs (session_id, message, job_key) "
-           "SELECT 's', 'm', 'k' || g FROM generate_series(1, 50) g");
+  Exec(db,
+       "INSERT INTO uppzy.chat_jobs (session_id, message, job_key) "
+       "SELECT 's', 'm', 'k' || g FROM generate_series(1, 50) g");
   Exec(db, "UPDATE uppzy.chat_jobs SET state = 'cancelled', finished_at = now() WHERE job_key = 'k7'");
-  test::WaitFor([&] { listen.get_notifs(); return !finished.payloads.empty(); }, std::chrono::seconds(5));
+  test::WaitFor(
+      [&] {
+        listen.get_notifs();
+        return !finished.payloads.empty();
+      },
+      std::chrono::seconds(5));
   EXPECT_EQ(wake.payloads.size(), 1u) << "one NOTIFY per INSERT statement, not per row";
   ASSERT_EQ(finished.payloads.size(), 1u);
   auto j = nlohmann::json::parse(finished.payloads[0]);

@@ -32,7 +32,8 @@ std::string ReadFile(const std::string& path) {
 std::string UniqueName(const std::string& prefix) {
   static std::atomic<int> counter{0};
   std::random_device rd;
-  return prefix + "_" + std::to_string(getpid()) + "_" + std::to_string(counter++) + "_" + std::to_string(rd() % 100000);
+  return prefix + "_" + std::to_string(getpid()) + "_" + std::to_string(counter++) + "_" +
+         std::to_string(rd() % 100000);
 }
 
 size_t Collect(char* ptr, size_t size, size_t n, void* userdata) {
@@ -195,7 +196,8 @@ long HttpPost(const std::string& url, const std::string& payload, std::string* b
   return Http(url, &payload, body);
 }
 
-MockProcess::MockProcess(std::vector<std::string> extra_args, std::string api_key) : api_key_(std::move(api_key)) {
+MockProcess::MockProcess(std::vector<std::string> extra_args, std::string api_key)
+    : api_key_(std::move(api_key)) {
   char tmpl[] = "/tmp/uppzy-mock-port-XXXXXX";
   int fd = mkstemp(tmpl);
   close(fd);

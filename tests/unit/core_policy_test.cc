@@ -68,14 +68,14 @@ TEST_P(DecideTable, Decides) {
 const Case kCases[] = {
     // Submissions.
     {"accepted", Submit(1), Outcome::Accepted("r1"), Action::kAccept, ErrorKind::kNone, milliseconds(2500)},
-    {"429 first attempt backs off", Submit(1), RateLimited(std::nullopt), Action::kRetry, ErrorKind::kRateLimited,
-     milliseconds(750)},
+    {"429 first attempt backs off", Submit(1), RateLimited(std::nullopt), Action::kRetry,
+     ErrorKind::kRateLimited, milliseconds(750)},
     {"429 honours Retry-After", Submit(1), RateLimited(seconds(7)), Action::kRetry, ErrorKind::kRateLimited,
      milliseconds(7000)},
     {"429 Retry-After is bounded", Submit(1), RateLimited(seconds(100000)), Action::kRetry,
      ErrorKind::kRateLimited, milliseconds(600000)},
-    {"429 on last attempt fails", Submit(3), RateLimited(std::nullopt), Action::kFail, ErrorKind::kRateLimited,
-     milliseconds(0)},
+    {"429 on last attempt fails", Submit(3), RateLimited(std::nullopt), Action::kFail,
+     ErrorKind::kRateLimited, milliseconds(0)},
     {"503 second attempt backs off twice as long", Submit(2), Outcome::Of(OutcomeKind::kServerError, 503),
      Action::kRetry, ErrorKind::kServerError, milliseconds(1500)},
     {"503 on last attempt fails", Submit(3), Outcome::Of(OutcomeKind::kServerError, 503), Action::kFail,
@@ -84,14 +84,15 @@ const Case kCases[] = {
      ErrorKind::kNetwork, milliseconds(750)},
     {"unreadable submit body retries and counts", Submit(1), Outcome::Of(OutcomeKind::kInvalidResponse, 200),
      Action::kRetry, ErrorKind::kInvalidResponse, milliseconds(750)},
-    {"unreadable submit body on last attempt fails", Submit(3), Outcome::Of(OutcomeKind::kInvalidResponse, 200),
-     Action::kFail, ErrorKind::kInvalidResponse, milliseconds(0)},
+    {"unreadable submit body on last attempt fails", Submit(3),
+     Outcome::Of(OutcomeKind::kInvalidResponse, 200), Action::kFail, ErrorKind::kInvalidResponse,
+     milliseconds(0)},
     {"400 fails at once", Submit(1), Outcome::Of(OutcomeKind::kBadRequest, 400), Action::kFail,
      ErrorKind::kBadRequest, milliseconds(0)},
     {"422 fails at once", Submit(1), Outcome::Of(OutcomeKind::kBadRequest, 422), Action::kFail,
      ErrorKind::kBadRequest, milliseconds(0)},
-    {"401 on submit is an incident", Submit(1), Outcome::Of(OutcomeKind::kUnauthorized, 401), Action::kIncident,
-     ErrorKind::kUnauthorized, milliseconds(0)},
+    {"401 on submit is an incident", Submit(1), Outcome::Of(OutcomeKind::kUnauthorized, 401),
+     Action::kIncident, ErrorKind::kUnauthorized, milliseconds(0)},
     {"403 on last attempt is still an incident", Submit(3), Outcome::Of(OutcomeKind::kForbidden, 403),
      Action::kIncident, ErrorKind::kForbidden, milliseconds(0)},
     {"a status answer to a submit is invalid", Submit(1), Outcome::Status("processing"), Action::kRetry,
@@ -99,8 +100,8 @@ const Case kCases[] = {
     // Polls.
     {"in progress polls again after the interval", Poll(1, seconds(30)), Outcome::Status("processing"),
      Action::kAwaitPoll, ErrorKind::kNone, milliseconds(2500)},
-    {"unknown status is in progress", Poll(1, seconds(30)), Outcome::Status("thinking_hard"), Action::kAwaitPoll,
-     ErrorKind::kNone, milliseconds(2500)},
+    {"unknown status is in progress", Poll(1, seconds(30)), Outcome::Status("thinking_hard"),
+     Action::kAwaitPoll, ErrorKind::kNone, milliseconds(2500)},
     {"next poll never passes the deadline", Poll(1, milliseconds(1000)), Outcome::Status("processing"),
      Action::kAwaitPoll, ErrorKind::kNone, milliseconds(1000)},
     {"completed", Poll(1, seconds(30)), Outcome::Status("completed", "echo: hi"), Action::kComplete,
@@ -149,7 +150,8 @@ TEST(Decide, FailedPollIsMarkedAsPollError) {
 }
 
 TEST(Decide, UpstreamFailureKeepsUppzysErrorText) {
-  Transition t = Decide(Poll(1, seconds(30)), Outcome::Status("failed", "", "index_missing"), kNow, TestPolicy(), 0);
+  Transition t =
+      Decide(Poll(1, seconds(30)), Outcome::Status("failed", "", "index_missing"), kNow, TestPolicy(), 0);
   EXPECT_EQ(t.message, "index_missing");
 }
 
