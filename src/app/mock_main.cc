@@ -58,7 +58,8 @@ int main(int argc, char** argv) {
   app.add_option("--connection-limit", options.connection_limit, "Maximum simultaneous connections")
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
-  app.add_option("--seed", options.seed, "Seed of faults, latencies and ids; 0 = random")->capture_default_str();
+  app.add_option("--seed", options.seed, "Seed of faults, latencies and ids; 0 = random")
+      ->capture_default_str();
   CLI11_PARSE(app, argc, argv);
 
   // Block the stop signals before any thread starts, so that every thread inherits the mask and

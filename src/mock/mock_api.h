@@ -27,7 +27,7 @@ using SteadyTime = std::chrono::steady_clock::time_point;
 // What the transport hands over: one complete HTTP request.
 struct ApiRequest {
   std::string_view method;
-  std::string_view path;                  // without the query string
+  std::string_view path;                    // without the query string
   std::optional<std::string_view> api_key;  // the X-API-Key header, if sent
   std::string_view body;
   bool body_too_large = false;  // the body exceeded kMaxBodyBytes and was not kept
@@ -117,15 +117,15 @@ class MockApi {
   const double fault_rate_5xx_;
 
   mutable std::mutex mu_;
-  std::mt19937_64 rng_;         // guarded by mu_
-  uint64_t next_request_ = 1;   // guarded by mu_; survives Reset()
-  Counters counters_;           // guarded by mu_
-  std::unordered_map<std::string, Request> requests_;               // guarded by mu_
-  std::unordered_map<std::string, Pair> pairs_;                     // guarded by mu_
-  std::unordered_map<std::string, uint64_t> submits_by_session_;    // guarded by mu_
-  std::unordered_map<std::string, uint64_t> feedback_script_pos_;   // guarded by mu_
-  std::unordered_map<std::string, uint64_t> close_script_pos_;      // guarded by mu_
-  std::unordered_set<std::string> closed_sessions_;                 // guarded by mu_
+  std::mt19937_64 rng_;                                            // guarded by mu_
+  uint64_t next_request_ = 1;                                      // guarded by mu_; survives Reset()
+  Counters counters_;                                              // guarded by mu_
+  std::unordered_map<std::string, Request> requests_;              // guarded by mu_
+  std::unordered_map<std::string, Pair> pairs_;                    // guarded by mu_
+  std::unordered_map<std::string, uint64_t> submits_by_session_;   // guarded by mu_
+  std::unordered_map<std::string, uint64_t> feedback_script_pos_;  // guarded by mu_
+  std::unordered_map<std::string, uint64_t> close_script_pos_;     // guarded by mu_
+  std::unordered_set<std::string> closed_sessions_;                // guarded by mu_
 };
 
 }  // namespace uppzy::mock

@@ -12,8 +12,21 @@
 //   mock.ready=MS               the request completes MS milliseconds after submission
 //   mock.fail=REASON            the request ends `failed` with error REASON
 //
-// STEP is one of: ok, processing, completed, failed, an HTTP status (100..599), 429:N (429 with
-// `Retry-After: N`), hang, reset, garbage, huge. If a directive appears twice, the last one wins.
+// STEP is one of:
+//   ok          normal behaviour (for a poll: processing until the ready time, then completed/failed)
+//   processing  poll only: "processing" now, whatever the ready time
+//   completed   poll only: complete now with the echo answer (later `ok` polls stay completed)
+//   failed      poll only: fail now, with the mock.fail reason or "mock failure"
+//   NNN         that HTTP status (100..599) with a JSON {"error": ...} body and no Retry-After
+//   429:N       429 with `Retry-After: N`
+//   hang        no answer: the connection is held (the client times out), closed after --hang-max-ms
+//   reset       the connection is closed without any response
+//   garbage     200, Content-Type application/json, a body that is not JSON
+//   huge        200, a well-formed JSON object {"padding":"xxx..."} of exactly 20 MiB, streamed
+// In submit, feedback and close scripts, processing/completed/failed mean `ok`. A scripted non-ok
+// submit creates no request. A call whose text carries the directive of its endpoint is "scripted":
+// the random faults (--fault-rate-*) never hit it, even after its script has run out.
+// If a directive appears twice, the last one wins. A malformed directive makes the call a 400.
 //
 // Pure functions; thread-compatible.
 #pragma once

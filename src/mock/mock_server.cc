@@ -162,16 +162,15 @@ void MockServer::Impl::Start() {
     start_error_.clear();
   }
   timer_.Start();
-  daemon_ = MHD_start_daemon(
-      flags, options_.port, nullptr, nullptr, &Impl::OnRequest, this,                          //
-      MHD_OPTION_EXTERNAL_LOGGER, &Impl::OnLog, this,                                           //
-      MHD_OPTION_SOCK_ADDR, reinterpret_cast<sockaddr*>(&addr),                                 //
-      MHD_OPTION_CONNECTION_LIMIT, options_.connection_limit,                                   //
-      MHD_OPTION_LISTEN_BACKLOG_SIZE, 4096u,                                                    //
-      MHD_OPTION_CONNECTION_TIMEOUT, options_.idle_timeout_s,                                   //
-      MHD_OPTION_NOTIFY_COMPLETED, &Impl::OnCompleted, this,                                    //
-      MHD_OPTION_ARRAY, pool,                                                                   //
-      MHD_OPTION_END);
+  daemon_ = MHD_start_daemon(flags, options_.port, nullptr, nullptr, &Impl::OnRequest, this,  //
+                             MHD_OPTION_EXTERNAL_LOGGER, &Impl::OnLog, this,                  //
+                             MHD_OPTION_SOCK_ADDR, reinterpret_cast<sockaddr*>(&addr),        //
+                             MHD_OPTION_CONNECTION_LIMIT, options_.connection_limit,          //
+                             MHD_OPTION_LISTEN_BACKLOG_SIZE, 4096u,                           //
+                             MHD_OPTION_CONNECTION_TIMEOUT, options_.idle_timeout_s,          //
+                             MHD_OPTION_NOTIFY_COMPLETED, &Impl::OnCompleted, this,           //
+                             MHD_OPTION_ARRAY, pool,                                          //
+                             MHD_OPTION_END);
   std::string error;
   {
     std::lock_guard lock(log_mu_);

@@ -40,6 +40,7 @@
 //   duplicate_submissions  sum over (session_id, message) of max(0, accepted submissions - 1)
 //   feedback_by_request    {"<request_id>": N}: feedback posts answered 200
 //   in_progress            accepted requests that are neither completed nor failed yet
+//   requests_stored        accepted requests held in memory (all of them until a reset)
 // A scripted non-ok submit answer (429, 503, hang, ...) creates no request and no request_id.
 // request_id looks like `req_<counter>_<12 hex digits>`; the counter is not reset by Reset(), so ids stay
 // unique for the life of the process.

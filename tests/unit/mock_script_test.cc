@@ -56,8 +56,8 @@ TEST(MockScriptTest, FindsDirectivesAmongWords) {
 
 TEST(MockScriptTest, PlainTextHasNoDirectives) {
   std::string error;
-  for (const char* text : {"", "hello", "see mock.example.com", "mock.unknown=1", "xmock.submit=503",
-                           "mock.submit"}) {
+  for (const char* text :
+       {"", "hello", "see mock.example.com", "mock.unknown=1", "xmock.submit=503", "mock.submit"}) {
     std::optional<Directives> d = ParseDirectives(text, &error);
     ASSERT_TRUE(d.has_value()) << text;
     EXPECT_FALSE(d->submit || d->poll || d->feedback || d->close || d->ready_ms || d->fail) << text;

@@ -116,7 +116,9 @@ class MockServerTest : public ::testing::Test {
   }
   Reply Post(const std::string& path, const std::string& body, std::optional<std::string> key = "mock-key",
              long timeout_ms = 10000) {
-    return Do(port_, {.method = "POST", .path = path, .body = body, .key = std::move(key), .timeout_ms = timeout_ms});
+    return Do(
+        port_,
+        {.method = "POST", .path = path, .body = body, .key = std::move(key), .timeout_ms = timeout_ms});
   }
 
   Reply Submit(const std::string& session, const std::string& message, long timeout_ms = 10000) {
@@ -337,7 +339,12 @@ TEST_F(MockServerTest, PollScriptTransportSteps) {
   EXPECT_EQ(garbage.status, 200);
   EXPECT_FALSE(json::accept(garbage.body));
   EXPECT_NE(Poll(id).code, CURLE_OK);
-  EXPECT_EQ(Do(port_, {.method = "GET", .path = std::string(kSite) + "/requests/" + id, .body = "", .key = "mock-key", .timeout_ms = 200}).code,
+  EXPECT_EQ(Do(port_, {.method = "GET",
+                       .path = std::string(kSite) + "/requests/" + id,
+                       .body = "",
+                       .key = "mock-key",
+                       .timeout_ms = 200})
+                .code,
             CURLE_OPERATION_TIMEDOUT);
   EXPECT_EQ(Poll(id).body.size(), 20u * 1024 * 1024);
   EXPECT_EQ(Poll(id).body.size(), 20u * 1024 * 1024) << "the last step repeats";
@@ -399,8 +406,9 @@ TEST_F(MockServerTest, FeedbackRules) {
 
   std::string id = Accepted("s1", "done mock.ready=0");
   EXPECT_EQ(Feedback("s1", id, "meh").status, 400);
-  EXPECT_EQ(Post(std::string(kSite) + "/feedback", json{{"session_id", "s1"}, {"feedback", "good"}}.dump()).status,
-            400);
+  EXPECT_EQ(
+      Post(std::string(kSite) + "/feedback", json{{"session_id", "s1"}, {"feedback", "good"}}.dump()).status,
+      400);
   EXPECT_EQ(Feedback("other-session", id, "good").status, 404);
 
   Reply first = Feedback("s1", id, "good");
@@ -472,13 +480,15 @@ TEST_F(MockServerTest, LatencyDelaysAnswersWithoutBlockingTheServer) {
   auto start = Clock::now();
   std::vector<std::future<Reply>> replies;
   for (int i = 0; i < 8; ++i) {
-    replies.push_back(std::async(std::launch::async, [this, i] { return Submit("s" + std::to_string(i), "m"); }));
+    replies.push_back(
+        std::async(std::launch::async, [this, i] { return Submit("s" + std::to_string(i), "m"); }));
   }
   Reply health = Get("/_mock/healthz");  // /_mock answers are never delayed
   EXPECT_EQ(health.status, 200);
   EXPECT_LT(health.took, std::chrono::milliseconds(300));
   for (auto& f : replies) EXPECT_EQ(f.get().status, 202);
-  EXPECT_LT(Clock::now() - start, std::chrono::milliseconds(3000)) << "8 x up to 600 ms, not one after another";
+  EXPECT_LT(Clock::now() - start, std::chrono::milliseconds(3000))
+      << "8 x up to 600 ms, not one after another";
 }
 
 TEST_F(MockServerTest, StopReleasesHeldConnections) {
@@ -522,7 +532,9 @@ TEST(MockServerStartTest, ServesWithAThreadPool) {
   MockServer server(o);
   server.Start();
   for (int i = 0; i < 4; ++i) {
-    EXPECT_EQ(Do(server.port(), {.method = "GET", .path = "/_mock/healthz", .body = "", .key = std::nullopt}).status, 200);
+    EXPECT_EQ(Do(server.port(), {.method = "GET", .path = "/_mock/healthz", .body = "", .key = std::nullopt})
+                  .status,
+              200);
   }
 }
 
