@@ -45,6 +45,8 @@ struct Config {
   int claim_batch = 500;              // UPPZY_CLAIM_BATCH [1, 10000]: most rows per claim statement
   int shutdown_grace_ms = 10000;      // UPPZY_SHUTDOWN_GRACE_MS [0, 600000]
   int rescue_interval_ms = 2000;      // UPPZY_RESCUE_INTERVAL_MS [100, 600000]
+  // UPPZY_HTTP_ADDR: host:port of GET /healthz; "off" disables it, port 0 picks a free one.
+  std::string http_addr = "127.0.0.1:9464";
 };
 
 using EnvLookup = std::function<std::optional<std::string>(std::string_view name)>;

@@ -216,6 +216,20 @@ ConfigResult LoadConfig(const EnvLookup& env) {
   r.Integer("UPPZY_SHUTDOWN_GRACE_MS", &c.shutdown_grace_ms, 0, 600000);
   r.Integer("UPPZY_RESCUE_INTERVAL_MS", &c.rescue_interval_ms, 100, 600000);
 
+  r.String("UPPZY_HTTP_ADDR", &c.http_addr, false);
+  if (c.http_addr != "off") {
+    auto colon = c.http_addr.rfind(':');
+    int port = -1;
+    if (colon != std::string::npos && colon > 0) {
+      auto [ptr, ec] =
+          std::from_chars(c.http_addr.data() + colon + 1, c.http_addr.data() + c.http_addr.size(), port);
+      if (ec != std::errc() || ptr != c.http_addr.data() + c.http_addr.size()) port = -1;
+    }
+    if (port < 0 || port > 65535) {
+      r.Problem("UPPZY_HTTP_ADDR must be host:port, e.g. 127.0.0.1:9464, or off (got '" + c.http_addr + "')");
+    }
+  }
+
   c.worker_id = DefaultWorkerId();
   r.String("UPPZY_WORKER_ID", &c.worker_id, false);
   if (c.worker_id.size() > 200) r.Problem("UPPZY_WORKER_ID must be at most 200 characters");

@@ -2,6 +2,7 @@
 
 #include <thread>
 
+#include "http/health_server.h"
 #include "runtime/coordinator.h"
 #include "runtime/engine.h"
 #include "uppzy/log.h"
@@ -55,11 +56,14 @@ int Worker::Run() {
   runtime::Engine engine(s.config, s.mailbox, s.counters);
   s.mailbox.SetEngineWaker([&engine] { engine.Wakeup(); });
   runtime::Coordinator coordinator(s.config, s.options, s.mailbox, s.counters);
+  http::HealthServer health;
+  if (s.config.http_addr != "off") health.Start(s.config.http_addr);
   LogEvent(spdlog::level::info, "worker_started",
            {{"worker_id", s.config.worker_id},
             {"site_id", s.config.site.site_id},
             {"api_key_fingerprint", s.config.site.key_fingerprint},
-            {"max_in_flight", std::to_string(s.config.max_in_flight)}});
+            {"max_in_flight", std::to_string(s.config.max_in_flight)},
+            {"http_port", std::to_string(health.port())}});
 
   std::atomic<bool> all_done{false};
   std::thread db([&] { coordinator.Run(all_done); });
@@ -68,6 +72,7 @@ int Worker::Run() {
   db.join();
   listen.join();
   s.mailbox.SetEngineWaker(nullptr);
+  health.Stop();
   LogEvent(spdlog::level::info, "worker_stopped",
            {{"completed", std::to_string(s.counters.completed.load())},
             {"failed", std::to_string(s.counters.failed.load())},

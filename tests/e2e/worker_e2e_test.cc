@@ -62,6 +62,24 @@ TEST_F(WorkerE2E, HappyPathStoresEchoAnswerAndRequestId) {
   EXPECT_EQ(Field(id, "jsonb_array_length(errors)"), "0");
 }
 
+TEST_F(WorkerE2E, HealthzAnswersWhileAlive) {
+  auto worker = StartWorker();
+  std::string port;
+  ASSERT_TRUE(test::WaitFor(
+      [&] {
+        const std::string log = worker->Log();
+        auto pos = log.find("http_port=");
+        if (pos == std::string::npos) return false;
+        port = log.substr(pos + 10, log.find_first_not_of("0123456789", pos + 10) - pos - 10);
+        return !port.empty();
+      },
+      10s))
+      << worker->Log();
+  std::string body;
+  EXPECT_EQ(test::HttpGet("http://127.0.0.1:" + port + "/healthz", &body), 200);
+  EXPECT_NE(body.find("ok"), std::string::npos);
+}
+
 TEST_F(WorkerE2E, RateLimitedThenOkCompletesOnSecondAttempt) {
   auto id = Enqueue("q mock.submit=429,ok");
   auto worker = StartWorker();

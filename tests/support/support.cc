@@ -235,6 +235,7 @@ std::map<std::string, std::string> WorkerEnv(const std::string& db, const MockPr
       {"UPPZY_FETCH_INTERVAL_MS", "100"},
       {"UPPZY_HTTP_TIMEOUT_MS", "3000"},
       {"UPPZY_LOG_LEVEL", "debug"},
+      {"UPPZY_HTTP_ADDR", "127.0.0.1:0"},
   };
 }
 
