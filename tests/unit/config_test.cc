@@ -1,0 +1,100 @@
+// Configuration: defaults, ranges, and every problem reported at once, each naming its setting.
+#include <gtest/gtest.h>
+
+#include <fstream>
+#include <map>
+
+#include "uppzy/config.h"
+
+namespace uppzy {
+namespace {
+
+EnvLookup Env(std::map<std::string, std::string> vars) {
+  return [vars = std::move(vars)](std::string_view name) -> std::optional<std::string> {
+    auto it = vars.find(std::string(name));
+    if (it == vars.end()) return std::nullopt;
+    return it->second;
+  };
+}
+
+std::map<std::string, std::string> Minimal() {
+  return {{"DATABASE_URL", "postgresql://db/x"}, {"UPPZY_SITE_ID", "site-1"}, {"UPPZY_API_KEY", "k"}};
+}
+
+TEST(Config, MinimalSettingsGiveTheDocumentedDefaults) {
+  auto r = LoadConfig(Env(Minimal()));
+  ASSERT_TRUE(r.problems.empty()) << r.problems.front();
+  EXPECT_EQ(r.config.base_url, "https://api.uppzy.com/api/v1");
+  EXPECT_EQ(r.config.policy.poll_interval.count(), 2500);
+  EXPECT_EQ(r.config.policy.poll_timeout.count(), 45000);
+  EXPECT_EQ(r.config.max_response_bytes, 1048576);
+  EXPECT_EQ(r.config.lease_ms, 30000);
+  EXPECT_EQ(r.config.log_format, "text");
+  EXPECT_EQ(r.config.site.key_fingerprint, KeyFingerprint("k"));
+  EXPECT_EQ(r.config.site.key_fingerprint.size(), 12u);
+  EXPECT_FALSE(r.config.worker_id.empty());
+}
+
+TEST(Config, EveryProblemIsReportedAtOnceNamingItsSetting) {
+  auto r = LoadConfig(Env({{"UPPZY_POLL_TIMEOUT_MS", "-5"},
+                           {"UPPZY_MAX_IN_FLIGHT", "lots"},
+                           {"UPPZY_BACKOFF_BASE_MS", "5000"},
+                           {"UPPZY_BACKOFF_MAX_MS", "100"},
+                           {"UPPZY_LOG_LEVEL", "loud"},
+                           {"UPPZY_HTTP_ADDR", "nowhere"}}));
+  std::string all;
+  for (const auto& p : r.problems) all += p + "\n";
+  for (const char* name :
+       {"DATABASE_URL", "UPPZY_SITE_ID", "UPPZY_API_KEY", "UPPZY_POLL_TIMEOUT_MS", "UPPZY_MAX_IN_FLIGHT",
+        "UPPZY_BACKOFF_MAX_MS", "UPPZY_LOG_LEVEL", "UPPZY_HTTP_ADDR"}) {
+    EXPECT_NE(all.find(name), std::string::npos) << name << " not named in:\n" << all;
+  }
+}
+
+TEST(Config, PlainHttpOnlyForLoopback) {
+  for (const char* ok : {"http://127.0.0.1:8080/api/v1", "http://localhost:1/api/v1", "http://[::1]:9/x",
+                         "https://api.uppzy.com/api/v1/"}) {
+    auto env = Minimal();
+    env["UPPZY_BASE_URL"] = ok;
+    EXPECT_TRUE(LoadConfig(Env(env)).problems.empty()) << ok;
+  }
+  for (const char* bad : {"http://api.uppzy.com/api/v1", "ftp://127.0.0.1/", "http://127.0.0.1.evil.com/"}) {
+    auto env = Minimal();
+    env["UPPZY_BASE_URL"] = bad;
+    auto r = LoadConfig(Env(env));
+    ASSERT_EQ(r.problems.size(), 1u) << bad;
+    EXPECT_NE(r.problems[0].find("UPPZY_BASE_URL"), std::string::npos);
+  }
+}
+
+TEST(Config, ApiKeyFromFileAndExactlyOneSource) {
+  const std::string path = testing::TempDir() + "/uppzy-key";
+  std::ofstream(path) << "file-key\n";
+  auto env = Minimal();
+  env.erase("UPPZY_API_KEY");
+  env["UPPZY_API_KEY_FILE"] = path;
+  auto r = LoadConfig(Env(env));
+  ASSERT_TRUE(r.problems.empty());
+  EXPECT_EQ(r.config.site.api_key, "file-key");
+  env["UPPZY_API_KEY"] = "k";
+  r = LoadConfig(Env(env));
+  ASSERT_EQ(r.problems.size(), 1u);
+  EXPECT_NE(r.problems[0].find("exactly one"), std::string::npos);
+  env.erase("UPPZY_API_KEY");
+  env["UPPZY_API_KEY_FILE"] = "/nonexistent/key";
+  r = LoadConfig(Env(env));
+  ASSERT_EQ(r.problems.size(), 1u);
+  EXPECT_NE(r.problems[0].find("UPPZY_API_KEY_FILE"), std::string::npos);
+}
+
+TEST(Config, ProblemsNeverEchoTheApiKey) {
+  auto env = Minimal();
+  env["UPPZY_API_KEY"] = "sk-very-secret";
+  env["UPPZY_SITE_ID"] = "bad site!";
+  auto r = LoadConfig(Env(env));
+  ASSERT_FALSE(r.problems.empty());
+  for (const auto& p : r.problems) EXPECT_EQ(p.find("sk-very-secret"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace uppzy
