@@ -1,0 +1,48 @@
+// What every `uppzy-worker` subcommand shares. Each subcommand lives in its own file and exposes one
+// Add<Name>(CLI::App&) that registers its options and returns the function that runs it once parsed.
+// Not thread-safe (the command line is parsed once, on the main thread).
+#pragma once
+
+#include <CLI/CLI.hpp>
+#include <functional>
+#include <map>
+#include <memory>
+#include <ostream>
+#include <string>
+#include <vector>
+
+#include "cli/cli.h"
+#include "uppzy/config.h"
+
+namespace uppzy::cli {
+
+struct Io {
+  const EnvLookup& env;  // the environment with --database-url and run's flags layered on top
+  std::ostream& out;
+  std::ostream& err;
+};
+
+using Runner = std::function<int(const Io&)>;
+
+struct Command {
+  CLI::App* app = nullptr;
+  Runner run;
+  // Flags that override environment variables (variable name -> flag value; empty = not given).
+  std::shared_ptr<std::map<std::string, std::string>> overrides;
+};
+
+// Prints "configuration error (N problems)" with one line per problem; returns kExitUsage.
+int ConfigProblems(const std::vector<std::string>& problems, std::ostream& err);
+
+// The database URL for commands that need only the database; prints problems and returns "" if unset.
+std::string DatabaseUrlOrComplain(const Io& io);
+
+// The first line of a store error (PostgreSQL's DETAIL lines may quote row data, e.g. message text).
+std::string FirstLine(const std::string& what);
+
+Command AddMigrate(CLI::App& app);
+Command AddRun(CLI::App& app);
+Command AddEnqueue(CLI::App& app);
+Command AddIncidents(CLI::App& app);
+
+}  // namespace uppzy::cli
