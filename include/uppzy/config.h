@@ -12,6 +12,7 @@
 #include <string_view>
 #include <vector>
 
+#include "uppzy/breaker.h"
 #include "uppzy/policy.h"
 
 namespace uppzy {
@@ -47,6 +48,7 @@ struct Config {
   int rescue_interval_ms = 2000;      // UPPZY_RESCUE_INTERVAL_MS [100, 600000]
   // UPPZY_HTTP_ADDR: host:port of GET /healthz; "off" disables it, port 0 picks a free one.
   std::string http_addr = "127.0.0.1:9464";
+  BreakerPolicy breaker;  // UPPZY_BREAKER_FAILURES [1, 100000], UPPZY_BREAKER_COOLDOWN_MS [100, 3600000]
 };
 
 using EnvLookup = std::function<std::optional<std::string>(std::string_view name)>;

@@ -92,6 +92,8 @@ class Store {
                                        int lease_ms);
   // True while any job is queued, retrying, submitting or polling.
   bool JobsAnyUnfinished();
+  // Ids of rows held by `worker` whose cancellation was requested (cancel_requested_at set).
+  std::vector<int64_t> JobsCancelRequested(const std::string& worker);
   EnqueueResult JobsEnqueue(const NewJob& job);
 
   // Opens the incident for this key unless one is open already. Returns {id, created}.
@@ -103,6 +105,11 @@ class Store {
   // Returns false when no open incident has this id.
   bool IncidentsResolve(int64_t id);
   int IncidentsResolveAll();
+
+  // Upserts this worker's row in uppzy.workers (heartbeat), or marks it stopped.
+  void WorkersHeartbeat(const std::string& worker, const std::string& host, int pid, const std::string& site,
+                        int lease_ms, int jobs_in_flight, const std::string& breaker_state);
+  void WorkersStopped(const std::string& worker);
 
   // Runs one statement and returns the first column of the first row as text ("" for no row / null).
   // For tests and operator tooling only.

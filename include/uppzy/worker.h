@@ -30,6 +30,7 @@ struct WorkerCounters {
   std::atomic<long long> fenced_writes{0};
   std::atomic<long long> rescued{0};
   std::atomic<long long> in_flight{0};
+  std::atomic<int> breaker_state{0};  // BreakerState: 0 closed, 1 open, 2 half-open
 };
 
 class Worker {

@@ -1,8 +1,11 @@
 #include "runtime/coordinator.h"
 
+#include <unistd.h>
+
 #include <algorithm>
 #include <thread>
 
+#include "uppzy/breaker.h"
 #include "uppzy/log.h"
 
 namespace uppzy::runtime {
@@ -75,6 +78,12 @@ void Coordinator::ApplyWrites() {
       }
     }
   };
+  // A retry due soon should not wait for the fallback fetch: no NOTIFY fires for it.
+  for (const auto& w : pending_writes_) {
+    if (!w.run_at) continue;
+    const auto due = Steady::now() + std::chrono::duration_cast<Steady::duration>(*w.run_at - Clock::now());
+    next_fetch_ = std::min(next_fetch_, due);
+  }
   try {
     ApplyResult r = store_->JobsApplyWrites(config_.worker_id, pending_writes_);
     account(pending_writes_, r);
@@ -157,17 +166,58 @@ void Coordinator::Claim(bool adopt) {
   const int limit = std::min(room, config_.claim_batch);
   std::vector<ClaimedJob> jobs;
   if (adopt) jobs = store_->JobsAdoptPolling(config_.worker_id, config_.lease_ms, limit);
-  const int left = limit - static_cast<int>(jobs.size());
+  int left = limit - static_cast<int>(jobs.size());
+  // The circuit breaker: no new submissions while it is open (polls of adopted rows go on); one probe
+  // while it is half-open.
+  const int breaker = mailbox_.breaker_state.load();
+  if (breaker != last_breaker_state_) {
+    last_breaker_state_ = breaker;
+    probe_claimed_ = false;
+  }
+  if (breaker == static_cast<int>(BreakerState::kOpen) ||
+      (breaker == static_cast<int>(BreakerState::kHalfOpen) && probe_claimed_)) {
+    left = 0;
+    more_waiting_ = false;
+  } else if (breaker == static_cast<int>(BreakerState::kHalfOpen)) {
+    left = std::min(left, 1);
+    probe_claimed_ = true;
+  }
   if (left > 0) {
     auto claimed = store_->JobsClaimQueued(config_.worker_id, config_.lease_ms, left);
-    more_waiting_ = static_cast<int>(claimed.size()) == left;
+    more_waiting_ = static_cast<int>(claimed.size()) == left && breaker == 0;
     for (auto& c : claimed) jobs.push_back(std::move(c));
-  } else {
+  } else if (breaker == 0) {
     more_waiting_ = true;
   }
   if (jobs.empty()) return;
   for (const auto& j : jobs) held_.insert(j.id);
   mailbox_.PushJobs(std::move(jobs));
+}
+
+void Coordinator::CheckCancels() {
+  const auto now = Steady::now();
+  if (!cancel_supported_ || held_.empty() || now < next_cancel_check_) return;
+  next_cancel_check_ = now + Millis(1000);
+  try {
+    auto ids = store_->JobsCancelRequested(config_.worker_id);
+    if (!ids.empty()) mailbox_.PushCancels(std::move(ids));
+  } catch (const StoreError& e) {
+    if (e.sqlstate() != "42703") throw;  // undefined column: the schema predates cancellation
+    cancel_supported_ = false;
+    LogEvent(spdlog::level::warn, "cancellation_unavailable",
+             {{"detail", "uppzy.chat_jobs has no cancel_requested_at; run `uppzy-worker migrate`"}});
+  }
+}
+
+void Coordinator::Heartbeat() {
+  const auto now = Steady::now();
+  if (now < next_heartbeat_) return;
+  next_heartbeat_ = now + Millis(std::max(config_.lease_ms / 3, 100));
+  char host[256] = {0};
+  gethostname(host, sizeof(host) - 1);
+  store_->WorkersHeartbeat(config_.worker_id, host, static_cast<int>(getpid()), config_.site.site_id,
+                           config_.lease_ms, static_cast<int>(held_.size()),
+                           std::string(ToString(static_cast<BreakerState>(mailbox_.breaker_state.load()))));
 }
 
 void Coordinator::Run(std::atomic<bool>& all_done) {
@@ -176,18 +226,29 @@ void Coordinator::Run(std::atomic<bool>& all_done) {
   while (true) {
     auto now = Steady::now();
     Steady::time_point until = now + fetch_interval;
-    until = std::min({until, next_fetch_, next_rescue_, next_incident_check_});
-    if (!held_.empty()) until = std::min(until, next_renew_);
-    if (!store_) until = std::min(until, next_connect_);
-    if (more_waiting_ && !held_.empty() && static_cast<int>(held_.size()) < config_.max_in_flight) {
-      until = std::min(until, now + Millis(1));
+    if (!store_) {
+      // Disconnected: only the reconnect timer (and new writes or a stop) matter.
+      until = std::min(until, next_connect_);
+    } else {
+      until = std::min({until, next_fetch_, next_rescue_, next_incident_check_, next_heartbeat_});
+      if (!held_.empty()) until = std::min(until, next_renew_);
+      if (!held_.empty() && cancel_supported_) until = std::min(until, next_cancel_check_);
+      if (more_waiting_ && !held_.empty() && static_cast<int>(held_.size()) < config_.max_in_flight) {
+        until = std::min(until, now + Millis(1));
+      }
     }
     const bool woken = mailbox_.WaitForDb(std::max(until, now), &pending_writes_, &pending_reports_);
     now = Steady::now();
 
     if (mailbox_.engine_done) {
       if (!stop_deadline) stop_deadline = now + Millis(std::max(config_.shutdown_grace_ms, 1000));
-      if (pending_writes_.empty() && pending_reports_.empty()) break;
+      if (pending_writes_.empty() && pending_reports_.empty()) {
+        try {
+          if (store_) store_->WorkersStopped(config_.worker_id);
+        } catch (const StoreError&) {
+        }
+        break;
+      }
       if (now >= *stop_deadline) {
         LogEvent(
             spdlog::level::err, "writes_abandoned_at_exit",
@@ -201,7 +262,9 @@ void Coordinator::Run(std::atomic<bool>& all_done) {
       ProcessReports();
       ApplyWrites();
       RenewLeases();
+      Heartbeat();
       if (mailbox_.stopping) continue;
+      CheckCancels();
       CheckIncident();
       Rescue();
       if (woken || now >= next_fetch_) {

@@ -37,6 +37,8 @@ class Coordinator {
   void Rescue();
   void Claim(bool adopt);
   void Disconnect(const StoreError& e);
+  void CheckCancels();
+  void Heartbeat();
 
   const Config& config_;
   WorkerOptions options_;
@@ -56,6 +58,11 @@ class Coordinator {
   Steady::time_point next_incident_check_{};
   Steady::time_point next_empty_check_{};
   bool db_down_logged_ = false;
+  bool cancel_supported_ = true;  // false on a schema without cancel_requested_at (before 0002)
+  bool probe_claimed_ = false;    // half-open breaker: the one probe claim was made
+  int last_breaker_state_ = 0;
+  Steady::time_point next_cancel_check_{};
+  Steady::time_point next_heartbeat_{};
 };
 
 }  // namespace uppzy::runtime

@@ -27,7 +27,45 @@ Engine::Engine(const Config& config, Mailbox& mailbox, WorkerCounters& counters)
       // Enough started exchanges to keep every connection busy, few enough that a pause or a stop
       // leaves most jobs unsent and cleanly handed back.
       max_active_(static_cast<size_t>(config.http_max_connections) * 4),
-      rng_(std::random_device{}()) {}
+      rng_(std::random_device{}()),
+      breaker_(config.breaker) {}
+
+void Engine::PublishBreaker(TimePoint now) {
+  const int state = static_cast<int>(breaker_.state());
+  if (mailbox_.breaker_state.exchange(state) == state) return;
+  counters_.breaker_state = state;
+  const auto until = std::chrono::duration_cast<Millis>(breaker_.open_until() - now).count();
+  LogEvent(breaker_.state() == BreakerState::kClosed ? spdlog::level::info : spdlog::level::warn,
+           "circuit_breaker",
+           {{"state", std::string(ToString(breaker_.state()))},
+            {"reopens_in_ms", std::to_string(std::max<long long>(until, 0))}});
+  mailbox_.WakeDb();  // claims follow the breaker
+}
+
+void Engine::Cancel(int64_t id, TimePoint now) {
+  auto it = held_.find(id);
+  if (it == held_.end()) return;
+  Held& h = it->second;
+  if (h.http_active) {
+    h.cancel_requested = true;  // finished as cancelled when the call returns
+    return;
+  }
+  Transition t;
+  t.action = Action::kFail;
+  t.error_kind = ErrorKind::kCancelled;
+  t.message = "cancelled on request while " + std::string(ToString(h.row.row_state));
+  JobWrite w = WriteFinishedAttempt(h.row, t, now);
+  w.new_state = JobState::kCancelled;
+  JobLogFields f = Fields(h);
+  f.state = JobState::kCancelled;
+  f.error_kind = ErrorKind::kCancelled;
+  LogJob(spdlog::level::info, "job_cancelled", f);
+  Finish(id, std::move(w));
+}
+
+void Engine::ApplyCancels(TimePoint now) {
+  for (int64_t id : mailbox_.TakeCancels()) Cancel(id, now);
+}
 
 bool Engine::Paused() const {
   return mailbox_.paused.load() || mailbox_.reports_processed.load() < reports_sent_;
@@ -77,21 +115,39 @@ void Engine::FireTimers(TimePoint now) {
 }
 
 void Engine::StartReady() {
+  const TimePoint now = Clock::now();
+  std::vector<int64_t> blocked;
   while (!ready_.empty() && client_.InFlight() < max_active_) {
     const int64_t id = ready_.front();
     ready_.pop_front();
     auto it = held_.find(id);
     if (it == held_.end() || it->second.http_active) continue;
     Held& h = it->second;
-    h.http_active = true;
     const auto tag = static_cast<uint64_t>(id);
     if (h.phase == Phase::kSubmit) {
+      if (!breaker_.AllowSubmit(now)) {
+        blocked.push_back(id);
+        continue;
+      }
+      if (breaker_.state() == BreakerState::kHalfOpen) probe_job_ = id;
+      h.http_active = true;
       ++counters_.submissions;
       client_.StartSubmit(tag, config_.site.site_id, id, h.row.attempt, h.job.session_id, h.job.message,
                           h.job.response_language);
     } else {
+      h.http_active = true;
       ++counters_.polls;
       client_.StartStatus(tag, config_.site.site_id, h.row.request_id);
+    }
+  }
+  PublishBreaker(now);
+  // Submissions the breaker holds back: while it is open they go back uncharged (a long outage must
+  // not burn queued jobs' attempts); while a half-open probe is out they wait for its answer.
+  for (int64_t id : blocked) {
+    if (breaker_.state() == BreakerState::kOpen) {
+      HandBack(id, std::nullopt);
+    } else {
+      ready_.push_back(id);
     }
   }
 }
@@ -127,6 +183,10 @@ void Engine::OnCompletion(Completion& c, TimePoint now) {
   h.http_active = false;
   Outcome& o = c.outcome;
   if (h.phase == Phase::kPoll) ++h.row.polls;
+  const bool was_probe = probe_job_ == id;
+  if (was_probe) probe_job_ = 0;
+  breaker_.Record(o, was_probe, now);
+  PublishBreaker(now);
 
   JobContext ctx;
   ctx.phase = h.phase;
@@ -135,6 +195,16 @@ void Engine::OnCompletion(Completion& c, TimePoint now) {
   ctx.poll_deadline = h.job.poll_deadline;
   ctx.poll_errors = h.poll_errors;
   Transition t = Decide(ctx, o, now, config_.policy, jitter_(rng_));
+  if (h.cancel_requested && t.action != Action::kComplete && t.action != Action::kFail) {
+    if (t.action == Action::kAccept) {
+      // Accepted just now: store the request_id first so the history shows what was sent.
+      mailbox_.PushWrite(WriteAccepted(h.row, o.request_id, now, t.deadline));
+      h.row.row_state = JobState::kPolling;
+      h.row.request_id = o.request_id;
+    }
+    Cancel(id, now);
+    return;
+  }
 
   JobLogFields f = Fields(h);
   f.http_status = o.http_status;
@@ -218,7 +288,9 @@ void Engine::Run() {
       }
       Adopt(std::move(job), now);
     }
+    ApplyCancels(now);
     FireTimers(now);
+    if (breaker_.Tick(now)) PublishBreaker(now);
 
     const bool stopping = mailbox_.stopping.load();
     if (stopping && !grace_deadline) {
@@ -235,6 +307,11 @@ void Engine::Run() {
     if (stopping && (client_.InFlight() == 0 || SteadyClock::now() >= *grace_deadline)) break;
 
     long wait_ms = 1000;
+    if (breaker_.state() == BreakerState::kOpen) {
+      wait_ms = std::clamp<long>(
+          static_cast<long>(std::chrono::duration_cast<Millis>(breaker_.open_until() - Clock::now()).count()),
+          0, wait_ms);
+    }
     if (!timers_.empty()) {
       wait_ms = std::clamp<long>(
           static_cast<long>(std::chrono::duration_cast<Millis>(timers_.top().at - Clock::now()).count()), 0,

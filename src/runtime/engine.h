@@ -12,6 +12,7 @@
 #include <unordered_map>
 
 #include "runtime/mailbox.h"
+#include "uppzy/breaker.h"
 #include "uppzy/config.h"
 #include "uppzy/log.h"
 #include "uppzy/upstream.h"
@@ -37,6 +38,7 @@ class Engine {
     int poll_errors = 0;
     uint64_t timer_gen = 0;
     bool http_active = false;
+    bool cancel_requested = false;
   };
   struct Timer {
     TimePoint at;
@@ -54,6 +56,9 @@ class Engine {
   void HandBack(int64_t id, std::optional<ErrorEntry> error);
   void HandBackIdle();
   bool Paused() const;
+  void ApplyCancels(TimePoint now);
+  void Cancel(int64_t id, TimePoint now);
+  void PublishBreaker(TimePoint now);
   JobLogFields Fields(const Held& h) const;
 
   const Config& config_;
@@ -68,6 +73,8 @@ class Engine {
   std::mt19937_64 rng_;
   std::uniform_real_distribution<double> jitter_{0.0, 1.0};
   std::vector<Completion> completions_;
+  CircuitBreaker breaker_;
+  int64_t probe_job_ = 0;  // the half-open probe's job id, 0 when none
 };
 
 }  // namespace uppzy::runtime

@@ -78,6 +78,25 @@ class Mailbox {
     if (wake_engine_) wake_engine_();
   }
 
+  // Coordinator -> engine: held jobs whose cancellation was requested (cancel_requested_at set).
+  void PushCancels(std::vector<int64_t> ids) {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      for (int64_t id : ids) cancels_.push_back(id);
+    }
+    if (wake_engine_) wake_engine_();
+  }
+  std::vector<int64_t> TakeCancels() {
+    std::lock_guard<std::mutex> lock(mu_);
+    std::vector<int64_t> out;
+    out.swap(cancels_);
+    return out;
+  }
+
+  // Set by the engine only: the circuit breaker's state (BreakerState as int). The coordinator claims
+  // no new submissions while it is open, and one at a time while it is half-open.
+  std::atomic<int> breaker_state{0};
+
   // Set by the coordinator only: an incident is open for our key, so no Uppzy calls are made.
   std::atomic<bool> paused{false};
   // Incident reports the coordinator has processed (the engine stays paused until it catches up).
@@ -93,6 +112,7 @@ class Mailbox {
   std::vector<JobWrite> writes_;
   std::vector<IncidentReport> reports_;
   std::vector<ClaimedJob> jobs_;
+  std::vector<int64_t> cancels_;
   bool db_wake_ = false;
   std::function<void()> wake_engine_;
 };

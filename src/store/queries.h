@@ -157,4 +157,24 @@ inline constexpr const char* kIncidentsResolve =
 inline constexpr const char* kIncidentsResolveAll =
     "UPDATE uppzy.incidents SET resolved_at = now() WHERE resolved_at IS NULL RETURNING id";
 
+// $1 worker id, $2 host, $3 pid, $4 version, $5 site, $6 lease ms, $7 jobs in flight, $8 breaker state.
+inline constexpr const char* kWorkersHeartbeat = R"sql(
+INSERT INTO uppzy.workers AS w (id, host, pid, version, site_id, lease_ms, jobs_in_flight, breaker_state)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+ON CONFLICT (id) DO UPDATE
+SET heartbeat_at = now(), jobs_in_flight = EXCLUDED.jobs_in_flight, breaker_state = EXCLUDED.breaker_state,
+    lease_ms = EXCLUDED.lease_ms, stopped_at = NULL
+)sql";
+inline constexpr const char* kWorkersStopped =
+    "UPDATE uppzy.workers SET stopped_at = now(), heartbeat_at = now(), jobs_in_flight = 0 WHERE id = $1";
+
+// Rows this worker holds whose cancellation was requested (the column comes with migration 0002).
+inline constexpr const char* kJobsCancelRequested = R"sql(
+SELECT id FROM uppzy.chat_jobs
+WHERE locked_by = $1 AND cancel_requested_at IS NOT NULL AND state IN ('submitting', 'polling')
+)sql";
+
+// Wakes other workers so they adopt handed-back polling rows at once.
+inline constexpr const char* kNotifyHandBack = "SELECT pg_notify('uppzy_chat_jobs_wakeup', 'handback')";
+
 }  // namespace uppzy::store::sql

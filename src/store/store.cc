@@ -247,6 +247,10 @@ ApplyResult Store::JobsApplyWrites(const std::string& worker, const std::vector<
         applied.insert(row[0].as<int64_t>());
       }
     }
+    // Polling rows handed back (shutdown, incident): wake the other workers so they adopt them now.
+    if (std::any_of(writes.begin(), writes.end(), [](const JobWrite& w) { return w.expire_lease; })) {
+      tx.exec(store::sql::kNotifyHandBack);
+    }
     tx.commit();
     // A job counts as applied only if every one of its writes was.
     std::map<int64_t, size_t> applied_count;
@@ -278,6 +282,35 @@ bool Store::JobsAnyUnfinished() {
   return Translate([&] {
     pqxx::nontransaction tx(impl_->conn);
     return tx.exec(store::sql::kJobsAnyUnfinished)[0][0].as<bool>();
+  });
+}
+
+std::vector<int64_t> Store::JobsCancelRequested(const std::string& worker) {
+  return Translate([&] {
+    pqxx::nontransaction tx(impl_->conn);
+    std::vector<int64_t> ids;
+    for (const auto& row : tx.exec_params(store::sql::kJobsCancelRequested, worker))
+      ids.push_back(row[0].as<int64_t>());
+    return ids;
+  });
+}
+
+void Store::WorkersHeartbeat(const std::string& worker, const std::string& host, int pid,
+                             const std::string& site, int lease_ms, int jobs_in_flight,
+                             const std::string& breaker_state) {
+  Translate([&] {
+    pqxx::nontransaction tx(impl_->conn);
+    tx.exec_params(store::sql::kWorkersHeartbeat, worker, host, pid, std::string(UPPZY_VERSION), site,
+                   lease_ms, jobs_in_flight, breaker_state);
+    return 0;
+  });
+}
+
+void Store::WorkersStopped(const std::string& worker) {
+  Translate([&] {
+    pqxx::nontransaction tx(impl_->conn);
+    tx.exec_params(store::sql::kWorkersStopped, worker);
+    return 0;
   });
 }
 
