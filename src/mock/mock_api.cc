@@ -1,5 +1,6 @@
 #include "mock/mock_api.h"
 
+#include <algorithm>
 #include <ctime>
 #include <nlohmann/json.hpp>
 #include <utility>
@@ -121,7 +122,7 @@ MockApi::MockApi(const MockOptions& options)
 
 Answer MockApi::Handle(const ApiRequest& req, SteadyTime now) {
   if (!req.path.starts_with(kApiPrefix)) {
-    if (req.path.starts_with("/_mock/")) return Mock(req.method, req.path, now);
+    if (req.path.starts_with("/_mock/")) return Mock(req.method, req.path, req.body, now);
     return ErrorAnswer(404, "not found");
   }
 
@@ -327,7 +328,7 @@ Answer MockApi::Close(std::string_view body) {
   return JsonAnswer(200, out);
 }
 
-Answer MockApi::Mock(std::string_view method, std::string_view path, SteadyTime now) {
+Answer MockApi::Mock(std::string_view method, std::string_view path, std::string_view body, SteadyTime now) {
   const char* allow = nullptr;
   if (path == "/_mock/stats") {
     allow = "GET";
@@ -339,6 +340,17 @@ Answer MockApi::Mock(std::string_view method, std::string_view path, SteadyTime 
   } else if (path == "/_mock/healthz") {
     allow = "GET";
     if (method == allow) return JsonAnswer(200, json{{"status", "ok"}});
+  } else if (path == "/_mock/faults") {
+    // {"rate_429": 0..1, "rate_5xx": 0..1}: random faults from now on (e.g. 1.0 = Uppzy is down).
+    allow = "POST";
+    if (method == allow) {
+      json j = json::parse(body, nullptr, false);
+      if (!j.is_object()) return ErrorAnswer(400, "body must be a JSON object");
+      std::lock_guard<std::mutex> lock(mu_);
+      fault_rate_429_ = std::clamp(j.value("rate_429", fault_rate_429_), 0.0, 1.0);
+      fault_rate_5xx_ = std::clamp(j.value("rate_5xx", fault_rate_5xx_), 0.0, 1.0);
+      return JsonAnswer(200, json{{"rate_429", fault_rate_429_}, {"rate_5xx", fault_rate_5xx_}});
+    }
   } else if (path == "/_mock/reset") {
     allow = "POST";
     if (method == allow) {

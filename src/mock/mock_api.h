@@ -105,7 +105,7 @@ class MockApi {
   Answer Poll(std::string_view request_id, SteadyTime now);
   Answer Feedback(std::string_view body, SteadyTime now);
   Answer Close(std::string_view body);
-  Answer Mock(std::string_view method, std::string_view path, SteadyTime now);
+  Answer Mock(std::string_view method, std::string_view path, std::string_view body, SteadyTime now);
 
   // The random 429/503 of an unscripted call, if one is drawn. Requires mu_.
   std::optional<Answer> RandomFaultLocked();
@@ -113,8 +113,8 @@ class MockApi {
 
   const std::string api_key_;
   const std::chrono::milliseconds ready_after_;
-  const double fault_rate_429_;
-  const double fault_rate_5xx_;
+  double fault_rate_429_;  // guarded by mu_; POST /_mock/faults changes them at run time
+  double fault_rate_5xx_;  // guarded by mu_
 
   mutable std::mutex mu_;
   std::mt19937_64 rng_;                                            // guarded by mu_

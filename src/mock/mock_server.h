@@ -24,6 +24,8 @@
 //   GET  /_mock/stats    (no key) the counters below, as JSON.
 //   POST /_mock/reset    (no key) clears every request, session and counter -> 200 {"status":"reset"}.
 //   GET  /_mock/healthz  (no key) 200 {"status":"ok"}.
+//   POST /_mock/faults   (no key) {"rate_429":P,"rate_5xx":P} sets the random fault rates from now on
+//                        (rate_5xx 1.0: Uppzy is down); answers the rates in force.
 // The {site} segment is not checked; requests are global, not per site.
 //
 // Order of decisions for an /api/v1 request: key (401), route (404/405), body size (413), body (400),

@@ -109,6 +109,21 @@ void Exec(const std::string& url, const std::string& sql) {
   tx.exec(sql);
 }
 
+void RestartPostgres() {
+  const char* dir = std::getenv("UPPZY_TEST_PGDIR");
+  std::string out;
+  int rc = RunCommand({std::string(UPPZY_SOURCE_DIR) + "/scripts/pg-throwaway", "restart",
+                       dir && *dir ? dir : UPPZY_TEST_PGDIR},
+                      {}, &out);
+  if (rc != 0) throw std::runtime_error("pg-throwaway restart failed: " + out);
+}
+
+int TerminateBackends(const std::string& url) {
+  return static_cast<int>(QueryInt(url,
+                                   "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                                   "WHERE datname = current_database() AND pid <> pg_backend_pid()"));
+}
+
 bool WaitFor(const std::function<bool()>& cond, std::chrono::milliseconds timeout) {
   const auto deadline = std::chrono::steady_clock::now() + timeout;
   while (std::chrono::steady_clock::now() < deadline) {

@@ -26,6 +26,11 @@ std::string Query(const std::string& url, const std::string& sql);
 long long QueryInt(const std::string& url, const std::string& sql);
 void Exec(const std::string& url, const std::string& sql);
 
+// Restarts the throwaway PostgreSQL (pg_ctl restart -m fast, same port). Chaos tests only.
+void RestartPostgres();
+// Terminates every other backend connected to the database at `url`; returns how many.
+int TerminateBackends(const std::string& url);
+
 // Polls `cond` every 20 ms until it holds or `timeout` passes.
 bool WaitFor(const std::function<bool()>& cond, std::chrono::milliseconds timeout);
 
