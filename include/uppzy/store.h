@@ -128,6 +128,8 @@ class Listener {
   ~Listener();
   // Returns the number of notifications received (0 on timeout).
   int Wait(int timeout_ms);
+  // Round trip on the connection: a silently dead connection (no RST ever arrived) throws here.
+  void Ping();
 
  private:
   struct Impl;

@@ -22,8 +22,13 @@ struct Worker::Impl {
         Listener listener(config.database_url, "uppzy_chat_jobs_wakeup");
         delay_ms = 100;
         mailbox.WakeDb();  // we may have missed notifications while disconnected
+        auto next_ping = std::chrono::steady_clock::now() + std::chrono::seconds(5);
         while (!mailbox.stopping) {
           if (listener.Wait(250) > 0) mailbox.WakeDb();
+          if (std::chrono::steady_clock::now() >= next_ping) {
+            listener.Ping();  // health check: re-made below if the connection is gone
+            next_ping = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+          }
         }
       } catch (const StoreError&) {
         std::this_thread::sleep_for(Millis(delay_ms));

@@ -11,36 +11,14 @@
 
 #include "store/embedded_migrations.h"
 #include "store/queries.h"
+#include "store/translate.h"
 
 namespace uppzy {
 namespace {
 
 using nlohmann::json;
 
-bool TransientSqlState(const std::string& s) {
-  // 08: connection exception; 57: operator intervention (shutdown, terminated backend);
-  // 40: serialization failure / deadlock; 53: insufficient resources.
-  return s.rfind("08", 0) == 0 || s.rfind("57", 0) == 0 || s.rfind("40", 0) == 0 || s.rfind("53", 0) == 0;
-}
-
-// Runs `fn`, translating pqxx's exceptions into StoreError.
-template <typename Fn>
-auto Translate(Fn&& fn) -> decltype(fn()) {
-  try {
-    return fn();
-  } catch (const StoreError&) {
-    throw;
-  } catch (const pqxx::broken_connection& e) {
-    throw StoreError(std::string("database connection lost: ") + e.what(), true, "08006");
-  } catch (const pqxx::in_doubt_error& e) {
-    throw StoreError(std::string("database commit in doubt: ") + e.what(), true);
-  } catch (const pqxx::sql_error& e) {
-    const std::string state = e.sqlstate();
-    throw StoreError(e.what(), TransientSqlState(state), state);
-  } catch (const std::exception& e) {
-    throw StoreError(e.what(), false);
-  }
-}
+using store::Translate;  // src/store/translate.h
 
 double Ms(TimePoint t) {
   return static_cast<double>(std::chrono::duration_cast<Millis>(t.time_since_epoch()).count());
@@ -429,6 +407,14 @@ Listener::Listener(const std::string& database_url, const std::string& channel) 
 }
 
 Listener::~Listener() = default;
+
+void Listener::Ping() {
+  Translate([&] {
+    pqxx::nontransaction tx(impl_->conn);
+    tx.exec("SELECT 1");
+    return 0;
+  });
+}
 
 int Listener::Wait(int timeout_ms) {
   return Translate([&] {

@@ -233,6 +233,19 @@ TEST_F(Chaos, UppzyOutageDoesNotFailQueuedJobs) {
             << " drain_after_recovery_ms=" << Ms(Steady::now() - recovered) << std::endl;
 }
 
+TEST_F(Chaos, LiveWorkerKeepsThousandsOfRowsPastTheirLease) {
+  StartMock({"--ready-after-ms", "5000"});
+  const int n = 3000;
+  Insert(n);
+  auto w = StartWorker("chaos-live", {{"UPPZY_LEASE_MS", "1000"}, {"UPPZY_POLL_INTERVAL_MS", "1000"}});
+  ASSERT_TRUE(WaitAllTerminal(90s)) << States();
+  EXPECT_EQ(Count("state = 'completed'"), n);
+  EXPECT_EQ(Count("attempts <> 1 OR errors <> '[]'"), 0) << "no row was rescued from a live worker";
+  EXPECT_EQ(Duplicates(), 0);
+  std::cout << "CHAOS live_leases jobs=" << n << " lease_ms=1000 rescued=0 duplicates=" << Duplicates()
+            << std::endl;
+}
+
 TEST_F(Chaos, StaleWorkerCannotOverwriteANewerOutcome) {
   StartMock({"--ready-after-ms", "2500"});
   Insert(1);
