@@ -6,6 +6,7 @@
 // logged and never written to the database (only its fingerprint is).
 #pragma once
 
+#include <chrono>
 #include <functional>
 #include <optional>
 #include <string>
@@ -48,6 +49,16 @@ struct Config {
   int rescue_interval_ms = 2000;      // UPPZY_RESCUE_INTERVAL_MS [100, 600000]
   // UPPZY_HTTP_ADDR: host:port of GET /healthz; "off" disables it, port 0 picks a free one.
   std::string http_addr = "127.0.0.1:9464";
+  // Retention, run by every worker in the background in batches of 1000: finished rows older than
+  // this are deleted. UPPZY_RETAIN_COMPLETED (default 7d), UPPZY_RETAIN_FAILED (30d),
+  // UPPZY_RETAIN_CANCELLED (7d): a duration such as 90s, 30m, 12h or 7d (1s to 36500d), or "off"
+  // (kept forever; 0 here).
+  std::chrono::seconds retain_completed{7 * 86400};
+  std::chrono::seconds retain_failed{30 * 86400};
+  std::chrono::seconds retain_cancelled{7 * 86400};
+  // UPPZY_STATS_INTERVAL_MS [100, 600000]: how often the database gauges of /metrics and the answer
+  // of /readyz are refreshed (one cheap query on the worker's maintenance connection).
+  int stats_interval_ms = 5000;
   BreakerPolicy breaker;  // UPPZY_BREAKER_FAILURES [1, 100000], UPPZY_BREAKER_COOLDOWN_MS [100, 3600000]
 };
 

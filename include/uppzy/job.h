@@ -59,6 +59,7 @@ struct ClaimedJob {
   TimePoint submitted_at{};
   TimePoint poll_deadline{};
   int polls = 0;
+  TimePoint created_at{};  // the row's INSERT time (for the time-to-answer metric)
 };
 
 }  // namespace uppzy

@@ -44,5 +44,16 @@ Command AddMigrate(CLI::App& app);
 Command AddRun(CLI::App& app);
 Command AddEnqueue(CLI::App& app);
 Command AddIncidents(CLI::App& app);
+Command AddFeedback(CLI::App& app);
+Command AddCloseSession(CLI::App& app);
+// Operator commands (stats.cc, jobs.cc, show.cc, retry.cc, cancel.cc, purge.cc).
+Command AddStats(CLI::App& app);
+Command AddJobs(CLI::App& app);
+Command AddShow(CLI::App& app);
+Command AddRetry(CLI::App& app);
+Command AddCancel(CLI::App& app);
+Command AddPurge(CLI::App& app);
+// The operators' web dashboard (dashboard.cc).
+Command AddDashboard(CLI::App& app);
 
 }  // namespace uppzy::cli

@@ -2,6 +2,7 @@
 #include <nlohmann/json.hpp>
 
 #include "cli/command.h"
+#include "uppzy/ops_store.h"
 #include "uppzy/store.h"
 
 namespace uppzy::cli {
@@ -22,15 +23,16 @@ int Run(const Options& o, const Io& io) {
     return kExitUsage;
   }
   try {
-    Store store(url);
     if (o.action == "resolve") {
+      // Through uppzy.resolve_incident / resolve_all_incidents, which uppzy_operator may run.
+      OpsStore ops(url);
       if (o.all) {
-        io.out << "resolved " << store.IncidentsResolveAll() << " incident(s)\n";
+        io.out << "resolved " << ops.IncidentsResolveAll() << " incident(s)\n";
         return kExitOk;
       }
       int rc = kExitOk;
       for (long long id : o.ids) {
-        if (store.IncidentsResolve(id)) {
+        if (ops.IncidentsResolve(id)) {
           io.out << "resolved incident " << id << "\n";
         } else {
           io.err << "no open incident with id " << id << "\n";
@@ -39,6 +41,7 @@ int Run(const Options& o, const Io& io) {
       }
       return rc;
     }
+    Store store(url);
     auto list = store.IncidentsList(o.action != "all");
     if (o.json) {
       nlohmann::json j = nlohmann::json::array();

@@ -1,11 +1,29 @@
-// The worker's own HTTP endpoint (UPPZY_HTTP_ADDR): GET /healthz answers 200 while the process is alive.
-// Runs its own thread; Start() and Stop() are called from one thread.
+// The worker's own HTTP endpoint (UPPZY_HTTP_ADDR):
+//   GET /healthz  200 while the process is alive;
+//   GET /readyz   200 when the database is reachable and no incident is open, else 503 with a
+//                 one-line JSON reason (from HealthSources::ready);
+//   GET /metrics  Prometheus text format: the worker's counters and metrics::Default().
+// Runs its own thread; Start() and Stop() are called from one thread. The sources are read from the
+// server's thread and must outlive Stop().
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <string>
+#include <utility>
+
+namespace uppzy {
+struct WorkerCounters;
+}
 
 namespace uppzy::http {
+
+struct HealthSources {
+  // Rendered on /metrics next to metrics::Default(); null: registry only.
+  const WorkerCounters* counters = nullptr;
+  // /readyz: {ready, one-line JSON body}. Must not block (answer from a cache). Null: always ready.
+  std::function<std::pair<bool, std::string>()> ready;
+};
 
 class HealthServer {
  public:
@@ -13,7 +31,7 @@ class HealthServer {
   ~HealthServer();
   // Listens on "host:port" (port 0 picks a free one). Throws std::invalid_argument naming
   // UPPZY_HTTP_ADDR when it cannot listen.
-  void Start(const std::string& addr);
+  void Start(const std::string& addr, HealthSources sources = {});
   int port() const;
   void Stop();
 

@@ -321,7 +321,7 @@ Answer MockApi::Close(std::string_view body) {
     } else if (std::optional<Answer> fault = RandomFaultLocked()) {
       return std::move(*fault);
     }
-    already = !closed_sessions_.insert(*session_id).second;
+    already = closed_sessions_[*session_id]++ > 0;
   }
   json out{{"status", "closed"}, {"session_id", *session_id}};
   if (already) out["already_closed"] = true;
@@ -401,6 +401,9 @@ std::string MockApi::StatsJson(SteadyTime now) const {
       if (StatusOf(r, now) == Status::kProcessing) ++in_progress;
     }
     j["feedback_by_request"] = std::move(by_request);
+    json closes_by_session = json::object();
+    for (const auto& [session, n] : closed_sessions_) closes_by_session[session] = n;
+    j["closes_by_session"] = std::move(closes_by_session);
     j["in_progress"] = in_progress;
     j["requests_stored"] = requests_.size();
   }

@@ -125,7 +125,7 @@ class MockApi {
   std::unordered_map<std::string, uint64_t> submits_by_session_;   // guarded by mu_
   std::unordered_map<std::string, uint64_t> feedback_script_pos_;  // guarded by mu_
   std::unordered_map<std::string, uint64_t> close_script_pos_;     // guarded by mu_
-  std::unordered_set<std::string> closed_sessions_;                // guarded by mu_
+  std::unordered_map<std::string, uint64_t> closed_sessions_;      // guarded by mu_; closes answered 200
 };
 
 }  // namespace uppzy::mock

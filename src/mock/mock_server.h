@@ -41,6 +41,7 @@
 //   submits_by_session     {"<session_id>": N}: accepted submissions (202) only
 //   duplicate_submissions  sum over (session_id, message) of max(0, accepted submissions - 1)
 //   feedback_by_request    {"<request_id>": N}: feedback posts answered 200
+//   closes_by_session      {"<session_id>": N}: session close posts answered 200 (N > 1: repeated closes)
 //   in_progress            accepted requests that are neither completed nor failed yet
 //   requests_stored        accepted requests held in memory (all of them until a reset)
 // A scripted non-ok submit answer (429, 503, hang, ...) creates no request and no request_id.

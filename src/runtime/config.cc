@@ -9,6 +9,8 @@
 #include <fstream>
 #include <sstream>
 
+#include "uppzy/duration.h"
+
 namespace uppzy {
 namespace {
 
@@ -231,6 +233,22 @@ ConfigResult LoadConfig(const EnvLookup& env) {
       r.Problem("UPPZY_HTTP_ADDR must be host:port, e.g. 127.0.0.1:9464, or off (got '" + c.http_addr + "')");
     }
   }
+
+  for (auto [name, field] : {std::pair{"UPPZY_RETAIN_COMPLETED", &c.retain_completed},
+                             std::pair{"UPPZY_RETAIN_FAILED", &c.retain_failed},
+                             std::pair{"UPPZY_RETAIN_CANCELLED", &c.retain_cancelled}}) {
+    auto v = r.Raw(name);
+    if (!v) continue;
+    if (*v == "off") {
+      *field = std::chrono::seconds(0);
+    } else if (auto d = ParseDuration(*v)) {
+      *field = *d;
+    } else {
+      r.Problem(std::string(name) + " must be a duration such as 90s, 30m, 12h or 7d, or off (got '" + *v +
+                "')");
+    }
+  }
+  r.Integer("UPPZY_STATS_INTERVAL_MS", &c.stats_interval_ms, 100, 600000);
 
   c.worker_id = DefaultWorkerId();
   r.String("UPPZY_WORKER_ID", &c.worker_id, false);

@@ -19,6 +19,7 @@ bool Coordinator::EnsureConnected() {
   if (Steady::now() < next_connect_) return false;
   try {
     store_ = std::make_unique<Store>(config_.database_url);
+    deliveries_ = std::make_unique<DeliveryStore>(config_.database_url);
     if (db_down_logged_) LogEvent(spdlog::level::info, "database_reconnected", {});
     db_down_logged_ = false;
     reconnect_delay_ms_ = 100;
@@ -34,6 +35,7 @@ bool Coordinator::EnsureConnected() {
 
 void Coordinator::Disconnect(const StoreError& e) {
   store_.reset();
+  deliveries_.reset();
   if (!db_down_logged_) {
     LogEvent(spdlog::level::err, "database_unavailable",
              {{"detail", e.what()}, {"pending_writes", std::to_string(pending_writes_.size())}});
@@ -113,10 +115,55 @@ void Coordinator::ApplyWrites() {
   }
 }
 
+void Coordinator::ApplyDeliveryWrites() {
+  if (pending_delivery_writes_.empty()) return;
+  DeliveryApplyResult r = deliveries_->DeliveriesApplyWrites(config_.worker_id, pending_delivery_writes_);
+  for (const auto& w : pending_delivery_writes_) held_deliveries_.erase(w.ref());
+  if (!r.refused.empty()) {
+    counters_.fenced_writes += static_cast<long long>(r.refused.size());
+    for (const auto& ref : r.refused) {
+      LogEvent(spdlog::level::warn, "write_refused",
+               {{"kind", std::string(ToString(ref.kind))},
+                {"id", std::to_string(ref.id)},
+                {"detail", "the row is no longer held by this worker"}});
+    }
+  }
+  pending_delivery_writes_.clear();
+}
+
+// Ratings and session closes get their own share of capacity, so a burst of them never starves chat
+// jobs (and the engine gives each kind its turn for HTTP slots).
+void Coordinator::ClaimDeliveries() {
+  if (mailbox_.paused || mailbox_.stopping || mailbox_.breaker_state.load() != 0) return;
+  const int cap = std::max(16, config_.max_in_flight / 4);
+  std::vector<ClaimedDelivery> claimed;
+  bool more = false;
+  for (DeliveryKind kind : {DeliveryKind::kFeedback, DeliveryKind::kSessionClose}) {
+    int held = 0;
+    for (const auto& ref : held_deliveries_) held += ref.kind == kind ? 1 : 0;
+    const int room = std::min(cap - held, config_.claim_batch);
+    if (room <= 0) continue;
+    auto got = deliveries_->DeliveriesClaim(kind, config_.worker_id, config_.lease_ms, room);
+    if (static_cast<int>(got.size()) == room) more = true;
+    for (auto& d : got) {
+      held_deliveries_.insert(d.ref());
+      claimed.push_back(std::move(d));
+    }
+  }
+  more_deliveries_ = more;
+  if (!claimed.empty()) mailbox_.PushDeliveries(std::move(claimed));
+}
+
 void Coordinator::RenewLeases() {
   const auto now = Steady::now();
-  if (now < next_renew_ || held_.empty()) return;
+  if (now < next_renew_ || (held_.empty() && held_deliveries_.empty())) return;
   next_renew_ = now + Millis(std::max(config_.lease_ms / 3, 100));
+  if (!held_deliveries_.empty()) {
+    deliveries_->DeliveriesRenewLeases(
+        config_.worker_id, std::vector<DeliveryRef>(held_deliveries_.begin(), held_deliveries_.end()),
+        config_.lease_ms);
+  }
+  if (held_.empty()) return;
   std::vector<int64_t> ids(held_.begin(), held_.end());
   auto renewed = store_->JobsRenewLeases(config_.worker_id, ids, config_.lease_ms);
   if (renewed.size() != ids.size()) {
@@ -151,7 +198,7 @@ void Coordinator::Rescue() {
   const auto now = Steady::now();
   if (now < next_rescue_) return;
   next_rescue_ = now + Millis(config_.rescue_interval_ms);
-  const int rescued = store_->JobsRescueExpiredSubmitting(1000);
+  const int rescued = store_->JobsRescueExpiredSubmitting(1000) + deliveries_->DeliveriesRescueExpired(1000);
   if (rescued > 0) {
     counters_.rescued += rescued;
     LogEvent(spdlog::level::warn, "rescued_expired_submissions", {{"rows", std::to_string(rescued)}});
@@ -231,18 +278,20 @@ void Coordinator::Run(std::atomic<bool>& all_done) {
       until = std::min(until, next_connect_);
     } else {
       until = std::min({until, next_fetch_, next_rescue_, next_incident_check_, next_heartbeat_});
-      if (!held_.empty()) until = std::min(until, next_renew_);
+      if (!held_.empty() || !held_deliveries_.empty()) until = std::min(until, next_renew_);
+      if (more_deliveries_ && !held_deliveries_.empty()) until = std::min(until, now + Millis(1));
       if (!held_.empty() && cancel_supported_) until = std::min(until, next_cancel_check_);
       if (more_waiting_ && !held_.empty() && static_cast<int>(held_.size()) < config_.max_in_flight) {
         until = std::min(until, now + Millis(1));
       }
     }
-    const bool woken = mailbox_.WaitForDb(std::max(until, now), &pending_writes_, &pending_reports_);
+    const bool woken = mailbox_.WaitForDb(std::max(until, now), &pending_writes_, &pending_delivery_writes_,
+                                          &pending_reports_);
     now = Steady::now();
 
     if (mailbox_.engine_done) {
       if (!stop_deadline) stop_deadline = now + Millis(std::max(config_.shutdown_grace_ms, 1000));
-      if (pending_writes_.empty() && pending_reports_.empty()) {
+      if (pending_writes_.empty() && pending_delivery_writes_.empty() && pending_reports_.empty()) {
         try {
           if (store_) store_->WorkersStopped(config_.worker_id);
         } catch (const StoreError&) {
@@ -261,6 +310,7 @@ void Coordinator::Run(std::atomic<bool>& all_done) {
     try {
       ProcessReports();
       ApplyWrites();
+      ApplyDeliveryWrites();
       RenewLeases();
       Heartbeat();
       if (mailbox_.stopping) continue;
@@ -270,12 +320,15 @@ void Coordinator::Run(std::atomic<bool>& all_done) {
       if (woken || now >= next_fetch_) {
         next_fetch_ = now + fetch_interval;
         Claim(woken);
-      } else if (more_waiting_) {
-        Claim(false);
+        ClaimDeliveries();
+      } else {
+        if (more_waiting_) Claim(false);
+        if (more_deliveries_) ClaimDeliveries();
       }
-      if (options_.until_empty && held_.empty() && pending_writes_.empty() && now >= next_empty_check_) {
+      if (options_.until_empty && held_.empty() && held_deliveries_.empty() && pending_writes_.empty() &&
+          now >= next_empty_check_) {
         next_empty_check_ = now + Millis(std::min(config_.fetch_interval_ms, 200));
-        if (!store_->JobsAnyUnfinished()) {
+        if (!store_->JobsAnyUnfinished() && !deliveries_->DeliveriesAnyUnfinished()) {
           all_done = true;
           mailbox_.stopping = true;
           mailbox_.WakeEngine();

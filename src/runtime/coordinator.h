@@ -9,10 +9,12 @@
 
 #include <chrono>
 #include <memory>
+#include <set>
 #include <unordered_set>
 
 #include "runtime/mailbox.h"
 #include "uppzy/config.h"
+#include "uppzy/delivery_store.h"
 #include "uppzy/store.h"
 #include "uppzy/worker.h"
 
@@ -38,6 +40,8 @@ class Coordinator {
   void Claim(bool adopt);
   void Disconnect(const StoreError& e);
   void CheckCancels();
+  void ApplyDeliveryWrites();
+  void ClaimDeliveries();
   void Heartbeat();
 
   const Config& config_;
@@ -45,10 +49,15 @@ class Coordinator {
   Mailbox& mailbox_;
   WorkerCounters& counters_;
   std::unique_ptr<Store> store_;
+  std::unique_ptr<DeliveryStore> deliveries_;  // ratings and session closes, on their own connection
   std::vector<JobWrite> pending_writes_;
   std::vector<IncidentReport> pending_reports_;
   std::unordered_set<int64_t> held_;
-  bool more_waiting_ = true;  // the last claim filled its batch: claim again as soon as there is room
+  std::vector<DeliveryWrite> pending_delivery_writes_;
+  std::set<DeliveryRef> held_deliveries_;
+  bool more_waiting_ = true;
+  bool more_deliveries_ = false;  // the last delivery claim filled its room  // the last claim filled its
+                                  // batch: claim again as soon as there is room
   bool was_paused_ = false;
   int reconnect_delay_ms_ = 100;
   Steady::time_point next_connect_{};

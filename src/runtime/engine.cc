@@ -1,6 +1,8 @@
 #include "runtime/engine.h"
 
+#include "uppzy/delivery_policy.h"
 #include "uppzy/log.h"
+#include "uppzy/metrics.h"
 #include "uppzy/policy.h"
 
 namespace uppzy::runtime {
@@ -15,6 +17,31 @@ UpstreamConfig MakeUpstreamConfig(const Config& c) {
   u.max_response_bytes = c.max_response_bytes;
   u.max_connections = c.http_max_connections;
   return u;
+}
+
+// Request tags: a job's tag is its id; a delivery's carries its kind in the top bits (ids per table).
+constexpr int kKindShift = 60;
+uint64_t TagOf(const DeliveryRef& r) {
+  return (static_cast<uint64_t>(r.kind) + 1) << kKindShift | static_cast<uint64_t>(r.id);
+}
+std::optional<DeliveryRef> DeliveryOfTag(uint64_t tag) {
+  const uint64_t kind = tag >> kKindShift;
+  if (kind == 0) return std::nullopt;
+  return DeliveryRef{static_cast<DeliveryKind>(kind - 1),
+                     static_cast<int64_t>(tag & ((1ULL << kKindShift) - 1))};
+}
+
+JobLogFields DeliveryFields(const ClaimedDelivery& d, const Outcome* o) {
+  JobLogFields f;
+  f.job_id = d.id;
+  f.attempt = d.attempt;
+  f.state = JobState::kSubmitting;
+  f.request_id = d.request_id;
+  if (o) {
+    f.http_status = o->http_status;
+    f.duration_ms = o->duration.count();
+  }
+  return f;
 }
 
 }  // namespace
@@ -60,6 +87,7 @@ void Engine::Cancel(int64_t id, TimePoint now) {
   f.state = JobState::kCancelled;
   f.error_kind = ErrorKind::kCancelled;
   LogJob(spdlog::level::info, "job_cancelled", f);
+  metrics::WorkerMetrics::Get().JobFinished(JobState::kCancelled, ErrorKind::kCancelled);
   Finish(id, std::move(w));
 }
 
@@ -117,39 +145,139 @@ void Engine::FireTimers(TimePoint now) {
 void Engine::StartReady() {
   const TimePoint now = Clock::now();
   std::vector<int64_t> blocked;
-  while (!ready_.empty() && client_.InFlight() < max_active_) {
-    const int64_t id = ready_.front();
-    ready_.pop_front();
-    auto it = held_.find(id);
-    if (it == held_.end() || it->second.http_active) continue;
-    Held& h = it->second;
-    const auto tag = static_cast<uint64_t>(id);
-    if (h.phase == Phase::kSubmit) {
-      if (!breaker_.AllowSubmit(now)) {
-        blocked.push_back(id);
-        continue;
+  std::vector<DeliveryRef> blocked_deliveries;
+  // Jobs, ratings and session closes take turns for HTTP slots (a fair share for each kind).
+  bool progress = true;
+  while (progress && client_.InFlight() < max_active_) {
+    progress = false;
+    while (!ready_.empty()) {
+      const int64_t id = ready_.front();
+      ready_.pop_front();
+      auto it = held_.find(id);
+      if (it == held_.end() || it->second.http_active) continue;
+      Held& h = it->second;
+      const auto tag = static_cast<uint64_t>(id);
+      if (h.phase == Phase::kSubmit) {
+        if (!breaker_.AllowSubmit(now)) {
+          blocked.push_back(id);
+          continue;
+        }
+        if (breaker_.state() == BreakerState::kHalfOpen) probe_tag_ = tag;
+        h.http_active = true;
+        ++counters_.submissions;
+        client_.StartSubmit(tag, config_.site.site_id, id, h.row.attempt, h.job.session_id, h.job.message,
+                            h.job.response_language);
+      } else {
+        h.http_active = true;
+        ++counters_.polls;
+        client_.StartStatus(tag, config_.site.site_id, h.row.request_id);
       }
-      if (breaker_.state() == BreakerState::kHalfOpen) probe_job_ = id;
-      h.http_active = true;
-      ++counters_.submissions;
-      client_.StartSubmit(tag, config_.site.site_id, id, h.row.attempt, h.job.session_id, h.job.message,
-                          h.job.response_language);
-    } else {
-      h.http_active = true;
-      ++counters_.polls;
-      client_.StartStatus(tag, config_.site.site_id, h.row.request_id);
+      progress = true;
+      break;
+    }
+    for (auto& queue : ready_deliveries_) {
+      if (client_.InFlight() >= max_active_) break;
+      while (!queue.empty()) {
+        const DeliveryRef ref = queue.front();
+        queue.pop_front();
+        if (StartDelivery(ref, now, &blocked_deliveries)) {
+          progress = true;
+          break;
+        }
+      }
     }
   }
   PublishBreaker(now);
-  // Submissions the breaker holds back: while it is open they go back uncharged (a long outage must
-  // not burn queued jobs' attempts); while a half-open probe is out they wait for its answer.
+  // Requests the breaker holds back: while it is open they go back uncharged (a long outage must not
+  // burn queued jobs' attempts); while a half-open probe is out they wait for its answer.
+  const bool open = breaker_.state() == BreakerState::kOpen;
   for (int64_t id : blocked) {
-    if (breaker_.state() == BreakerState::kOpen) {
+    if (open) {
       HandBack(id, std::nullopt);
     } else {
       ready_.push_back(id);
     }
   }
+  for (const auto& ref : blocked_deliveries) {
+    if (open) {
+      HandBackDelivery(ref, std::nullopt);
+    } else {
+      ready_deliveries_[static_cast<size_t>(ref.kind)].push_back(ref);
+    }
+  }
+}
+
+bool Engine::StartDelivery(const DeliveryRef& ref, TimePoint now, std::vector<DeliveryRef>* blocked) {
+  auto it = deliveries_.find(ref);
+  if (it == deliveries_.end() || it->second.http_active) return false;
+  if (!breaker_.AllowSubmit(now)) {
+    blocked->push_back(ref);
+    return false;
+  }
+  const uint64_t tag = TagOf(ref);
+  if (breaker_.state() == BreakerState::kHalfOpen) probe_tag_ = tag;
+  const ClaimedDelivery& d = it->second.d;
+  it->second.http_active = true;
+  if (d.kind == DeliveryKind::kFeedback) {
+    client_.StartFeedback(tag, config_.site.site_id, d.session_id, d.request_id, d.feedback);
+  } else {
+    client_.StartSessionClose(tag, config_.site.site_id, d.session_id);
+  }
+  return true;
+}
+
+void Engine::AdoptDelivery(ClaimedDelivery d) {
+  const DeliveryRef ref = d.ref();
+  auto [it, inserted] = deliveries_.emplace(ref, HeldDelivery{std::move(d), false});
+  if (!inserted) return;
+  ready_deliveries_[static_cast<size_t>(ref.kind)].push_back(ref);
+}
+
+void Engine::HandBackDelivery(const DeliveryRef& ref, std::optional<ErrorEntry> error) {
+  auto it = deliveries_.find(ref);
+  if (it == deliveries_.end()) return;
+  mailbox_.PushDeliveryWrite(WriteDeliveryHandBack(it->second.d, std::move(error)));
+  deliveries_.erase(it);
+}
+
+void Engine::ReportIncident(const Transition& t, const Outcome& o, const JobLogFields& f) {
+  if (!Paused()) {
+    // One line per incident, not one per job; the coordinator records the incident row.
+    LogJob(spdlog::level::err, "configuration_incident", f,
+           "Uppzy refused the API key (fingerprint " + config_.site.key_fingerprint +
+               "); pausing all Uppzy calls until an operator runs `uppzy-worker incidents resolve`");
+  }
+  ++reports_sent_;
+  mailbox_.PushIncident(IncidentReport{t.error_kind, o.http_status, t.message});
+}
+
+void Engine::OnDeliveryCompletion(const DeliveryRef& ref, Outcome& o, TimePoint now) {
+  auto it = deliveries_.find(ref);
+  if (it == deliveries_.end()) return;
+  const ClaimedDelivery& d = it->second.d;
+  it->second.http_active = false;
+  DeliveryTransition t = DecideDelivery(DeliveryContext::Of(d), o, now, config_.policy, jitter_(rng_));
+  JobLogFields f = DeliveryFields(d, &o);
+  f.error_kind = t.error_kind;
+  const std::string event = std::string(ToString(d.kind)) + "_" + std::string(ToString(t.action));
+  if (t.action == DeliveryAction::kIncident) {
+    Transition jt;
+    jt.error_kind = t.error_kind;
+    jt.message = t.message;
+    ReportIncident(jt, o, f);
+    ErrorEntry e;
+    e.attempt = d.attempt;
+    e.at = now;
+    e.kind = t.error_kind;
+    e.http_status = o.http_status;
+    e.message = t.message + " (configuration incident; returned without using an attempt)";
+    HandBackDelivery(ref, std::move(e));
+    return;
+  }
+  LogJob(t.action == DeliveryAction::kDeliver ? spdlog::level::info : spdlog::level::warn, event, f,
+         t.action == DeliveryAction::kDeliver ? std::string_view{} : std::string_view(t.message));
+  mailbox_.PushDeliveryWrite(WriteDeliveryOutcome(d, t, now));
+  deliveries_.erase(it);
 }
 
 void Engine::Finish(int64_t id, JobWrite w) {
@@ -173,9 +301,24 @@ void Engine::HandBackIdle() {
   }
   for (int64_t id : idle) HandBack(id, std::nullopt);
   ready_.clear();
+  std::vector<DeliveryRef> idle_deliveries;
+  for (const auto& [ref, h] : deliveries_) {
+    if (!h.http_active) idle_deliveries.push_back(ref);
+  }
+  for (const auto& ref : idle_deliveries) HandBackDelivery(ref, std::nullopt);
+  for (auto& q : ready_deliveries_) q.clear();
 }
 
 void Engine::OnCompletion(Completion& c, TimePoint now) {
+  const bool was_probe = probe_tag_ == c.tag;
+  if (was_probe) probe_tag_ = 0;
+  breaker_.Record(c.outcome, was_probe, now);
+  PublishBreaker(now);
+  metrics::WorkerMetrics::Get().HttpExchange(ToString(c.kind), c.outcome.duration);
+  if (auto ref = DeliveryOfTag(c.tag)) {
+    OnDeliveryCompletion(*ref, c.outcome, now);
+    return;
+  }
   const auto id = static_cast<int64_t>(c.tag);
   auto it = held_.find(id);
   if (it == held_.end()) return;
@@ -183,10 +326,6 @@ void Engine::OnCompletion(Completion& c, TimePoint now) {
   h.http_active = false;
   Outcome& o = c.outcome;
   if (h.phase == Phase::kPoll) ++h.row.polls;
-  const bool was_probe = probe_job_ == id;
-  if (was_probe) probe_job_ = 0;
-  breaker_.Record(o, was_probe, now);
-  PublishBreaker(now);
 
   JobContext ctx;
   ctx.phase = h.phase;
@@ -235,6 +374,8 @@ void Engine::OnCompletion(Completion& c, TimePoint now) {
       return;
     case Action::kComplete: {
       ++counters_.completed;
+      metrics::WorkerMetrics::Get().JobFinished(JobState::kCompleted, ErrorKind::kNone);
+      metrics::WorkerMetrics::Get().Answered(h.job.created_at, now);
       f.state = JobState::kCompleted;
       LogJob(spdlog::level::info, "job_completed", f);
       JobWrite w = WriteCompleted(h.row, std::move(o.answer), std::move(o.result_json));
@@ -245,6 +386,8 @@ void Engine::OnCompletion(Completion& c, TimePoint now) {
     case Action::kFail: {
       const bool retry = t.action == Action::kRetry;
       ++(retry ? counters_.retries : counters_.failed);
+      retry ? metrics::WorkerMetrics::Get().AttemptRetried(t.error_kind)
+            : metrics::WorkerMetrics::Get().JobFinished(JobState::kFailed, t.error_kind);
       f.state = retry ? JobState::kRetrying : JobState::kFailed;
       LogJob(retry ? spdlog::level::warn : spdlog::level::info, retry ? "job_retrying" : "job_failed", f,
              t.message);
@@ -252,14 +395,7 @@ void Engine::OnCompletion(Completion& c, TimePoint now) {
       return;
     }
     case Action::kIncident: {
-      if (!Paused()) {
-        // One line per incident, not one per job; the coordinator records the incident row.
-        LogJob(spdlog::level::err, "configuration_incident", f,
-               "Uppzy refused the API key (fingerprint " + config_.site.key_fingerprint +
-                   "); pausing all Uppzy calls until an operator runs `uppzy-worker incidents resolve`");
-      }
-      ++reports_sent_;
-      mailbox_.PushIncident(IncidentReport{t.error_kind, o.http_status, t.message});
+      ReportIncident(t, o, f);
       ErrorEntry e;
       e.attempt = h.row.attempt;
       e.at = now;
@@ -287,6 +423,11 @@ void Engine::Run() {
         continue;
       }
       Adopt(std::move(job), now);
+    }
+    for (auto& d : mailbox_.TakeDeliveries()) {
+      const DeliveryRef ref = d.ref();
+      AdoptDelivery(std::move(d));
+      if (mailbox_.stopping) HandBackDelivery(ref, std::nullopt);
     }
     ApplyCancels(now);
     FireTimers(now);
@@ -330,6 +471,12 @@ void Engine::Run() {
     if (!(h.http_active && h.phase == Phase::kSubmit)) rest.push_back(id);
   }
   for (int64_t id : rest) HandBack(id, std::nullopt);
+  // A rating or close still in flight is left to its lease: resending it is harmless.
+  std::vector<DeliveryRef> idle_deliveries;
+  for (const auto& [ref, h] : deliveries_) {
+    if (!h.http_active) idle_deliveries.push_back(ref);
+  }
+  for (const auto& ref : idle_deliveries) HandBackDelivery(ref, std::nullopt);
   LogEvent(spdlog::level::info, "engine_stopped", {});
   mailbox_.engine_done = true;
   mailbox_.WakeDb();

@@ -5,8 +5,10 @@
 // the coordinator. No row is written per poll tick. Not thread-safe: Run() owns its thread.
 #pragma once
 
+#include <array>
 #include <chrono>
 #include <deque>
+#include <map>
 #include <queue>
 #include <random>
 #include <unordered_map>
@@ -40,6 +42,10 @@ class Engine {
     bool http_active = false;
     bool cancel_requested = false;
   };
+  struct HeldDelivery {
+    ClaimedDelivery d;
+    bool http_active = false;
+  };
   struct Timer {
     TimePoint at;
     int64_t id;
@@ -60,6 +66,12 @@ class Engine {
   void Cancel(int64_t id, TimePoint now);
   void PublishBreaker(TimePoint now);
   JobLogFields Fields(const Held& h) const;
+  // Deliveries (ratings and session closes): one request each, no polling.
+  void AdoptDelivery(ClaimedDelivery d);
+  bool StartDelivery(const DeliveryRef& ref, TimePoint now, std::vector<DeliveryRef>* blocked);
+  void OnDeliveryCompletion(const DeliveryRef& ref, Outcome& o, TimePoint now);
+  void HandBackDelivery(const DeliveryRef& ref, std::optional<ErrorEntry> error);
+  void ReportIncident(const Transition& t, const Outcome& o, const JobLogFields& f);
 
   const Config& config_;
   Mailbox& mailbox_;
@@ -74,7 +86,11 @@ class Engine {
   std::uniform_real_distribution<double> jitter_{0.0, 1.0};
   std::vector<Completion> completions_;
   CircuitBreaker breaker_;
-  int64_t probe_job_ = 0;  // the half-open probe's job id, 0 when none
+  uint64_t probe_tag_ = 0;  // the half-open probe's request tag, 0 when none
+  std::map<DeliveryRef, HeldDelivery> deliveries_;
+  // Ready deliveries, one queue per kind: with the jobs' queue, the three take turns for HTTP slots, so
+  // a burst of one kind never starves the others.
+  std::array<std::deque<DeliveryRef>, 2> ready_deliveries_;
 };
 
 }  // namespace uppzy::runtime

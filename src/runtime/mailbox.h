@@ -8,6 +8,8 @@
 #include <mutex>
 #include <vector>
 
+#include "uppzy/delivery.h"
+#include "uppzy/delivery_write.h"
 #include "uppzy/job.h"
 #include "uppzy/job_write.h"
 
@@ -30,6 +32,13 @@ class Mailbox {
     }
     db_cv_.notify_one();
   }
+  void PushDeliveryWrite(DeliveryWrite w) {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      delivery_writes_.push_back(std::move(w));
+    }
+    db_cv_.notify_one();
+  }
   void PushIncident(IncidentReport r) {
     {
       std::lock_guard<std::mutex> lock(mu_);
@@ -47,11 +56,15 @@ class Mailbox {
   }
   // Coordinator: waits until there is work or `until` passes; returns whether a wake was requested.
   bool WaitForDb(std::chrono::steady_clock::time_point until, std::vector<JobWrite>* writes,
-                 std::vector<IncidentReport>* reports) {
+                 std::vector<DeliveryWrite>* delivery_writes, std::vector<IncidentReport>* reports) {
     std::unique_lock<std::mutex> lock(mu_);
-    db_cv_.wait_until(lock, until, [&] { return db_wake_ || !writes_.empty() || !reports_.empty(); });
+    db_cv_.wait_until(lock, until, [&] {
+      return db_wake_ || !writes_.empty() || !delivery_writes_.empty() || !reports_.empty();
+    });
     for (auto& w : writes_) writes->push_back(std::move(w));
     writes_.clear();
+    for (auto& w : delivery_writes_) delivery_writes->push_back(std::move(w));
+    delivery_writes_.clear();
     for (auto& r : reports_) reports->push_back(std::move(r));
     reports_.clear();
     bool wake = db_wake_;
@@ -66,6 +79,19 @@ class Mailbox {
       for (auto& j : jobs) jobs_.push_back(std::move(j));
     }
     if (wake_engine_) wake_engine_();
+  }
+  void PushDeliveries(std::vector<ClaimedDelivery> deliveries) {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      for (auto& d : deliveries) deliveries_.push_back(std::move(d));
+    }
+    if (wake_engine_) wake_engine_();
+  }
+  std::vector<ClaimedDelivery> TakeDeliveries() {
+    std::lock_guard<std::mutex> lock(mu_);
+    std::vector<ClaimedDelivery> out;
+    out.swap(deliveries_);
+    return out;
   }
   std::vector<ClaimedJob> TakeJobs() {
     std::lock_guard<std::mutex> lock(mu_);
@@ -113,6 +139,8 @@ class Mailbox {
   std::vector<IncidentReport> reports_;
   std::vector<ClaimedJob> jobs_;
   std::vector<int64_t> cancels_;
+  std::vector<DeliveryWrite> delivery_writes_;
+  std::vector<ClaimedDelivery> deliveries_;
   bool db_wake_ = false;
   std::function<void()> wake_engine_;
 };

@@ -5,6 +5,7 @@
 #include "http/health_server.h"
 #include "runtime/coordinator.h"
 #include "runtime/engine.h"
+#include "runtime/maintenance.h"
 #include "uppzy/log.h"
 #include "uppzy/store.h"
 
@@ -61,8 +62,12 @@ int Worker::Run() {
   runtime::Engine engine(s.config, s.mailbox, s.counters);
   s.mailbox.SetEngineWaker([&engine] { engine.Wakeup(); });
   runtime::Coordinator coordinator(s.config, s.options, s.mailbox, s.counters);
+  runtime::Maintenance maintenance(s.config);  // retention, database gauges, /readyz; own thread
+  maintenance.Start();
   http::HealthServer health;
-  if (s.config.http_addr != "off") health.Start(s.config.http_addr);
+  if (s.config.http_addr != "off") {
+    health.Start(s.config.http_addr, {&s.counters, [&maintenance] { return maintenance.Ready(); }});
+  }
   LogEvent(spdlog::level::info, "worker_started",
            {{"worker_id", s.config.worker_id},
             {"site_id", s.config.site.site_id},

@@ -24,7 +24,8 @@ inline constexpr const char* kMigrationsRecord =
   "j.id, coalesce(j.job_key, ''), j.session_id, j.message, j.response_language, j.state, j.attempts, " \
   "j.max_attempts, coalesce(j.request_id, ''), "                                                       \
   "coalesce((extract(epoch FROM j.submitted_at) * 1000)::bigint, 0), "                                 \
-  "coalesce((extract(epoch FROM j.poll_deadline) * 1000)::bigint, 0), j.polls"
+  "coalesce((extract(epoch FROM j.poll_deadline) * 1000)::bigint, 0), j.polls, "                       \
+  "(extract(epoch FROM j.created_at) * 1000)::bigint"
 
 // $1 worker, $2 lease ms, $3 limit.
 inline constexpr const char* kJobsClaimQueued = R"sql(

@@ -96,6 +96,7 @@ std::vector<ClaimedJob> ReadClaimed(const pqxx::result& r) {
     c.submitted_at = FromMs(row[9].as<long long>());
     c.poll_deadline = FromMs(row[10].as<long long>());
     c.polls = row[11].as<int>();
+    c.created_at = FromMs(row[12].as<long long>());
     out.push_back(std::move(c));
   }
   return out;

@@ -453,6 +453,7 @@ TEST_F(MockServerTest, CloseTwiceSaysAlreadyClosed) {
   EXPECT_EQ(Close(scripted).status, 500);
   EXPECT_EQ(Close(scripted).status, 200);
   EXPECT_EQ(Stats()["closes"], 5);
+  EXPECT_EQ(Stats()["closes_by_session"], json({{"s1", 2}, {scripted, 1}})) << "closes answered 200";
 }
 
 TEST_F(MockServerTest, RandomFaultsHitOnlyUnscriptedCalls) {

@@ -1,0 +1,895 @@
+#!/usr/bin/env python3
+"""bench.py: the scenarios of scripts/bench (the performance issue's benchmark).
+
+scripts/bench builds the binaries and starts a throwaway PostgreSQL, then runs this. It starts
+uppzy-mock and uppzy-worker itself, once per run, talks to PostgreSQL through `psql` (standard library
+only: no database driver), writes the results as JSON and regenerates the generated section of
+docs/benchmarks.md. Run `scripts/bench --help` for the options; this file is not meant to be run alone.
+
+How each figure is measured (also written into docs/benchmarks.md):
+  - Worker CPU and peak RSS: the rusage of the worker process from wait4() (utime + stime, ru_maxrss).
+  - PostgreSQL CPU: every process of the server (live ones, plus the postmaster's cutime/cstime, which
+    holds the backends that have exited), before and after.
+  - Transactions, row writes, WAL: pg_stat_database (xact_commit + xact_rollback of database uppzy),
+    pg_stat_user_tables (n_tup_ins + n_tup_upd of uppzy.chat_jobs) and pg_current_wal_lsn(), read by
+    a short-lived psql before the worker starts and after it has exited (exited backends have flushed
+    their statistics). The before-snapshot's own transaction is subtracted.
+  - S1 throughput: jobs / (max(finished_at) - min(submitted_at)): from the first accepted submission
+    to the last finish, both stamped by the worker. "wall" is jobs / (worker exit - worker spawn).
+  - S3 latency: submitted_at - created_at per job (see the docs for the approximation).
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import pathlib
+import platform
+import re
+import signal
+import statistics
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+PAGE = os.sysconf("SC_PAGE_SIZE")
+END = "__BENCH_END__"
+API_KEY = "bench-key"
+
+# Full sizes (the issue's) and quick sizes (--quick: 1/10 for S1, S2 and S4).
+FULL = {"S1": 20000, "S2": 20000, "S3": 300, "S4": 20000, "idle_s": 20}
+QUICK = {"S1": 2000, "S2": 2000, "S3": 60, "S4": 2000, "idle_s": 5}
+S3_RATE = 20.0  # INSERTs per second in S3
+
+TARGETS = {
+    # key: (scenario, metric, comparison, bound, text)
+    "S1.jobs_per_s": ("S1", "jobs_per_s", ">=", 5000, "≥ 5,000 jobs/s"),
+    "S1.ratio_to_S4": ("S1", "ratio_to_S4", ">=", 0.60, "≥ 60% of S4"),
+    "S1.worker_cpu_s_per_1000": ("S1", "worker_cpu_s_per_1000", "<=", 0.15, "≤ 0.15 CPU-s"),
+    "S1.row_writes_per_job": ("S1", "row_writes_per_job", "<=", 3.0, "≤ 3 + lease renewals"),
+    "S2.drain_s": ("S2", "drain_s", "<=", 12.0, "≤ 12 s"),
+    "S2.worker_peak_rss_mb": ("S2", "worker_peak_rss_mb", "<=", 150.0, "≤ 150 MB"),
+    "S3.p50_ms": ("S3", "p50_ms", "<=", 10.0, "≤ 10 ms"),
+    "S3.p99_ms": ("S3", "p99_ms", "<=", 50.0, "≤ 50 ms"),
+    "idle.cpu_pct_of_core": ("idle", "cpu_pct_of_core", "<", 1.0, "< 1% of a core"),
+}
+
+
+def log(msg: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+class BenchError(Exception):
+    pass
+
+
+# ---------------------------------------------------------------------------------------------------
+# PostgreSQL through psql
+
+
+class Psql:
+    """One long-lived psql session: a query is written to its stdin, rows come back tab-separated."""
+
+    def __init__(self, url: str):
+        self.proc = subprocess.Popen(
+            ["psql", url, "-X", "-q", "-A", "-t", "-F", "\t", "-v", "ON_ERROR_STOP=1"],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, bufsize=1)
+
+    def rows(self, sql: str) -> list[list[str]]:
+        assert self.proc.stdin and self.proc.stdout
+        self.proc.stdin.write(sql.strip().rstrip(";") + ";\n\\echo " + END + "\n")
+        self.proc.stdin.flush()
+        out = []
+        while True:
+            line = self.proc.stdout.readline()
+            if line == "":
+                err = self.proc.stderr.read() if self.proc.stderr else ""
+                raise BenchError(f"psql failed on: {sql.strip()[:200]}\n{err}")
+            line = line.rstrip("\n")
+            if line == END:
+                return out
+            out.append(line.split("\t"))
+
+    def value(self, sql: str) -> str:
+        r = self.rows(sql)
+        return r[0][0] if r and r[0] else ""
+
+    def close(self) -> None:
+        try:
+            if self.proc.stdin:
+                self.proc.stdin.close()
+            self.proc.wait(timeout=10)
+        except Exception:  # noqa: BLE001 - best effort at teardown
+            self.proc.kill()
+
+
+def psql_once(url: str, sql: str) -> list[list[str]]:
+    """A short-lived session: it exits, so its statistics are flushed at once."""
+    r = subprocess.run(["psql", url, "-X", "-q", "-A", "-t", "-F", "\t", "-v", "ON_ERROR_STOP=1", "-c", sql],
+                       capture_output=True, text=True)
+    if r.returncode != 0:
+        raise BenchError(f"psql failed on: {sql.strip()[:200]}\n{r.stderr}")
+    return [line.split("\t") for line in r.stdout.splitlines() if line != ""]
+
+
+SNAPSHOT_SQL = """
+SELECT (SELECT xact_commit + xact_rollback FROM pg_stat_database WHERE datname = current_database()),
+       pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0')::bigint,
+       coalesce((SELECT n_tup_ins + n_tup_upd FROM pg_stat_user_tables
+                 WHERE schemaname = 'uppzy' AND relname = 'chat_jobs'), 0),
+       coalesce((SELECT n_tup_hot_upd FROM pg_stat_user_tables
+                 WHERE schemaname = 'uppzy' AND relname = 'chat_jobs'), 0),
+       coalesce((SELECT n_tup_upd FROM pg_stat_user_tables
+                 WHERE schemaname = 'uppzy' AND relname = 'chat_jobs'), 0)
+"""
+
+
+class Machine:
+    """CPU accounting of the whole machine, the PostgreSQL server, and the database."""
+
+    def __init__(self, db_url: str, pg_area: pathlib.Path):
+        self.db_url = db_url
+        self.pg_area = pg_area
+
+    def postmaster_pid(self) -> int:
+        return int((self.pg_area / "data" / "postmaster.pid").read_text().split()[0])
+
+    def pg_cpu_s(self) -> float:
+        """CPU seconds of the server: live processes plus exited (reaped) backends."""
+        pm = self.postmaster_pid()
+        total = 0
+        for p in pathlib.Path("/proc").iterdir():
+            if not p.name.isdigit():
+                continue
+            try:
+                f = read_stat(int(p.name))
+            except OSError:
+                continue
+            if int(p.name) == pm:
+                total += f["utime"] + f["stime"] + f["cutime"] + f["cstime"]
+            elif f["ppid"] == pm:
+                total += f["utime"] + f["stime"]
+        return total / CLK_TCK
+
+    @staticmethod
+    def busy_s() -> float:
+        """Busy CPU seconds of the whole machine (all cores) since boot, from /proc/stat."""
+        with open("/proc/stat") as f:
+            parts = [int(x) for x in f.readline().split()[1:]]
+        idle = parts[3] + (parts[4] if len(parts) > 4 else 0)
+        return (sum(parts[:8]) - idle) / CLK_TCK
+
+    def snapshot(self) -> dict:
+        r = psql_once(self.db_url, SNAPSHOT_SQL)[0]
+        return {"xacts": int(r[0]), "wal": int(r[1]), "row_writes": int(r[2]), "hot_upd": int(r[3]),
+                "upd": int(r[4]), "pg_cpu": self.pg_cpu_s(), "busy": self.busy_s(), "t": time.time()}
+
+
+def read_stat(pid: int) -> dict:
+    with open(f"/proc/{pid}/stat") as f:
+        s = f.read()
+    rest = s[s.rindex(")") + 2:].split()
+    # Fields after the command: state(3) ppid(4) ... utime(14) stime(15) cutime(16) cstime(17)
+    return {"ppid": int(rest[1]), "utime": int(rest[11]), "stime": int(rest[12]),
+            "cutime": int(rest[13]), "cstime": int(rest[14])}
+
+
+def rss_mb(pid: int) -> float:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
+# ---------------------------------------------------------------------------------------------------
+# Processes
+
+
+class Proc:
+    """A child process whose rusage we collect with wait4()."""
+
+    def __init__(self, argv: list[str], env: dict, logfile: pathlib.Path):
+        self.logf = open(logfile, "w")
+        self.t_spawn = time.time()
+        self.popen = subprocess.Popen(argv, env=env, stdout=self.logf, stderr=subprocess.STDOUT,
+                                      stdin=subprocess.DEVNULL)
+        self.pid = self.popen.pid
+        self.rc = None
+        self.rusage = None
+        self.t_exit = None
+
+    def wait(self, timeout: float) -> int:
+        timer = threading.Timer(timeout, self._kill_on_timeout)
+        timer.start()
+        try:
+            _, status, ru = os.wait4(self.pid, 0)
+        finally:
+            timer.cancel()
+        self.t_exit = time.time()
+        self.rusage = ru
+        self.rc = os.waitstatus_to_exitcode(status)
+        self.popen.returncode = self.rc
+        self.logf.close()
+        return self.rc
+
+    def _kill_on_timeout(self) -> None:
+        log(f"pid {self.pid} ran past its timeout; killing it")
+        try:
+            os.kill(self.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+    def stop(self, timeout: float = 30) -> int:
+        if self.rc is None:
+            try:
+                os.kill(self.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+            return self.wait(timeout)
+        return self.rc
+
+    def cpu_s(self) -> float:
+        return self.rusage.ru_utime + self.rusage.ru_stime
+
+    def peak_rss_mb(self) -> float:
+        return self.rusage.ru_maxrss / 1024  # ru_maxrss is in KiB on Linux
+
+
+class Mock:
+    def __init__(self, bench: "Bench", ready_after_ms: int, tag: str):
+        port_file = bench.tmp / f"mock-{tag}.port"
+        port_file.unlink(missing_ok=True)
+        self.proc = Proc([str(bench.build / "uppzy-mock"), "--port", "0", "--port-file", str(port_file),
+                          "--api-key", API_KEY, "--ready-after-ms", str(ready_after_ms)],
+                         bench.clean_env(), bench.tmp / f"mock-{tag}.log")
+        bench.children.append(self.proc)
+        deadline = time.time() + 10
+        while not (port_file.exists() and port_file.read_text().strip()):
+            if self.proc.popen.poll() is not None or time.time() > deadline:
+                raise BenchError("uppzy-mock did not start; see " + str(bench.tmp / f"mock-{tag}.log"))
+            time.sleep(0.02)
+        self.port = int(port_file.read_text().strip())
+        self.base_url = f"http://127.0.0.1:{self.port}/api/v1"
+
+    def stats(self) -> dict:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/_mock/stats", timeout=10) as r:
+            return json.loads(r.read())
+
+    def stop(self) -> float:
+        self.proc.stop()
+        return self.proc.cpu_s()
+
+
+# ---------------------------------------------------------------------------------------------------
+# The benchmark
+
+
+class Bench:
+    def __init__(self, a: argparse.Namespace):
+        self.a = a
+        self.root = pathlib.Path(a.root)
+        self.build = pathlib.Path(a.build)
+        self.tmp = pathlib.Path(a.tmp)
+        self.db_url = a.database_url
+        self.children: list[Proc] = []
+        sizes = dict(QUICK if a.quick else FULL)
+        for key, env in (("S1", "BENCH_S1_JOBS"), ("S2", "BENCH_S2_JOBS"), ("S3", "BENCH_S3_JOBS"),
+                         ("S4", "BENCH_S4_JOBS"), ("idle_s", "BENCH_IDLE_S")):
+            if os.environ.get(env):
+                sizes[key] = int(os.environ[env])
+        self.sizes = sizes
+        self.runs = a.runs if a.runs else (1 if a.quick else 3)
+        self.machine = Machine(self.db_url, pathlib.Path((self.tmp / "pg" / "area").read_text().strip()))
+        self.failures: list[str] = []
+
+    # -- helpers -------------------------------------------------------------------------------------
+
+    def clean_env(self) -> dict:
+        return {k: v for k, v in os.environ.items() if not (k.startswith("UPPZY_") or k == "DATABASE_URL")}
+
+    def worker_env(self, mock: Mock, tag: str, **settings) -> dict:
+        env = self.clean_env()
+        env.update({"DATABASE_URL": self.db_url, "UPPZY_BASE_URL": mock.base_url, "UPPZY_SITE_ID": "bench",
+                    "UPPZY_API_KEY": API_KEY, "UPPZY_HTTP_ADDR": "off", "UPPZY_WORKER_ID": f"bench-{tag}"})
+        env.update({k: str(v) for k, v in settings.items()})
+        return env
+
+    def start_worker(self, env: dict, tag: str, until_empty: bool, wrapper: list[str] | None = None) -> Proc:
+        argv = (wrapper or []) + [str(self.build / "uppzy-worker"), "run"] + (["--until-empty"] if until_empty else [])
+        p = Proc(argv, env, self.tmp / f"worker-{tag}.log")
+        self.children.append(p)
+        return p
+
+    def check(self, ok: bool, what: str) -> None:
+        if not ok:
+            log("CHECK FAILED: " + what)
+            self.failures.append(what)
+
+    def reset_db(self) -> None:
+        psql_once(self.db_url, "TRUNCATE uppzy.chat_jobs RESTART IDENTITY CASCADE; DELETE FROM uppzy.workers; "
+                               "DELETE FROM uppzy.incidents")
+
+    def insert_jobs(self, n: int, prefix: str) -> None:
+        psql_once(self.db_url, f"""
+            INSERT INTO uppzy.chat_jobs (session_id, message)
+            SELECT '{prefix}-' || g, 'Benchmark question number ' || g || ': what are your opening hours?'
+            FROM generate_series(1, {n}) g""")
+        # The planner knows the table (as it would in production), and every run starts right after a
+        # checkpoint, so full-page writes weigh the same in every run's WAL.
+        psql_once(self.db_url, "ANALYZE uppzy.chat_jobs")
+        psql_once(self.db_url, "CHECKPOINT")
+
+    def job_summary(self) -> dict:
+        r = psql_once(self.db_url, """
+            SELECT count(*), count(*) FILTER (WHERE state = 'completed'),
+                   extract(epoch FROM min(submitted_at)), extract(epoch FROM max(finished_at)),
+                   count(*) FILTER (WHERE attempts <> 1)
+            FROM uppzy.chat_jobs""")[0]
+        return {"rows": int(r[0]), "completed": int(r[1]), "first_submitted": float(r[2] or 0),
+                "last_finished": float(r[3] or 0), "not_one_attempt": int(r[4])}
+
+    @staticmethod
+    def deltas(before: dict, after: dict, jobs: int) -> dict:
+        wall = after["t"] - before["t"]
+        return {
+            # The before-snapshot's own transaction is counted in the after-snapshot: subtract it.
+            "db_xacts_per_job": (after["xacts"] - before["xacts"] - 1) / jobs,
+            "wal_bytes_per_job": (after["wal"] - before["wal"]) / jobs,
+            "row_writes_per_job": (after["row_writes"] - before["row_writes"]) / jobs,
+            "hot_update_pct": 100.0 * (after["hot_upd"] - before["hot_upd"]) / max(1, after["upd"] - before["upd"]),
+            "pg_cpu_s_per_1000": 1000.0 * (after["pg_cpu"] - before["pg_cpu"]) / jobs,
+            "machine_busy_cores": (after["busy"] - before["busy"]) / wall if wall > 0 else 0.0,
+        }
+
+    # -- scenarios -----------------------------------------------------------------------------------
+
+    def s1(self, run: int) -> dict:
+        n = self.sizes["S1"]
+        tag = f"s1-{run}"
+        self.reset_db()
+        self.insert_jobs(n, "s1")
+        mock = Mock(self, 0, tag)
+        env = self.worker_env(mock, tag, UPPZY_POLL_INTERVAL_MS=10,
+                              UPPZY_MAX_IN_FLIGHT=os.environ.get("BENCH_S1_MAX_IN_FLIGHT", "2000"))
+        before = self.machine.snapshot()
+        w = self.start_worker(env, tag, until_empty=True)
+        rc = w.wait(timeout=900)
+        time.sleep(0.3)  # the worker's backends exit and flush their statistics
+        after = self.machine.snapshot()
+        stats = mock.stats()
+        mock_cpu = mock.stop()
+        js = self.job_summary()
+        self.check(rc == 0, f"S1 run {run}: worker exit code {rc}")
+        self.check(js["completed"] == n, f"S1 run {run}: {js['completed']} of {n} jobs completed")
+        self.check(stats.get("submits") == n and stats.get("duplicate_submissions") == 0,
+                   f"S1 run {run}: mock saw {stats.get('submits')} submits, "
+                   f"{stats.get('duplicate_submissions')} duplicates (want {n}, 0)")
+        span = js["last_finished"] - js["first_submitted"]
+        out = {
+            "jobs": n,
+            "jobs_per_s": n / span if span > 0 else 0.0,
+            "wall_jobs_per_s": n / (w.t_exit - w.t_spawn),
+            "worker_cpu_s_per_1000": 1000.0 * w.cpu_s() / n,
+            "worker_peak_rss_mb": w.peak_rss_mb(),
+            "mock_cpu_s_per_1000": 1000.0 * mock_cpu / n,
+            "polls_per_job": stats.get("polls", 0) / n,
+        }
+        out.update(self.deltas(before, after, n))
+        return out
+
+    def s2(self, run: int) -> dict:
+        n = self.sizes["S2"]
+        tag = f"s2-{run}"
+        self.reset_db()
+        self.insert_jobs(n, "s2")
+        mock = Mock(self, 3000, tag)
+        env = self.worker_env(mock, tag, UPPZY_MAX_IN_FLIGHT=20000)
+        before = self.machine.snapshot()
+        w = self.start_worker(env, tag, until_empty=True)
+        peak = {"in_flight": 0, "rss": 0.0, "samples": 0}
+        done = threading.Event()
+
+        def sample() -> None:
+            s = Psql(self.db_url)
+            try:
+                while not done.is_set():
+                    c = int(s.value("SELECT count(*) FROM uppzy.chat_jobs WHERE state IN ('submitting', 'polling')"))
+                    peak["in_flight"] = max(peak["in_flight"], c)
+                    peak["rss"] = max(peak["rss"], rss_mb(w.pid))
+                    peak["samples"] += 1
+                    done.wait(0.1)
+            finally:
+                s.close()
+
+        t = threading.Thread(target=sample, daemon=True)
+        t.start()
+        rc = w.wait(timeout=900)
+        done.set()
+        t.join()
+        time.sleep(0.3)
+        after = self.machine.snapshot()
+        stats = mock.stats()
+        mock.stop()
+        js = self.job_summary()
+        self.check(rc == 0, f"S2 run {run}: worker exit code {rc}")
+        self.check(js["completed"] == n, f"S2 run {run}: {js['completed']} of {n} jobs completed")
+        self.check(stats.get("duplicate_submissions") == 0, f"S2 run {run}: duplicate submissions")
+        out = {
+            "jobs": n,
+            "drain_s": js["last_finished"] - w.t_spawn,
+            "peak_in_flight": peak["in_flight"],
+            "worker_peak_rss_mb": w.peak_rss_mb(),
+            "worker_cpu_s": w.cpu_s(),
+            "worker_cpu_s_per_1000": 1000.0 * w.cpu_s() / n,
+            "polls_per_job": stats.get("polls", 0) / n,
+            "in_flight_samples": peak["samples"],
+        }
+        d = self.deltas(before, after, n)
+        out.update({k: d[k] for k in ("db_xacts_per_job", "row_writes_per_job", "machine_busy_cores")})
+        return out
+
+    def s3(self, run: int) -> dict:
+        n = self.sizes["S3"]
+        tag = f"s3-{run}"
+        self.reset_db()
+        mock = Mock(self, 0, tag)
+        w = self.start_worker(self.worker_env(mock, tag), tag, until_empty=False)
+        time.sleep(2.0)  # an idle worker: connected, listening, first fallback fetch done
+        s = Psql(self.db_url)
+        try:
+            t0 = time.monotonic()
+            for i in range(n):
+                due = t0 + i / S3_RATE
+                pause = due - time.monotonic()
+                if pause > 0:
+                    time.sleep(pause)
+                s.rows(f"INSERT INTO uppzy.chat_jobs (session_id, message) "
+                       f"VALUES ('s3-{i}', 'Latency question number {i}: do you ship abroad?')")
+            deadline = time.time() + 60
+            while time.time() < deadline:
+                if int(s.value("SELECT count(*) FROM uppzy.chat_jobs WHERE state = 'completed'")) == n:
+                    break
+                time.sleep(0.25)
+        finally:
+            s.close()
+        rc = w.stop()
+        mock.stop()
+        lat = [float(r[0]) for r in psql_once(self.db_url, """
+            SELECT extract(epoch FROM submitted_at - created_at) * 1000 FROM uppzy.chat_jobs
+            WHERE submitted_at IS NOT NULL ORDER BY id""")]
+        self.check(rc == 0, f"S3 run {run}: worker exit code {rc}")
+        self.check(len(lat) == n, f"S3 run {run}: {len(lat)} of {n} jobs submitted")
+        lat.sort()
+        return {"jobs": n, "p50_ms": pct(lat, 50), "p99_ms": pct(lat, 99), "max_ms": lat[-1] if lat else 0.0,
+                "min_ms": lat[0] if lat else 0.0}
+
+    def s4(self, run: int) -> dict:
+        n = self.sizes["S4"]
+        self.reset_db()
+        self.insert_jobs(n, "s4")
+        before = self.machine.snapshot()
+        r = subprocess.run([str(self.build / "store_floor"), "--database-url", self.db_url, "--batch", "500"],
+                           capture_output=True, text=True, timeout=900)
+        time.sleep(0.3)
+        after = self.machine.snapshot()
+        self.check(r.returncode == 0, f"S4 run {run}: store_floor exit {r.returncode}: {r.stderr.strip()}")
+        res = json.loads(r.stdout.strip().splitlines()[-1]) if r.stdout.strip() else {"jobs": 0, "jobs_per_s": 0}
+        self.check(res["jobs"] == n, f"S4 run {run}: {res['jobs']} of {n} jobs completed")
+        out = {"jobs": n, "jobs_per_s": res["jobs_per_s"], "transactions": res["claims"] + res["apply_calls"]}
+        out.update(self.deltas(before, after, n))
+        return out
+
+    def idle(self, run: int) -> dict:
+        window = self.sizes["idle_s"]
+        warm = 3.0
+        tag = f"idle-{run}"
+        self.reset_db()
+        mock = Mock(self, 0, tag)
+        # Two lifetimes, short and long: their difference is the idle window without start and stop.
+        xacts = []
+        cpu_pct = 0.0
+        for life in ("short", "long"):
+            env = self.worker_env(mock, f"{tag}-{life}")
+            before = self.machine.snapshot()
+            w = self.start_worker(env, f"{tag}-{life}", until_empty=False)
+            time.sleep(warm)
+            if life == "long":
+                a = read_stat(w.pid)
+                t_a = time.monotonic()
+                time.sleep(window)
+                b = read_stat(w.pid)
+                t_b = time.monotonic()
+                cpu = (b["utime"] + b["stime"] - a["utime"] - a["stime"]) / CLK_TCK
+                cpu_pct = 100.0 * cpu / (t_b - t_a)
+            rc = w.stop()
+            self.check(rc == 0, f"idle run {run}: worker exit code {rc}")
+            time.sleep(0.3)
+            after = self.machine.snapshot()
+            xacts.append(after["xacts"] - before["xacts"] - 1)
+        mock_calls = mock.stats().get("requests_total", 0)
+        mock.stop()
+        self.check(mock_calls == 0, f"idle run {run}: the idle worker made {mock_calls} calls to Uppzy")
+        return {"window_s": window, "cpu_pct_of_core": cpu_pct,
+                "db_xacts_per_s": (xacts[1] - xacts[0]) / window, "db_xacts_start_stop": xacts[0]}
+
+    def s5(self) -> dict:
+        minutes = int(os.environ.get("BENCH_SOAK_MINUTES", "1" if self.a.quick else "10"))
+        rate = int(os.environ.get("BENCH_SOAK_RATE", "1000"))
+        tag = "s5"
+        self.reset_db()
+        psql_once(self.db_url, "CHECKPOINT")
+        mock = Mock(self, 1000, tag)
+        env = self.worker_env(mock, tag, UPPZY_POLL_INTERVAL_MS=500)
+        w = self.start_worker(env, tag, until_empty=False)
+        ins = Psql(self.db_url)
+        mon = Psql(self.db_url)
+        per_tick = max(1, rate // 10)
+        minutes_out = []
+        try:
+            t0 = time.monotonic()
+            tick = 0
+            last_done = 0
+            last_cpu = 0.0
+            next_minute = t0 + 60
+            while True:
+                now = time.monotonic()
+                if now >= next_minute:
+                    r = mon.rows("""
+                        SELECT count(*) FILTER (WHERE state = 'completed'),
+                               count(*) FILTER (WHERE state IN ('queued', 'retrying')),
+                               count(*) FILTER (WHERE state IN ('submitting', 'polling')),
+                               count(*) FILTER (WHERE state = 'failed'), count(*),
+                               pg_total_relation_size('uppzy.chat_jobs'), pg_indexes_size('uppzy.chat_jobs'),
+                               pg_relation_size('uppzy.chat_jobs_claimable_idx'),
+                               (SELECT n_dead_tup FROM pg_stat_user_tables
+                                WHERE schemaname = 'uppzy' AND relname = 'chat_jobs')
+                        FROM uppzy.chat_jobs""")[0]
+                    st = read_stat(w.pid)
+                    cpu = (st["utime"] + st["stime"]) / CLK_TCK
+                    done_now = int(r[0])
+                    m = {"minute": len(minutes_out) + 1, "completed_per_s": (done_now - last_done) / 60.0,
+                         "backlog": int(r[1]), "in_flight": int(r[2]), "failed": int(r[3]),
+                         "rows": int(r[4]), "table_total_mb": int(r[5]) / 2**20, "indexes_mb": int(r[6]) / 2**20,
+                         "bytes_per_row": int(r[5]) / max(1, int(r[4])),
+                         "claimable_idx_kb": int(r[7]) / 1024, "dead_tuples": int(r[8] or 0),
+                         "worker_rss_mb": rss_mb(w.pid), "worker_cpu_pct": 100.0 * (cpu - last_cpu) / 60.0}
+                    log(f"S5 minute {m['minute']}: {m['completed_per_s']:.0f} jobs/s, backlog {m['backlog']}, "
+                        f"table {m['table_total_mb']:.1f} MB, indexes {m['indexes_mb']:.1f} MB")
+                    minutes_out.append(m)
+                    last_done, last_cpu = done_now, cpu
+                    next_minute += 60
+                    if len(minutes_out) >= minutes:
+                        break
+                due = t0 + tick * 0.1
+                if due > now:
+                    time.sleep(due - now)
+                ins.rows(f"""INSERT INTO uppzy.chat_jobs (session_id, message)
+                             SELECT 's5-{tick}-' || g, 'Soak question ' || g || ' of tick {tick}'
+                             FROM generate_series(1, {per_tick}) g""")
+                tick += 1
+        finally:
+            ins.close()
+            mon.close()
+        rc = w.stop()
+        mock.stop()
+        self.check(rc == 0, f"S5: worker exit code {rc}")
+        tput = [m["completed_per_s"] for m in minutes_out]
+        flat = bool(tput) and min(tput) >= 0.9 * rate and minutes_out[-1]["backlog"] <= 2 * rate
+        return {"offered_per_s": per_tick * 10, "minutes": minutes_out, "throughput_flat": flat,
+                "claimable_idx_growth": (minutes_out[-1]["claimable_idx_kb"] / max(1e-9, minutes_out[0]["claimable_idx_kb"]))
+                if minutes_out else 0.0}
+
+    def profile(self) -> dict:
+        n = int(os.environ.get("BENCH_PROFILE_JOBS", "2000"))
+        tag = "profile"
+        self.reset_db()
+        self.insert_jobs(n, "prof")
+        mock = Mock(self, 0, tag)
+        env = self.worker_env(mock, tag, UPPZY_POLL_INTERVAL_MS=10, UPPZY_MAX_IN_FLIGHT=2000)
+        prefix = self.tmp / "callgrind.out"
+        for old in self.tmp.glob("callgrind.out*"):
+            old.unlink()
+        w = self.start_worker(env, tag, until_empty=True,
+                              wrapper=["valgrind", "--tool=callgrind", "--separate-threads=yes",
+                                       f"--callgrind-out-file={prefix}.%p"])
+        rc = w.wait(timeout=1800)
+        mock.stop()
+        self.check(rc == 0, f"profile: worker exit code {rc}")
+        files = sorted(self.tmp.glob("callgrind.out.*"))
+        report = [f"# callgrind of `uppzy-worker run --until-empty` on {n} S1 jobs (Release -O3 -g), "
+                  f"{dt.datetime.now().strftime('%Y-%m-%d %H:%M')}\n"]
+        threads = []
+        for f in files:
+            ann = subprocess.run(["callgrind_annotate", "--threshold=99", str(f)], capture_output=True,
+                                 text=True).stdout
+            total = re.search(r"([\d,]+) \(100\.0%\)\s+PROGRAM TOTALS", ann)
+            ir = int(total.group(1).replace(",", "")) if total else 0
+            if ir == 0:
+                continue
+            incl = subprocess.run(["callgrind_annotate", "--inclusive=yes", "--threshold=99", str(f)],
+                                  capture_output=True, text=True).stdout
+            label = next((name for key, name in THREAD_NAMES if key in incl), "other")
+            threads.append((f"{label} ({f.name})", ir))
+            report.append(f"\n## {label} thread ({f.name}): {ir:,} instructions, {ir / n:,.0f} per job\n"
+                          f"\n### self (exclusive)\n")
+            report.append("\n".join(top_lines(ann, 30)))
+            report.append("\n\n### inclusive\n")
+            report.append("\n".join(top_lines(incl, 45)))
+        all_ir = sum(ir for _, ir in threads)
+        report.insert(1, "\nthreads (instructions, share): " + ", ".join(
+            f"{name} {ir:,} ({100.0 * ir / max(1, all_ir):.1f}%)" for name, ir in threads) + "\n")
+        out = self.root / "bench" / "results" / "profile.txt"
+        out.write_text("".join(x if x.endswith("\n") else x + "\n" for x in report))
+        log(f"profile written to {out.relative_to(self.root)}")
+        return {"jobs": n, "instructions_per_job": all_ir / n,
+                "threads": [{"file": f, "instructions": ir} for f, ir in threads]}
+
+
+# Which thread a callgrind file belongs to, by a function only that thread runs (first match wins).
+THREAD_NAMES = [("Engine::Run", "engine (HTTP)"), ("Coordinator::Run", "coordinator (SQL)"),
+                ("ListenLoop", "listener"), ("Maintenance", "maintenance"), ("Deliver", "deliveries"),
+                ("HealthServer", "health"), ("sigtimedwait", "signals")]
+
+
+def top_lines(annotate_output: str, n: int) -> list[str]:
+    lines = annotate_output.splitlines()
+    for i, line in enumerate(lines):
+        if "file:function" in line:
+            body = [l for l in lines[i + 1:] if l.strip() and not l.startswith("-")]
+            return [l[:200] for l in body[:n]]
+    return []
+
+
+def pct(sorted_vals: list[float], p: float) -> float:
+    """Nearest-rank percentile."""
+    if not sorted_vals:
+        return 0.0
+    k = max(0, min(len(sorted_vals) - 1, int(-(-p * len(sorted_vals) // 100)) - 1))
+    return sorted_vals[k]
+
+
+def summarize(runs: list[dict]) -> dict:
+    out = {}
+    for key in runs[0]:
+        vals = [r[key] for r in runs if isinstance(r.get(key), (int, float)) and not isinstance(r.get(key), bool)]
+        if len(vals) == len(runs):
+            out[key] = {"median": statistics.median(vals), "min": min(vals), "max": max(vals)}
+    return out
+
+
+def machine_info() -> dict:
+    model = ""
+    with open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    mem_kb = 0
+    with open("/proc/meminfo") as f:
+        for line in f:
+            if line.startswith("MemTotal:"):
+                mem_kb = int(line.split()[1])
+    try:
+        pg = subprocess.run(["/usr/lib/postgresql/15/bin/postgres", "--version"], capture_output=True,
+                            text=True).stdout.strip()
+    except OSError:
+        pg = ""
+    return {"cores": os.cpu_count(), "cpu_model": model, "memory_gb": round(mem_kb / 2**20, 1),
+            "kernel": platform.release(), "postgres": pg, "load_average_at_start": os.getloadavg()}
+
+
+# ---------------------------------------------------------------------------------------------------
+# Output
+
+
+def fmt(v: float, key: str) -> str:
+    if key in ("jobs_per_s", "wall_jobs_per_s", "peak_in_flight", "wal_bytes_per_job"):
+        return f"{v:,.0f}"
+    if key == "ratio_to_S4":
+        return f"{100 * v:.0f}%"
+    if key.endswith("_pct") or key == "cpu_pct_of_core" or key == "hot_update_pct":
+        return f"{v:.2f}%" if v < 10 else f"{v:.0f}%"
+    if abs(v) >= 100:
+        return f"{v:,.0f}"
+    if abs(v) >= 10:
+        return f"{v:.1f}"
+    return f"{v:.3f}" if abs(v) < 1 else f"{v:.2f}"
+
+
+def verdict(summary: dict, key: str) -> tuple[str, str]:
+    sc, metric, op, bound, text = TARGETS[key]
+    m = summary.get(sc, {}).get(metric)
+    if not m:
+        return text, "not run"
+    v = m["median"]
+    ok = {">=": v >= bound, "<=": v <= bound, "<": v < bound}[op]
+    if ok:
+        return text, "met"
+    if op == ">=":
+        return text, f"missed ({100 * (1 - v / bound):.0f}% short)"
+    return text, f"missed ({v / bound:.1f}× the bound)" if bound else "missed"
+
+
+ROWS = [
+    # scenario, metric, label, target key (or None)
+    ("S1", "jobs_per_s", "throughput, first accepted submission → last finish (jobs/s)", "S1.jobs_per_s"),
+    ("S1", "ratio_to_S4", "S1 / S4", "S1.ratio_to_S4"),
+    ("S1", "wall_jobs_per_s", "throughput, worker spawn → exit (jobs/s)", None),
+    ("S1", "worker_cpu_s_per_1000", "worker CPU-s per 1,000 jobs", "S1.worker_cpu_s_per_1000"),
+    ("S1", "worker_peak_rss_mb", "worker peak RSS (MB)", None),
+    ("S1", "db_xacts_per_job", "database transactions per job", None),
+    ("S1", "wal_bytes_per_job", "WAL bytes per job", None),
+    ("S1", "row_writes_per_job", "row writes per job (chat_jobs n_tup_upd + n_tup_ins)", "S1.row_writes_per_job"),
+    ("S1", "hot_update_pct", "HOT updates (% of updates)", None),
+    ("S1", "pg_cpu_s_per_1000", "PostgreSQL CPU-s per 1,000 jobs", None),
+    ("S1", "mock_cpu_s_per_1000", "mock CPU-s per 1,000 jobs", None),
+    ("S1", "machine_busy_cores", "whole machine busy (cores of 2, everything included)", None),
+    ("S2", "drain_s", "drain time, worker spawn → last finish (s)", "S2.drain_s"),
+    ("S2", "peak_in_flight", "peak jobs in flight (sampled every 100 ms)", None),
+    ("S2", "worker_peak_rss_mb", "worker peak RSS (MB)", "S2.worker_peak_rss_mb"),
+    ("S2", "worker_cpu_s", "worker CPU-s (whole run)", None),
+    ("S2", "polls_per_job", "status polls per job", None),
+    ("S2", "row_writes_per_job", "row writes per job", None),
+    ("S3", "p50_ms", "INSERT → submission accepted, p50 (ms)", "S3.p50_ms"),
+    ("S3", "p99_ms", "p99 (ms)", "S3.p99_ms"),
+    ("S3", "max_ms", "max (ms)", None),
+    ("S4", "jobs_per_s", "store alone, same statements, no HTTP (jobs/s)", None),
+    ("S4", "db_xacts_per_job", "database transactions per job", None),
+    ("S4", "wal_bytes_per_job", "WAL bytes per job", None),
+    ("S4", "row_writes_per_job", "row writes per job", None),
+    ("S4", "pg_cpu_s_per_1000", "PostgreSQL CPU-s per 1,000 jobs", None),
+    ("idle", "cpu_pct_of_core", "idle worker CPU (% of one core)", "idle.cpu_pct_of_core"),
+    ("idle", "db_xacts_per_s", "idle worker database transactions per second", None),
+]
+
+
+def render_markdown(res: dict) -> str:
+    m = res["machine"]
+    s = res["summary"]
+    la = ", ".join(f"{x:.2f}" for x in m["load_average_at_start"])
+    lines = [
+        f"Generated by `{res['command']}` on {res['date']} (UTC). "
+        f"Machine: {m['cores']} cores, {m['cpu_model']}, {m['memory_gb']} GB, Linux {m['kernel']}, "
+        f"{m['postgres']}; load average at start {la}. "
+        f"Sizes: S1 {res['sizes']['S1']:,}, S2 {res['sizes']['S2']:,}, S3 {res['sizes']['S3']:,}, "
+        f"S4 {res['sizes']['S4']:,} jobs, idle window {res['sizes']['idle_s']} s; "
+        f"{res['runs']} run(s) per scenario; each figure is the median, with the range (min – max).",
+        "",
+    ]
+    if res.get("quick"):
+        lines += ["**Quick run (1/10 sizes): the targets are for the full sizes; the verdicts are indicative "
+                  "only.**", ""]
+    if res.get("note"):
+        lines += [res["note"], ""]
+    lines += ["| scenario | figure | median | range | target | verdict |", "|---|---|---|---|---|---|"]
+    for sc, metric, label, tkey in ROWS:
+        v = s.get(sc, {}).get(metric)
+        if not v:
+            continue
+        rng = f"{fmt(v['min'], metric)} – {fmt(v['max'], metric)}" if res["runs"] > 1 else "(1 run)"
+        target, verdict_text = verdict(s, tkey) if tkey else ("", "")
+        lines.append(f"| {sc} | {label} | {fmt(v['median'], metric)} | {rng} | {target} | {verdict_text} |")
+    s5 = res.get("scenarios", {}).get("S5")
+    if s5:
+        lines += ["", f"S5 soak: {s5['offered_per_s']} jobs/s offered (inserted every 100 ms), mock ready after "
+                      f"1 s, poll interval 500 ms. Throughput flat: **{'yes' if s5['throughput_flat'] else 'no'}**; "
+                      f"claimable index last/first minute: {s5['claimable_idx_growth']:.2f}×.", "",
+                  "| minute | completed/s | backlog | in flight | rows | table+indexes MB | bytes/row | indexes MB "
+                  "| claimable idx KB | dead tuples | worker RSS MB | worker CPU % |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+        for x in s5["minutes"]:
+            lines.append(f"| {x['minute']} | {x['completed_per_s']:.0f} | {x['backlog']} | {x['in_flight']} | "
+                         f"{x['rows']:,} | {x['table_total_mb']:.1f} | {x['bytes_per_row']:.0f} | {x['indexes_mb']:.1f} | {x['claimable_idx_kb']:.0f} | "
+                         f"{x['dead_tuples']} | {x['worker_rss_mb']:.0f} | {x['worker_cpu_pct']:.1f} |")
+    return "\n".join(lines) + "\n"
+
+
+BEGIN = "<!-- bench:begin: generated by scripts/bench; edits inside are overwritten -->"
+END_MARK = "<!-- bench:end -->"
+
+
+def update_docs(root: pathlib.Path, body: str) -> None:
+    path = root / "docs" / "benchmarks.md"
+    text = path.read_text()
+    block = BEGIN + "\n" + body + END_MARK
+    if BEGIN in text and END_MARK in text:
+        text = text[:text.index(BEGIN)] + block + text[text.index(END_MARK) + len(END_MARK):]
+    else:
+        text = text.rstrip("\n") + "\n\n## Latest run of `scripts/bench`\n\n" + block + "\n"
+    path.write_text(text)
+
+
+# ---------------------------------------------------------------------------------------------------
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--root", required=True)
+    p.add_argument("--build", required=True)
+    p.add_argument("--tmp", required=True)
+    p.add_argument("--database-url", required=True)
+    p.add_argument("--admin-url", required=True)
+    p.add_argument("--command-line", default="scripts/bench")
+    p.add_argument("--quick", action="store_true")
+    p.add_argument("--soak", action="store_true")
+    p.add_argument("--runs", type=int, default=0)
+    p.add_argument("--no-docs", action="store_true")
+    p.add_argument("--profile", action="store_true")
+    p.add_argument("--only", default="")
+    p.add_argument("--out", default="")
+    a = p.parse_args()
+    if a.runs < 0:
+        p.error("--runs must be positive")
+
+    b = Bench(a)
+    only = {x.strip().upper() for x in a.only.split(",") if x.strip()}
+    wanted = [sc for sc in ("S4", "S1", "S2", "S3", "idle") if not only or sc.upper() in only]
+    if a.soak or "S5" in only:
+        wanted.append("S5")
+    results_dir = b.root / "bench" / "results"
+    results_dir.mkdir(parents=True, exist_ok=True)
+    out_path = pathlib.Path(a.out) if a.out else results_dir / ("quick.json" if a.no_docs else "latest.json")
+
+    res = {"date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M"), "command": a.command_line,
+           "machine": machine_info(), "quick": a.quick, "runs": b.runs, "sizes": b.sizes,
+           "scenarios": {}, "summary": {}}
+    try:
+        r = subprocess.run([str(b.build / "uppzy-worker"), "migrate"],
+                           env={**b.clean_env(), "DATABASE_URL": b.db_url}, capture_output=True, text=True)
+        if r.returncode != 0:
+            raise BenchError("uppzy-worker migrate failed:\n" + r.stdout + r.stderr)
+        for sc in wanted:
+            if sc == "S5":
+                log("S5 soak: starting")
+                res["scenarios"]["S5"] = b.s5()
+                continue
+            runs = []
+            for i in range(1, b.runs + 1):
+                log(f"{sc} run {i}/{b.runs}")
+                r1 = getattr(b, sc.lower())(i)
+                log(f"{sc} run {i}: " + ", ".join(f"{k}={fmt(v, k) if isinstance(v, float) else v}"
+                                                  for k, v in r1.items()))
+                runs.append(r1)
+            res["scenarios"][sc] = {"runs": runs}
+            res["summary"][sc] = summarize(runs)
+        if "S1" in res["summary"] and "S4" in res["summary"]:
+            pairs = [x["jobs_per_s"] / y["jobs_per_s"] for x, y in
+                     zip(res["scenarios"]["S1"]["runs"], res["scenarios"]["S4"]["runs"]) if y["jobs_per_s"]]
+            ratio = res["summary"]["S1"]["jobs_per_s"]["median"] / res["summary"]["S4"]["jobs_per_s"]["median"]
+            res["summary"]["S1"]["ratio_to_S4"] = {"median": ratio, "min": min(pairs), "max": max(pairs)}
+        if a.profile:
+            log("profile: S1 under callgrind")
+            res["profile"] = b.profile()
+    except BenchError as e:
+        b.failures.append(str(e))
+        log(str(e))
+    finally:
+        for c in b.children:
+            if c.rc is None:
+                c.stop(timeout=15)
+    res["verdicts"] = {k: dict(zip(("target", "verdict"), verdict(res["summary"], k))) for k in TARGETS}
+    res["failures"] = b.failures
+    res["ok"] = not b.failures
+    out_path.write_text(json.dumps(res, indent=2) + "\n")
+    log(f"results written to {out_path}")
+    md = render_markdown(res)
+    print(md)
+    if not a.no_docs and res["summary"]:
+        update_docs(b.root, md)
+        log("docs/benchmarks.md updated")
+    if b.failures:
+        log(f"{len(b.failures)} check(s) failed:\n  " + "\n  ".join(b.failures))
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,119 @@
+// uppzy-worker stats [--json]: uppzy.chat_job_stats and uppzy.chat_job_health as tables, plus the
+// open incidents. The same views psql users and dashboards read, so the numbers always agree.
+#include <cstdio>
+#include <nlohmann/json.hpp>
+
+#include "cli/command.h"
+#include "cli/table.h"
+#include "uppzy/ops_store.h"
+#include "uppzy/store.h"
+
+namespace uppzy::cli {
+namespace {
+
+using nlohmann::json;
+
+json Opt(const std::optional<double>& v) { return v ? json(*v) : json(nullptr); }
+
+std::string Percent(const std::optional<double>& rate) {
+  if (!rate) return "-";
+  char buf[32];
+  std::snprintf(buf, sizeof(buf), "%.2f%%", *rate * 100.0);
+  return buf;
+}
+
+std::string Seconds(const std::optional<double>& s) {
+  if (!s) return "-";
+  char buf[32];
+  std::snprintf(buf, sizeof(buf), "%.1fs", *s);
+  return buf;
+}
+
+int Run(bool as_json, const Io& io) {
+  const std::string url = DatabaseUrlOrComplain(io);
+  if (url.empty()) return kExitUsage;
+  try {
+    OpsStore ops(url);
+    const auto states = ops.StatsByState();
+    const auto health = ops.HealthWindows();
+    Store store(url);
+    const auto incidents = store.IncidentsList(true);
+
+    if (as_json) {
+      json j = {{"states", json::array()}, {"health", json::array()}, {"open_incidents", json::array()}};
+      for (const auto& s : states) {
+        j["states"].push_back(
+            {{"state", s.state}, {"jobs", s.jobs}, {"oldest_age_seconds", Opt(s.oldest_age_seconds)}});
+      }
+      for (const auto& h : health) {
+        j["health"].push_back({{"period", h.period},
+                               {"finished", h.finished},
+                               {"completed", h.completed},
+                               {"failed", h.failed},
+                               {"cancelled", h.cancelled},
+                               {"poll_timeouts", h.poll_timeouts},
+                               {"timeout_rate", Opt(h.timeout_rate)},
+                               {"retried", h.retried},
+                               {"retry_rate", Opt(h.retry_rate)},
+                               {"p50_seconds", Opt(h.p50_seconds)},
+                               {"p95_seconds", Opt(h.p95_seconds)},
+                               {"failures_by_kind", json::parse(h.failures_by_kind_json, nullptr, false)}});
+      }
+      for (const auto& i : incidents) {
+        j["open_incidents"].push_back({{"id", i.id},
+                                       {"kind", i.kind},
+                                       {"http_status", i.http_status},
+                                       {"api_key_fingerprint", i.api_key_fingerprint},
+                                       {"opened_at", i.opened_at},
+                                       {"detail", i.detail}});
+      }
+      io.out << j.dump(2) << "\n";
+      return kExitOk;
+    }
+
+    io.out << "Jobs by state (uppzy.chat_job_stats)\n";
+    Table by_state({"state", "jobs", "oldest"});
+    for (const auto& s : states) {
+      by_state.Row(
+          {s.state, std::to_string(s.jobs), s.oldest_age_seconds ? HumanSeconds(*s.oldest_age_seconds) : ""});
+    }
+    by_state.Print(io.out);
+
+    io.out << "\nFinished jobs (uppzy.chat_job_health)\n";
+    Table windows({"window", "finished", "completed", "failed", "cancelled", "poll_timeouts", "timeout_rate",
+                   "retried", "retry_rate", "p50", "p95", "failures_by_kind"});
+    for (const auto& h : health) {
+      windows.Row({h.period, std::to_string(h.finished), std::to_string(h.completed),
+                   std::to_string(h.failed), std::to_string(h.cancelled), std::to_string(h.poll_timeouts),
+                   Percent(h.timeout_rate), std::to_string(h.retried), Percent(h.retry_rate),
+                   Seconds(h.p50_seconds), Seconds(h.p95_seconds),
+                   h.failures_by_kind_json == "{}" ? "" : h.failures_by_kind_json});
+    }
+    windows.Print(io.out, 80);
+
+    io.out << "\nOpen incidents: " << (incidents.empty() ? "none" : std::to_string(incidents.size())) << "\n";
+    for (const auto& i : incidents) {
+      io.out << "  #" << i.id << "  " << i.kind << " (HTTP " << i.http_status << ")  key "
+             << i.api_key_fingerprint << "  opened " << i.opened_at << "  -> uppzy-worker incidents resolve "
+             << i.id << "\n";
+    }
+    return kExitOk;
+  } catch (const StoreError& e) {
+    io.err << "uppzy-worker stats: " << FirstLine(e.what()) << "\n";
+    return kExitFailed;
+  }
+}
+
+}  // namespace
+
+Command AddStats(CLI::App& app) {
+  auto as_json = std::make_shared<bool>(false);
+  Command c;
+  c.app =
+      app.add_subcommand("stats", "Jobs per state, the last hour and day of finished jobs, open incidents");
+  c.app->add_flag("--json", *as_json, "Print as JSON");
+  c.run = [as_json](const Io& io) { return Run(*as_json, io); };
+  return c;
+}
+
+}  // namespace uppzy::cli

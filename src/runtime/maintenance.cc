@@ -1,0 +1,168 @@
+#include "runtime/maintenance.h"
+
+#include <nlohmann/json.hpp>
+
+#include "uppzy/duration.h"
+#include "uppzy/log.h"
+#include "uppzy/metrics.h"
+#include "uppzy/ops_store.h"
+
+namespace uppzy::runtime {
+namespace {
+
+std::string FirstLine(const std::string& s) { return s.substr(0, s.find('\n')); }
+
+}  // namespace
+
+Maintenance::Maintenance(const Config& config) : config_(config) {}
+
+Maintenance::~Maintenance() { Stop(); }
+
+void Maintenance::Start() {
+  thread_ = std::thread([this] { Loop(); });
+}
+
+void Maintenance::Stop() {
+  {
+    std::lock_guard<std::mutex> lock(stop_mu_);
+    stopping_ = true;
+  }
+  stop_cv_.notify_all();
+  if (thread_.joinable()) thread_.join();
+  store_.reset();
+}
+
+void Maintenance::Loop() {
+  const auto stats_every = Millis(config_.stats_interval_ms);
+  auto next_stats = Steady::now();  // at once: /readyz says "starting" until then
+  // The first retention pass a little after start-up, so it never competes with the first claims.
+  auto next_retention = Steady::now() + std::chrono::seconds(5);
+  std::unique_lock<std::mutex> lock(stop_mu_);
+  while (!stopping_) {
+    stop_cv_.wait_until(lock, std::min(next_stats, next_retention), [this] { return stopping_; });
+    if (stopping_) break;
+    const auto now = Steady::now();
+    const bool retention = now >= next_retention;
+    lock.unlock();
+    RunOnce(retention);
+    lock.lock();
+    if (now >= next_stats) next_stats = Steady::now() + stats_every;
+    if (retention) next_retention = Steady::now() + kRetentionInterval;
+  }
+}
+
+bool Maintenance::Connect() {
+  if (store_) return true;
+  try {
+    store_ = std::make_unique<OpsStore>(config_.database_url);
+    return true;
+  } catch (const StoreError& e) {
+    std::lock_guard<std::mutex> lock(mu_);
+    checked_ = true;
+    db_ok_ = false;
+    db_error_ = FirstLine(e.what());
+    last_check_ = Steady::now();
+    return false;
+  }
+}
+
+int Maintenance::RunOnce(bool retention) {
+  auto& m = metrics::WorkerMetrics::Get();
+  int purged = 0;
+  if (Connect()) {
+    try {
+      RefreshGauges();
+      if (retention) purged = Retention();
+    } catch (const StoreError& e) {
+      std::lock_guard<std::mutex> lock(mu_);
+      checked_ = true;
+      db_ok_ = false;
+      db_error_ = FirstLine(e.what());
+      last_check_ = Steady::now();
+      if (e.transient()) store_.reset();
+    }
+  }
+  std::lock_guard<std::mutex> lock(mu_);
+  m.database_up.Set(db_ok_ ? 1 : 0);
+  if (!db_ok_ && !db_error_logged_) {
+    LogEvent(spdlog::level::warn, "maintenance_database_unavailable", {{"detail", db_error_}});
+    db_error_logged_ = true;
+  } else if (db_ok_) {
+    db_error_logged_ = false;
+  }
+  return purged;
+}
+
+void Maintenance::RefreshGauges() {
+  auto& m = metrics::WorkerMetrics::Get();
+  double oldest_queued = 0;
+  for (const auto& s : store_->StatsByState(true)) {
+    m.queue_depth.With({s.state}).Set(static_cast<double>(s.jobs));
+    if (s.state == "queued") oldest_queued = s.oldest_age_seconds.value_or(0.0);
+  }
+  m.oldest_queued_age.Set(oldest_queued);
+  const long long open = store_->IncidentsOpenCount();
+  m.open_incidents.Set(static_cast<double>(open));
+  std::lock_guard<std::mutex> lock(mu_);
+  checked_ = true;
+  db_ok_ = true;
+  db_error_.clear();
+  open_incidents_ = open;
+  last_check_ = Steady::now();
+}
+
+int Maintenance::Retention() {
+  int total = 0;
+  for (auto [state, keep] :
+       {std::pair{"completed", config_.retain_completed}, std::pair{"failed", config_.retain_failed},
+        std::pair{"cancelled", config_.retain_cancelled}}) {
+    if (keep.count() <= 0) continue;  // "off"
+    int deleted_for_state = 0;
+    for (int batch = 0; batch < kMaxBatchesPerPass; ++batch) {
+      {
+        std::lock_guard<std::mutex> lock(stop_mu_);
+        if (stopping_) return total;
+      }
+      const int n = store_->JobsPurge(state, keep, kPurgeBatch);
+      deleted_for_state += n;
+      if (n < kPurgeBatch) break;
+    }
+    if (deleted_for_state > 0) {
+      LogEvent(spdlog::level::info, "retention_purged",
+               {{"state", state},
+                {"rows", std::to_string(deleted_for_state)},
+                {"older_than", FormatDuration(keep)}});
+    }
+    total += deleted_for_state;
+  }
+  return total;
+}
+
+std::pair<bool, std::string> Maintenance::Ready() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  nlohmann::json j;
+  if (!checked_) {
+    j = {{"status", "not_ready"}, {"reason", "starting"}};
+    return {false, j.dump()};
+  }
+  const auto stale_after = Millis(std::max(3 * config_.stats_interval_ms, 3000));
+  if (!db_ok_) {
+    j = {{"status", "not_ready"}, {"reason", "database_unreachable"}, {"detail", db_error_}};
+    return {false, j.dump()};
+  }
+  if (Steady::now() - last_check_ > stale_after) {
+    j = {{"status", "not_ready"}, {"reason", "database_check_stale"}};
+    return {false, j.dump()};
+  }
+  if (open_incidents_ > 0) {
+    j = {{"status", "not_ready"},
+         {"reason", "incident_open"},
+         {"open_incidents", open_incidents_},
+         {"detail", "Uppzy refused the API key; fix it, then run `uppzy-worker incidents resolve`"}};
+    return {false, j.dump()};
+  }
+  j = {{"status", "ready"}};
+  return {true, j.dump()};
+}
+
+}  // namespace uppzy::runtime

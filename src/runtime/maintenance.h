@@ -1,0 +1,80 @@
+// Maintenance: the worker's periodic upkeep on its own thread and its own database connection, so
+// neither ever delays a claim or a write.
+//
+//   - Database gauges, every UPPZY_STATS_INTERVAL_MS: queue depth by state and the oldest queued age
+//     (from uppzy.chat_job_stats, unfinished states only: a few index-only scans of a small index),
+//     open incidents, and whether the database answered. /metrics and /readyz read this cache and
+//     never touch the database themselves.
+//   - Retention, every minute: deletes finished rows older than UPPZY_RETAIN_COMPLETED / _FAILED /
+//     _CANCELLED through uppzy.purge_jobs, in batches of 1000 rows, each its own short transaction.
+//     Several workers may run it at once (the function skips rows another one is deleting).
+//
+// Start()/Stop() are called from one thread; Ready() from any thread. RunOnce() is for tests (and runs
+// on the caller's thread; do not mix it with Start()).
+#pragma once
+
+#include <chrono>
+#include <condition_variable>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <utility>
+
+#include "uppzy/config.h"
+
+namespace uppzy {
+class OpsStore;
+}
+
+namespace uppzy::runtime {
+
+class Maintenance {
+ public:
+  static constexpr int kPurgeBatch = 1000;
+  // Per state and pass, so one pass stays short however large the backlog; the next pass goes on.
+  static constexpr int kMaxBatchesPerPass = 100;
+  static constexpr std::chrono::seconds kRetentionInterval{60};
+
+  explicit Maintenance(const Config& config);
+  ~Maintenance();
+  Maintenance(const Maintenance&) = delete;
+  Maintenance& operator=(const Maintenance&) = delete;
+
+  // Runs the loop on its own thread; the first refresh happens at once.
+  void Start();
+  // Stops the loop and closes the connection. Idempotent.
+  void Stop();
+
+  // Refreshes the gauges and readiness; with `retention`, also runs one retention pass. Returns the
+  // rows deleted. Never throws: database errors are logged and reported by Ready().
+  int RunOnce(bool retention = true);
+
+  // {ready, one-line JSON reason}: ready when the last refresh (no older than three intervals)
+  // reached the database and found no open incident.
+  std::pair<bool, std::string> Ready() const;
+
+ private:
+  using Steady = std::chrono::steady_clock;
+  void Loop();
+  bool Connect();
+  void RefreshGauges();
+  int Retention();
+
+  const Config& config_;
+  std::unique_ptr<OpsStore> store_;
+  std::thread thread_;
+  std::mutex stop_mu_;
+  std::condition_variable stop_cv_;
+  bool stopping_ = false;
+
+  mutable std::mutex mu_;  // guards the fields below (read by Ready() from the HTTP thread)
+  bool checked_ = false;
+  bool db_ok_ = false;
+  long long open_incidents_ = 0;
+  std::string db_error_;
+  Steady::time_point last_check_{};
+  bool db_error_logged_ = false;
+};
+
+}  // namespace uppzy::runtime

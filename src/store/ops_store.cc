@@ -1,0 +1,260 @@
+#include "uppzy/ops_store.h"
+
+#include <pqxx/pqxx>
+
+#include "store/embedded_migrations.h"
+#include "store/queries.h"
+#include "store/queries_ops.h"
+#include "store/translate.h"
+
+namespace uppzy {
+namespace {
+
+using store::Translate;
+
+std::string IdArray(const std::vector<int64_t>& ids) {
+  std::string s = "{";
+  for (size_t i = 0; i < ids.size(); ++i) {
+    if (i) s += ',';
+    s += std::to_string(ids[i]);
+  }
+  return s + "}";
+}
+
+std::string Text(const pqxx::field& f) { return f.is_null() ? std::string() : f.as<std::string>(); }
+
+std::optional<double> Real(const pqxx::field& f) {
+  if (f.is_null()) return std::nullopt;
+  return f.as<double>();
+}
+
+// "2024-05-01 12:00:03.123456+00" (a UTC session's timestamptz text) -> "2024-05-01T12:00:03Z".
+std::string IsoUtc(const pqxx::field& f) {
+  if (f.is_null()) return {};
+  std::string s = f.as<std::string>();
+  const auto plus = s.find_first_of("+.", 19);
+  if (s.size() >= 19) s = s.substr(0, plus == std::string::npos ? s.size() : plus);
+  if (s.size() > 10 && s[10] == ' ') s[10] = 'T';
+  return s + "Z";
+}
+
+void ReadSummary(const pqxx::row& row, JobSummary* j) {
+  j->id = row[0].as<int64_t>();
+  j->job_key = Text(row[1]);
+  j->session_id = Text(row[2]);
+  j->state = Text(row[3]);
+  j->attempts = row[4].as<int>();
+  j->max_attempts = row[5].as<int>();
+  j->error_kind = Text(row[6]);
+  j->last_http_status = row[7].is_null() ? 0 : row[7].as<int>();
+  j->request_id = Text(row[8]);
+  j->created_at = IsoUtc(row[9]);
+  j->finished_at = IsoUtc(row[10]);
+}
+
+int FirstInt(const pqxx::result& r) { return r.empty() || r[0][0].is_null() ? 0 : r[0][0].as<int>(); }
+
+}  // namespace
+
+struct OpsStore::Impl {
+  explicit Impl(const std::string& url) : conn(url) {
+    pqxx::nontransaction(conn).exec(store::sql::kOpsSession);
+  }
+  pqxx::connection conn;
+};
+
+OpsStore::OpsStore(const std::string& database_url) {
+  Translate([&] {
+    impl_ = std::make_unique<Impl>(database_url);
+    return 0;
+  });
+}
+
+OpsStore::~OpsStore() = default;
+
+void OpsStore::RolesApply() {
+  Translate([&] {
+    const store::EmbeddedMigration* roles = nullptr;
+    for (const auto& m : store::EmbeddedMigrations()) {
+      if (m.name == store::sql::kOpsRolesFile) roles = &m;
+    }
+    if (roles == nullptr) throw StoreError("migrations/roles.sql is not embedded in this build", false);
+    pqxx::nontransaction(impl_->conn).exec(store::sql::kMigrationsLock);
+    try {
+      pqxx::work tx(impl_->conn);
+      tx.exec(roles->sql);
+      tx.commit();
+    } catch (...) {
+      try {
+        pqxx::nontransaction(impl_->conn).exec(store::sql::kMigrationsUnlock);
+      } catch (...) {
+      }
+      throw;
+    }
+    pqxx::nontransaction(impl_->conn).exec(store::sql::kMigrationsUnlock);
+    return 0;
+  });
+}
+
+std::vector<StateCount> OpsStore::StatsByState(bool unfinished_only) {
+  return Translate([&] {
+    pqxx::nontransaction tx(impl_->conn);
+    std::vector<StateCount> out;
+    for (const auto& row :
+         tx.exec(unfinished_only ? store::sql::kOpsStatsUnfinished : store::sql::kOpsStats)) {
+      out.push_back(StateCount{Text(row[0]), row[1].as<long long>(), Real(row[2])});
+    }
+    return out;
+  });
+}
+
+std::vector<HealthWindow> OpsStore::HealthWindows() {
+  return Translate([&] {
+    pqxx::nontransaction tx(impl_->conn);
+    std::vector<HealthWindow> out;
+    for (const auto& row : tx.exec(store::sql::kOpsHealth)) {
+      HealthWindow h;
+      h.period = Text(row[0]);
+      h.finished = row[1].as<long long>();
+      h.completed = row[2].as<long long>();
+      h.failed = row[3].as<long long>();
+      h.cancelled = row[4].as<long long>();
+      h.poll_timeouts = row[5].as<long long>();
+      h.timeout_rate = Real(row[6]);
+      h.retried = row[7].as<long long>();
+      h.retry_rate = Real(row[8]);
+      h.p50_seconds = Real(row[9]);
+      h.p95_seconds = Real(row[10]);
+      h.failures_by_kind_json = Text(row[11]);
+      out.push_back(std::move(h));
+    }
+    return out;
+  });
+}
+
+std::vector<JobSummary> OpsStore::JobsList(const JobFilter& f) {
+  return Translate([&] {
+    pqxx::nontransaction tx(impl_->conn);
+    const long long since = f.since ? static_cast<long long>(f.since->count()) : -1;
+    std::vector<JobSummary> out;
+    for (const auto& row : tx.exec_params(store::sql::kOpsJobsList, f.state, f.error_kind, since, f.limit)) {
+      JobSummary j;
+      ReadSummary(row, &j);
+      out.push_back(std::move(j));
+    }
+    return out;
+  });
+}
+
+std::optional<JobDetail> OpsStore::JobsGet(int64_t id, bool with_text) {
+  return Translate([&]() -> std::optional<JobDetail> {
+    pqxx::work tx(impl_->conn);  // one snapshot for both reads
+    auto r = tx.exec_params(store::sql::kOpsJobsGet, id);
+    if (r.empty()) return std::nullopt;
+    const auto& row = r[0];
+    JobDetail j;
+    ReadSummary(row, &j);
+    j.response_language = Text(row[11]);
+    j.priority = row[12].as<int>();
+    j.polls = row[13].as<int>();
+    j.run_at = IsoUtc(row[14]);
+    j.updated_at = IsoUtc(row[15]);
+    j.submitted_at = IsoUtc(row[16]);
+    j.poll_deadline = IsoUtc(row[17]);
+    j.locked_by = Text(row[18]);
+    j.lease_expires_at = IsoUtc(row[19]);
+    j.cancel_requested_at = IsoUtc(row[20]);
+    j.last_error = Text(row[21]);
+    j.errors_json = Text(row[22]);
+    j.metadata_json = Text(row[23]);
+    j.result_json = Text(row[24]);
+    if (with_text) {
+      auto t = tx.exec_params(store::sql::kOpsJobsGetText, id);
+      if (!t.empty()) {
+        j.message = Text(t[0][0]);
+        if (!t[0][1].is_null()) j.answer = t[0][1].as<std::string>();
+      }
+    }
+    tx.commit();
+    return j;
+  });
+}
+
+std::map<int64_t, std::string> OpsStore::JobsStates(const std::vector<int64_t>& ids) {
+  return Translate([&] {
+    std::map<int64_t, std::string> out;
+    if (ids.empty()) return out;
+    pqxx::nontransaction tx(impl_->conn);
+    for (const auto& row : tx.exec_params(store::sql::kOpsJobsStates, IdArray(ids))) {
+      out[row[0].as<int64_t>()] = Text(row[1]);
+    }
+    return out;
+  });
+}
+
+int OpsStore::JobsRetry(const std::vector<int64_t>& ids) {
+  return Translate([&] {
+    if (ids.empty()) return 0;
+    pqxx::work tx(impl_->conn);
+    const int n = FirstInt(tx.exec_params(store::sql::kOpsJobsRetry, IdArray(ids)));
+    tx.commit();
+    return n;
+  });
+}
+
+int OpsStore::JobsRetryFailed(const std::string& error_kind, std::optional<std::chrono::seconds> since) {
+  return Translate([&] {
+    pqxx::work tx(impl_->conn);
+    const long long s = since ? static_cast<long long>(since->count()) : -1;
+    const int n = FirstInt(tx.exec_params(store::sql::kOpsJobsRetryFailed, error_kind, s));
+    tx.commit();
+    return n;
+  });
+}
+
+int OpsStore::JobsCancel(const std::vector<int64_t>& ids) {
+  return Translate([&] {
+    if (ids.empty()) return 0;
+    pqxx::work tx(impl_->conn);
+    const int n = FirstInt(tx.exec_params(store::sql::kOpsJobsCancel, IdArray(ids)));
+    tx.commit();
+    return n;
+  });
+}
+
+int OpsStore::JobsPurge(const std::string& state, std::chrono::seconds older_than, int batch_size) {
+  return Translate([&] {
+    pqxx::work tx(impl_->conn);
+    const int n = FirstInt(tx.exec_params(store::sql::kOpsJobsPurge, state,
+                                          static_cast<long long>(older_than.count()), batch_size));
+    tx.commit();
+    return n;
+  });
+}
+
+bool OpsStore::IncidentsResolve(int64_t id) {
+  return Translate([&] {
+    pqxx::work tx(impl_->conn);
+    auto r = tx.exec_params(store::sql::kOpsIncidentsResolve, id);
+    tx.commit();
+    return !r.empty() && !r[0][0].is_null() && r[0][0].as<bool>();
+  });
+}
+
+int OpsStore::IncidentsResolveAll() {
+  return Translate([&] {
+    pqxx::work tx(impl_->conn);
+    const int n = FirstInt(tx.exec(store::sql::kOpsIncidentsResolveAll));
+    tx.commit();
+    return n;
+  });
+}
+
+long long OpsStore::IncidentsOpenCount() {
+  return Translate([&] {
+    pqxx::nontransaction tx(impl_->conn);
+    return tx.exec(store::sql::kOpsIncidentsOpenCount)[0][0].as<long long>();
+  });
+}
+
+}  // namespace uppzy

@@ -1,0 +1,78 @@
+// The operator statements (OpsStore), one named query each. They read the views and call the
+// functions of migrations/0002_operations.sql; none selects the message or answer text except
+// kOpsJobsGetText. Timestamps come back as text in UTC (the connection sets TIME ZONE 'UTC').
+#pragma once
+
+namespace uppzy::store::sql {
+
+// Operator reads are a few index scans: parallel workers would only add their start-up cost (8 ms
+// instead of 0.6 ms for the gauges' query on a table of a million finished rows).
+inline constexpr const char* kOpsSession = "SET TIME ZONE 'UTC'; SET max_parallel_workers_per_gather = 0";
+
+inline constexpr const char* kOpsStats = R"sql(
+SELECT state, jobs, extract(epoch FROM oldest_age)::float8 FROM uppzy.chat_job_stats
+)sql";
+
+// Reads only the branches of the view for unfinished states (each an index-only scan of the small
+// partial index chat_jobs_active_state_idx).
+inline constexpr const char* kOpsStatsUnfinished = R"sql(
+SELECT state, jobs, extract(epoch FROM oldest_age)::float8 FROM uppzy.chat_job_stats
+WHERE state IN ('queued', 'submitting', 'polling', 'retrying')
+)sql";
+
+inline constexpr const char* kOpsHealth = R"sql(
+SELECT period, finished, completed, failed, cancelled, poll_timeouts, timeout_rate::float8, retried,
+       retry_rate::float8, p50_seconds::float8, p95_seconds::float8, failures_by_kind::text
+FROM uppzy.chat_job_health
+)sql";
+
+// $1 state ('' = any), $2 error_kind ('' = any), $3 since in seconds (< 0 = any time), $4 limit.
+inline constexpr const char* kOpsJobsList = R"sql(
+SELECT id, job_key, session_id, state, attempts, max_attempts, error_kind, last_http_status, request_id,
+       created_at, finished_at
+FROM uppzy.chat_jobs
+WHERE ($1 = '' OR state = $1)
+  AND ($2 = '' OR error_kind = $2)
+  AND ($3::bigint < 0 OR coalesce(finished_at, created_at) >= now() - $3::bigint * interval '1 second')
+ORDER BY id DESC
+LIMIT $4
+)sql";
+
+// $1 id. Every column but message and answer; the first eleven as in kOpsJobsList.
+inline constexpr const char* kOpsJobsGet = R"sql(
+SELECT id, job_key, session_id, state, attempts, max_attempts, error_kind, last_http_status, request_id,
+       created_at, finished_at,
+       response_language, priority, polls, run_at, updated_at, submitted_at, poll_deadline, locked_by,
+       lease_expires_at, cancel_requested_at, last_error, errors, metadata, result
+FROM uppzy.chat_jobs WHERE id = $1
+)sql";
+
+// $1 id. Needs SELECT on message and answer (uppzy_operator does not have it).
+inline constexpr const char* kOpsJobsGetText = "SELECT message, answer FROM uppzy.chat_jobs WHERE id = $1";
+
+// $1 bigint[] ids.
+inline constexpr const char* kOpsJobsStates =
+    "SELECT id, state FROM uppzy.chat_jobs WHERE id = ANY ($1::bigint[]) ORDER BY id";
+
+// $1 bigint[] ids.
+inline constexpr const char* kOpsJobsRetry = "SELECT uppzy.retry_jobs($1::bigint[])";
+// $1 error_kind ('' = any), $2 since in seconds (< 0 = any time).
+inline constexpr const char* kOpsJobsRetryFailed = R"sql(
+SELECT uppzy.retry_failed(nullif($1, ''),
+                          CASE WHEN $2::bigint < 0 THEN NULL ELSE $2::bigint * interval '1 second' END)
+)sql";
+// $1 bigint[] ids.
+inline constexpr const char* kOpsJobsCancel = "SELECT uppzy.cancel_jobs($1::bigint[])";
+// $1 state, $2 older than (seconds), $3 batch size.
+inline constexpr const char* kOpsJobsPurge =
+    "SELECT uppzy.purge_jobs($1, $2::bigint * interval '1 second', $3::integer)";
+
+inline constexpr const char* kOpsIncidentsResolve = "SELECT uppzy.resolve_incident($1::bigint)";
+inline constexpr const char* kOpsIncidentsResolveAll = "SELECT uppzy.resolve_all_incidents()";
+inline constexpr const char* kOpsIncidentsOpenCount =
+    "SELECT count(*) FROM uppzy.incidents WHERE resolved_at IS NULL";
+
+// The embedded, unnumbered file that `migrate --with-roles` runs (under the migrations' lock).
+inline constexpr const char* kOpsRolesFile = "roles.sql";
+
+}  // namespace uppzy::store::sql

@@ -1,0 +1,144 @@
+// GET /metrics, /readyz and /healthz of a real worker (with the mock and PostgreSQL), the exposition
+// checked by Prometheus's own parser (Debian's python3-prometheus-client).
+#include <gtest/gtest.h>
+#include <signal.h>
+
+#include <algorithm>
+#include <cmath>
+#include <nlohmann/json.hpp>
+
+#include "support/prom.h"
+#include "support/support.h"
+
+namespace uppzy {
+namespace {
+
+using namespace std::chrono_literals;
+using test::QueryInt;
+
+class MetricsE2E : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    db_ = test::MigratedDatabase();
+    mock_ = std::make_unique<test::MockProcess>(std::vector<std::string>{"--ready-after-ms", "50"});
+  }
+
+  void StartWorker() {
+    auto env = test::WorkerEnv(db_, *mock_);
+    env["UPPZY_STATS_INTERVAL_MS"] = "200";
+    env["UPPZY_POLL_TIMEOUT_MS"] = "1000";
+    worker_ = std::make_unique<test::Process>(std::vector<std::string>{UPPZY_WORKER_BIN, "run"}, env);
+    ASSERT_TRUE(test::WaitFor(
+        [&] {
+          const std::string log = worker_->Log();
+          auto pos = log.find("http_port=");
+          if (pos == std::string::npos) return false;
+          port_ = log.substr(pos + 10, log.find_first_not_of("0123456789", pos + 10) - pos - 10);
+          return !port_.empty();
+        },
+        10s))
+        << worker_->Log();
+  }
+
+  long Get(const std::string& path, std::string* body) {
+    return test::HttpGet("http://127.0.0.1:" + port_ + path, body);
+  }
+
+  std::vector<test::PromSample> Scrape() {
+    std::string body;
+    EXPECT_EQ(Get("/metrics", &body), 200);
+    std::vector<test::PromSample> samples;
+    std::string error;
+    EXPECT_TRUE(test::ParsePrometheus(body, &samples, &error)) << error << "\n" << body;
+    return samples;
+  }
+
+  long long Enqueue(const std::string& message, int max_attempts = 3) {
+    return QueryInt(db_, "INSERT INTO uppzy.chat_jobs (session_id, message, max_attempts) VALUES ('s', '" +
+                             message + "', " + std::to_string(max_attempts) + ") RETURNING id");
+  }
+
+  std::string db_;
+  std::unique_ptr<test::MockProcess> mock_;
+  std::unique_ptr<test::Process> worker_;
+  std::string port_;
+};
+
+TEST_F(MetricsE2E, MetricsParseAndCountWhatHappened) {
+  Enqueue("plain question");
+  Enqueue("q mock.submit=429,ok");
+  Enqueue("q mock.submit=400");
+  Enqueue("slow mock.ready=60000", 1);
+  StartWorker();
+  ASSERT_TRUE(test::WaitFor(
+      [&] { return QueryInt(db_, "SELECT count(*) FROM uppzy.chat_jobs WHERE finished_at IS NULL") == 0; },
+      30s))
+      << worker_->Log();
+  // A job that waits (run_at in an hour) shows in the queue gauges once the cache refreshes.
+  test::Exec(db_,
+             "INSERT INTO uppzy.chat_jobs (session_id, message, run_at, created_at) VALUES ('s', 'later', "
+             "now() + interval '1 hour', now() - interval '42 seconds')");
+  std::vector<test::PromSample> m;
+  ASSERT_TRUE(test::WaitFor(
+      [&] {
+        m = Scrape();
+        return test::SampleValue(m, "uppzy_queue_depth", R"({"state":"queued"})") == 1;
+      },
+      10s));
+
+  auto v = [&](const std::string& name, const std::string& labels = "{}") {
+    return test::SampleValue(m, name, labels);
+  };
+  EXPECT_GE(v("uppzy_submissions_total"), 5);  // 1 + 2 + 1 + 1
+  EXPECT_GE(v("uppzy_polls_total"), 2);
+  EXPECT_GE(v("uppzy_retries_total"), 1);
+  EXPECT_EQ(v("uppzy_jobs_finished_total", R"({"error_kind":"none","state":"completed"})"), 2);
+  EXPECT_EQ(v("uppzy_jobs_finished_total", R"({"error_kind":"bad_request","state":"failed"})"), 1);
+  EXPECT_EQ(v("uppzy_jobs_finished_total", R"({"error_kind":"poll_timeout","state":"failed"})"), 1);
+  EXPECT_EQ(v("uppzy_poll_timeouts_total"), 1);
+  EXPECT_EQ(v("uppzy_time_to_answer_seconds_count"), 2);
+  EXPECT_GE(v("uppzy_http_request_duration_seconds_count", R"({"endpoint":"submit"})"), 5);
+  EXPECT_GE(v("uppzy_http_request_duration_seconds_count", R"({"endpoint":"status"})"), 2);
+  EXPECT_EQ(v("uppzy_jobs_in_flight"), 0);
+  EXPECT_EQ(v("uppzy_fenced_writes_total"), 0);
+  EXPECT_EQ(v("uppzy_rescued_total"), 0);
+  EXPECT_EQ(v("uppzy_circuit_breaker_state"), 0);
+  EXPECT_EQ(v("uppzy_open_incidents"), 0);
+  EXPECT_EQ(v("uppzy_database_up"), 1);
+  EXPECT_NEAR(v("uppzy_oldest_queued_age_seconds"), 42, 10);
+  EXPECT_EQ(v("uppzy_queue_depth", R"({"state":"polling"})"), 0);
+  // Every family is uppzy_-prefixed and typed.
+  for (const auto& s : m) {
+    EXPECT_EQ(s.name.rfind("uppzy_", 0), 0u) << s.name;
+    EXPECT_NE(s.type, "unknown") << s.name;
+  }
+}
+
+TEST_F(MetricsE2E, ReadyzIsNotReadyWhileAnIncidentIsOpen) {
+  StartWorker();
+  std::string body;
+  ASSERT_TRUE(test::WaitFor([&] { return Get("/readyz", &body) == 200; }, 10s)) << body << worker_->Log();
+  EXPECT_EQ(nlohmann::json::parse(body)["status"], "ready");
+
+  const auto incident =
+      QueryInt(db_,
+               "INSERT INTO uppzy.incidents (kind, http_status, api_key_fingerprint) VALUES "
+               "('forbidden', 403, 'another-key') RETURNING id");
+  ASSERT_TRUE(test::WaitFor([&] { return Get("/readyz", &body) == 503; }, 10s)) << body;
+  EXPECT_EQ(std::count(body.begin(), body.end(), '\n'), 1) << "one line: " << body;
+  auto j = nlohmann::json::parse(body);
+  EXPECT_EQ(j["reason"], "incident_open");
+  EXPECT_EQ(Get("/healthz", &body), 200) << "alive all the same";
+
+  std::string out;
+  ASSERT_EQ(test::RunCommand({UPPZY_WORKER_BIN, "incidents", "resolve", std::to_string(incident)},
+                             {{"DATABASE_URL", db_}}, &out),
+            0)
+      << out;
+  EXPECT_TRUE(test::WaitFor([&] { return Get("/readyz", &body) == 200; }, 10s)) << body;
+  worker_->Signal(SIGTERM);
+  EXPECT_EQ(worker_->Wait(15s), 0) << worker_->Log();
+}
+
+}  // namespace
+}  // namespace uppzy
