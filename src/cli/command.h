@@ -54,6 +54,5 @@ Command AddRetry(CLI::App& app);
 Command AddCancel(CLI::App& app);
 Command AddPurge(CLI::App& app);
 // The operators' web dashboard (dashboard.cc).
-Command AddDashboard(CLI::App& app);
 
 }  // namespace uppzy::cli
