@@ -46,6 +46,12 @@ struct HealthWindow {
   std::optional<double> p50_seconds;  // of completed jobs, created_at to finished_at
   std::optional<double> p95_seconds;
   std::string failures_by_kind_json = "{}";  // {"server_error": 3, ...}
+  // Ratings (uppzy.chat_feedback) in the same window.
+  long long feedback_delivered = 0;
+  long long feedback_failed = 0;
+  long long feedback_good = 0;
+  long long feedback_bad = 0;
+  std::optional<double> feedback_good_ratio;  // good / (good + bad); nullopt when none
 };
 
 struct JobFilter {
@@ -131,6 +137,8 @@ class OpsStore {
   // uppzy.resolve_all_incidents: returns how many were open.
   int IncidentsResolveAll();
   long long IncidentsOpenCount();
+  // Rows of uppzy.delivery_failures (failed ratings and session closes).
+  long long DeliveryFailuresCount();
 
  private:
   struct Impl;

@@ -36,6 +36,7 @@ int Run(bool as_json, const Io& io) {
     OpsStore ops(url);
     const auto states = ops.StatsByState();
     const auto health = ops.HealthWindows();
+    const long long failed_deliveries = ops.DeliveryFailuresCount();
     Store store(url);
     const auto incidents = store.IncidentsList(true);
 
@@ -57,7 +58,12 @@ int Run(bool as_json, const Io& io) {
                                {"retry_rate", Opt(h.retry_rate)},
                                {"p50_seconds", Opt(h.p50_seconds)},
                                {"p95_seconds", Opt(h.p95_seconds)},
-                               {"failures_by_kind", json::parse(h.failures_by_kind_json, nullptr, false)}});
+                               {"failures_by_kind", json::parse(h.failures_by_kind_json, nullptr, false)},
+                               {"feedback_delivered", h.feedback_delivered},
+                               {"feedback_failed", h.feedback_failed},
+                               {"feedback_good", h.feedback_good},
+                               {"feedback_bad", h.feedback_bad},
+                               {"feedback_good_ratio", Opt(h.feedback_good_ratio)}});
       }
       for (const auto& i : incidents) {
         j["open_incidents"].push_back({{"id", i.id},
@@ -67,6 +73,7 @@ int Run(bool as_json, const Io& io) {
                                        {"opened_at", i.opened_at},
                                        {"detail", i.detail}});
       }
+      j["failed_deliveries"] = failed_deliveries;
       io.out << j.dump(2) << "\n";
       return kExitOk;
     }
@@ -90,6 +97,16 @@ int Run(bool as_json, const Io& io) {
                    h.failures_by_kind_json == "{}" ? "" : h.failures_by_kind_json});
     }
     windows.Print(io.out, 80);
+
+    io.out << "\nRatings (feedback columns of uppzy.chat_job_health)\n";
+    Table ratings({"window", "delivered", "failed", "good", "bad", "good_ratio"});
+    for (const auto& h : health) {
+      ratings.Row({h.period, std::to_string(h.feedback_delivered), std::to_string(h.feedback_failed),
+                   std::to_string(h.feedback_good), std::to_string(h.feedback_bad),
+                   Percent(h.feedback_good_ratio)});
+    }
+    ratings.Print(io.out);
+    io.out << "Failed deliveries (uppzy.delivery_failures): " << failed_deliveries << "\n";
 
     io.out << "\nOpen incidents: " << (incidents.empty() ? "none" : std::to_string(incidents.size())) << "\n";
     for (const auto& i : incidents) {

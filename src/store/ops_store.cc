@@ -126,9 +126,21 @@ std::vector<HealthWindow> OpsStore::HealthWindows() {
       h.p50_seconds = Real(row[9]);
       h.p95_seconds = Real(row[10]);
       h.failures_by_kind_json = Text(row[11]);
+      h.feedback_delivered = row[12].as<long long>();
+      h.feedback_failed = row[13].as<long long>();
+      h.feedback_good = row[14].as<long long>();
+      h.feedback_bad = row[15].as<long long>();
+      h.feedback_good_ratio = Real(row[16]);
       out.push_back(std::move(h));
     }
     return out;
+  });
+}
+
+long long OpsStore::DeliveryFailuresCount() {
+  return Translate([&] {
+    pqxx::nontransaction tx(impl_->conn);
+    return tx.exec(store::sql::kOpsDeliveryFailures)[0][0].as<long long>();
   });
 }
 

@@ -22,9 +22,12 @@ WHERE state IN ('queued', 'submitting', 'polling', 'retrying')
 
 inline constexpr const char* kOpsHealth = R"sql(
 SELECT period, finished, completed, failed, cancelled, poll_timeouts, timeout_rate::float8, retried,
-       retry_rate::float8, p50_seconds::float8, p95_seconds::float8, failures_by_kind::text
+       retry_rate::float8, p50_seconds::float8, p95_seconds::float8, failures_by_kind::text,
+       coalesce(feedback_delivered, 0), coalesce(feedback_failed, 0), coalesce(feedback_good, 0),
+       coalesce(feedback_bad, 0), feedback_good_ratio::float8
 FROM uppzy.chat_job_health
 )sql";
+inline constexpr const char* kOpsDeliveryFailures = "SELECT count(*) FROM uppzy.delivery_failures";
 
 // $1 state ('' = any), $2 error_kind ('' = any), $3 since in seconds (< 0 = any time), $4 limit.
 inline constexpr const char* kOpsJobsList = R"sql(

@@ -307,6 +307,32 @@ TEST_F(WorkerE2E, BadConfigurationStopsStartupNamingEverySetting) {
   }
 }
 
+TEST_F(WorkerE2E, CancelStopsAnInFlightJobWithinSeconds) {
+  auto polling = Enqueue("slow mock.ready=60000");
+  auto worker = StartWorker({{"UPPZY_POLL_TIMEOUT_MS", "60000"}});
+  ASSERT_TRUE(WaitState(polling, "polling")) << worker->Log();
+  auto queued_later = Enqueue("later", 3, "s-later");
+  ASSERT_TRUE(WaitState(queued_later, "completed"));
+  std::string out;
+  // An operator cancels through the CLI; an app could run the same UPDATE with plain SQL.
+  ASSERT_EQ(
+      test::RunCommand({UPPZY_WORKER_BIN, "cancel", std::to_string(polling)}, {{"DATABASE_URL", db_}}, &out),
+      0)
+      << out;
+  ASSERT_TRUE(WaitState(polling, "cancelled", 10s)) << worker->Log();
+  EXPECT_EQ(Field(polling, "locked_by IS NULL AND finished_at IS NOT NULL AND request_id IS NOT NULL"), "t");
+  const auto polls = mock_->Stats()["polls"].get<long long>();
+  std::this_thread::sleep_for(500ms);
+  EXPECT_EQ(mock_->Stats()["polls"].get<long long>(), polls) << "the worker stopped polling it";
+  // Plain SQL on a queued job cancels it at once.
+  const long long queued = QueryInt(db_,
+                                    "INSERT INTO uppzy.chat_jobs (session_id, message, run_at) "
+                                    "VALUES ('s-q', 'never run', now() + interval '1 hour') RETURNING id");
+  test::Exec(db_,
+             "UPDATE uppzy.chat_jobs SET cancel_requested_at = now() WHERE id = " + std::to_string(queued));
+  EXPECT_EQ(Field(queued, "state"), "cancelled");
+}
+
 TEST_F(WorkerE2E, SigtermHandsBackPollingRowsAndExitsZero) {
   std::vector<long long> ids;
   for (int i = 0; i < 5; ++i) ids.push_back(Enqueue("slow " + std::to_string(i) + " mock.ready=60000"));
