@@ -24,7 +24,10 @@ bool Coordinator::EnsureConnected() {
     db_down_logged_ = false;
     reconnect_delay_ms_ = 100;
     // Catch up at once on whatever happened while we were away.
-    next_fetch_ = next_rescue_ = next_incident_check_ = next_renew_ = Steady::now();
+    next_fetch_ = next_rescue_ = next_incident_check_ = Steady::now();
+    // After an outage our leases may be close to running out: renew at once. At start-up nothing is
+    // held yet, and renewing right after the first claims would only add writes.
+    next_renew_ = held_.empty() ? Steady::now() + Millis(std::max(config_.lease_ms / 3, 100)) : Steady::now();
     more_waiting_ = true;
     return true;
   } catch (const StoreError& e) {

@@ -114,6 +114,9 @@ WHERE j.id = u.id AND j.state = u.expected_state AND j.attempts = u.expected_att
 RETURNING j.id
 )sql";
 
+// Set inside the apply transaction only (see Store::JobsApplyWrites).
+inline constexpr const char* kApplyWritesPlan = "SET LOCAL enable_nestloop = off";
+
 // $1 worker, $2 bigint[] ids, $3 lease ms.
 inline constexpr const char* kJobsRenewLeases = R"sql(
 UPDATE uppzy.chat_jobs
