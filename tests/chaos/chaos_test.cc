@@ -163,10 +163,15 @@ TEST_F(Chaos, KilledConnectionsAreReEstablished) {
 TEST_F(Chaos, FourWorkersSubmitEveryJobExactlyOnce) {
   StartMock({"--ready-after-ms", "200"});
   const int n = 5000;
-  Insert(n);
   std::vector<std::unique_ptr<test::Process>> workers;
+  // All four are up (heartbeat rows written) before the jobs arrive, as in production; each holds at
+  // most 1,000 rows, so no single worker can take everything.
+  for (int i = 0; i < 4; ++i) {
+    workers.push_back(StartWorker("chaos-" + std::to_string(i), {{"UPPZY_MAX_IN_FLIGHT", "1000"}}));
+  }
+  ASSERT_TRUE(test::WaitFor([&] { return QueryInt(db_, "SELECT count(*) FROM uppzy.workers") == 4; }, 20s));
   const auto start = Steady::now();
-  for (int i = 0; i < 4; ++i) workers.push_back(StartWorker("chaos-" + std::to_string(i)));
+  Insert(n);
   ASSERT_TRUE(WaitAllTerminal(120s)) << States();
   const auto drain_ms = Ms(Steady::now() - start);
   EXPECT_EQ(Count("state = 'completed'"), n);
