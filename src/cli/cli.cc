@@ -47,6 +47,7 @@ int RunCli(int argc, char** argv, const EnvLookup& env, std::ostream& out, std::
   std::vector<Command> commands = {AddMigrate(app),   AddRun(app),      AddEnqueue(app),
                                    AddIncidents(app), AddFeedback(app), AddCloseSession(app)};
   for (auto add : {AddStats, AddJobs, AddShow, AddRetry, AddCancel, AddPurge}) commands.push_back(add(app));
+  commands.push_back(AddDashboard(app));
   auto* version = app.add_subcommand("version", "Print the version");
 
   try {

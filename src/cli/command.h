@@ -54,5 +54,6 @@ Command AddRetry(CLI::App& app);
 Command AddCancel(CLI::App& app);
 Command AddPurge(CLI::App& app);
 // The operators' web dashboard (dashboard.cc).
+Command AddDashboard(CLI::App& app);
 
 }  // namespace uppzy::cli

@@ -1,0 +1,300 @@
+#include "http/dashboard_params.h"
+
+#include <array>
+#include <cctype>
+#include <charconv>
+
+#include "uppzy/config.h"
+#include "uppzy/duration.h"
+#include "uppzy/job.h"
+
+namespace uppzy::http {
+namespace {
+
+constexpr std::array<std::string_view, 7> kStateNames = {"queued",    "submitting", "polling",  "retrying",
+                                                         "completed", "failed",     "cancelled"};
+
+std::string JoinStates() {
+  std::string s;
+  for (auto n : kStateNames) s += (s.empty() ? "" : ", ") + std::string(n);
+  return s;
+}
+
+std::string JoinErrorKinds() {
+  std::string s;
+  for (auto k :
+       {ErrorKind::kRateLimited, ErrorKind::kServerError, ErrorKind::kNetwork, ErrorKind::kPollTimeout,
+        ErrorKind::kUpstreamFailed, ErrorKind::kBadRequest, ErrorKind::kUnauthorized, ErrorKind::kForbidden,
+        ErrorKind::kInvalidResponse, ErrorKind::kLeaseExpired, ErrorKind::kCancelled}) {
+    s += (s.empty() ? "" : ", ") + std::string(ToString(k));
+  }
+  return s;
+}
+
+// Reads exactly `n` digits at `pos`.
+std::optional<int> Digits(std::string_view s, size_t pos, size_t n) {
+  if (pos + n > s.size()) return std::nullopt;
+  int v = 0;
+  for (size_t i = 0; i < n; ++i) {
+    const char c = s[pos + i];
+    if (c < '0' || c > '9') return std::nullopt;
+    v = v * 10 + (c - '0');
+  }
+  return v;
+}
+
+int64_t DaysFromCivil(int64_t y, unsigned m, unsigned d) {
+  y -= m <= 2;
+  const int64_t era = (y >= 0 ? y : y - 399) / 400;
+  const unsigned yoe = static_cast<unsigned>(y - era * 400);
+  const unsigned doy = (153 * (m > 2 ? m - 3 : m + 9) + 2) / 5 + d - 1;
+  const unsigned doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+  return era * 146097 + static_cast<int64_t>(doe) - 719468;
+}
+
+bool LeapYear(int y) { return (y % 4 == 0 && y % 100 != 0) || y % 400 == 0; }
+
+int DaysInMonth(int y, int m) {
+  static constexpr int kDays[] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+  return m == 2 && LeapYear(y) ? 29 : kDays[m - 1];
+}
+
+std::optional<int64_t> ParseIsoTime(std::string_view s) {
+  // YYYY-MM-DD
+  auto y = Digits(s, 0, 4);
+  auto mo = Digits(s, 5, 2);
+  auto d = Digits(s, 8, 2);
+  if (!y || !mo || !d || s.size() < 10 || s[4] != '-' || s[7] != '-') return std::nullopt;
+  if (*y < 1970 || *mo < 1 || *mo > 12 || *d < 1 || *d > DaysInMonth(*y, *mo)) return std::nullopt;
+  int64_t us = DaysFromCivil(*y, static_cast<unsigned>(*mo), static_cast<unsigned>(*d)) * 86400 * 1000000LL;
+  if (s.size() == 10) return us;
+  // THH:MM[:SS[.f+]]
+  if (s[10] != 'T' && s[10] != 't' && s[10] != ' ') return std::nullopt;
+  auto h = Digits(s, 11, 2);
+  auto mi = Digits(s, 14, 2);
+  if (!h || !mi || s.size() < 16 || s[13] != ':' || *h > 23 || *mi > 59) return std::nullopt;
+  us += (*h * 3600LL + *mi * 60LL) * 1000000LL;
+  size_t pos = 16;
+  if (pos < s.size() && s[pos] == ':') {
+    auto sec = Digits(s, pos + 1, 2);
+    if (!sec || *sec > 59) return std::nullopt;
+    us += *sec * 1000000LL;
+    pos += 3;
+    if (pos < s.size() && (s[pos] == '.' || s[pos] == ',')) {
+      ++pos;
+      int64_t scale = 100000;
+      const size_t start = pos;
+      while (pos < s.size() && std::isdigit(static_cast<unsigned char>(s[pos]))) {
+        us += (s[pos] - '0') * scale;
+        scale /= 10;
+        ++pos;
+      }
+      if (pos == start || pos - start > 9) return std::nullopt;
+    }
+  }
+  if (pos == s.size()) return us;  // no zone: UTC
+  if ((s[pos] == 'Z' || s[pos] == 'z') && pos + 1 == s.size()) return us;
+  if (s[pos] == '+' || s[pos] == '-') {
+    const int sign = s[pos] == '+' ? 1 : -1;
+    auto oh = Digits(s, pos + 1, 2);
+    if (!oh || *oh > 23) return std::nullopt;
+    size_t p = pos + 3;
+    int om = 0;
+    if (p < s.size() && s[p] == ':') ++p;
+    if (p < s.size()) {
+      auto m = Digits(s, p, 2);
+      if (!m || *m > 59 || p + 2 != s.size()) return std::nullopt;
+      om = *m;
+    } else if (p != s.size()) {
+      return std::nullopt;
+    }
+    return us - sign * (*oh * 3600LL + om * 60LL) * 1000000LL;
+  }
+  return std::nullopt;
+}
+
+constexpr char kB64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+
+std::string Base64Url(std::string_view in) {
+  std::string out;
+  size_t i = 0;
+  for (; i + 2 < in.size(); i += 3) {
+    const unsigned v = (static_cast<unsigned char>(in[i]) << 16) |
+                       (static_cast<unsigned char>(in[i + 1]) << 8) | static_cast<unsigned char>(in[i + 2]);
+    out += kB64[(v >> 18) & 63];
+    out += kB64[(v >> 12) & 63];
+    out += kB64[(v >> 6) & 63];
+    out += kB64[v & 63];
+  }
+  if (i + 1 == in.size()) {
+    const unsigned v = static_cast<unsigned char>(in[i]) << 16;
+    out += kB64[(v >> 18) & 63];
+    out += kB64[(v >> 12) & 63];
+  } else if (i + 2 == in.size()) {
+    const unsigned v =
+        (static_cast<unsigned char>(in[i]) << 16) | (static_cast<unsigned char>(in[i + 1]) << 8);
+    out += kB64[(v >> 18) & 63];
+    out += kB64[(v >> 12) & 63];
+    out += kB64[(v >> 6) & 63];
+  }
+  return out;
+}
+
+std::optional<std::string> FromBase64Url(std::string_view in) {
+  if (in.size() % 4 == 1) return std::nullopt;
+  std::string out;
+  unsigned acc = 0;
+  int bits = 0;
+  for (char c : in) {
+    const char* p = std::char_traits<char>::find(kB64, 64, c);
+    if (p == nullptr) return std::nullopt;
+    acc = (acc << 6) | static_cast<unsigned>(p - kB64);
+    bits += 6;
+    if (bits >= 8) {
+      bits -= 8;
+      out += static_cast<char>((acc >> bits) & 0xFF);
+    }
+  }
+  if ((acc & ((1u << bits) - 1)) != 0) return std::nullopt;  // stray bits: not our encoding
+  return out;
+}
+
+std::optional<int64_t> ParseInt64(std::string_view s) {
+  if (s.empty() || s.size() > 19) return std::nullopt;
+  int64_t v = 0;
+  auto [p, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
+  if (ec != std::errc() || p != s.data() + s.size()) return std::nullopt;
+  return v;
+}
+
+constexpr std::string_view kCursorPrefix = "v1:";
+
+}  // namespace
+
+std::optional<int64_t> ParseTime(std::string_view text, int64_t now_us) {
+  if (text.empty() || text.size() > 64) return std::nullopt;
+  if (auto d = ParseDuration(text)) return now_us - static_cast<int64_t>(d->count()) * 1000000LL;
+  return ParseIsoTime(text);
+}
+
+std::string EncodeCursor(const DashboardJobCursor& c) {
+  return Base64Url(std::string(kCursorPrefix) + std::to_string(c.created_us) + ":" + std::to_string(c.id));
+}
+
+std::optional<DashboardJobCursor> DecodeCursor(std::string_view text) {
+  if (text.empty() || text.size() > 100) return std::nullopt;
+  auto raw = FromBase64Url(text);
+  if (!raw || raw->rfind(kCursorPrefix, 0) != 0) return std::nullopt;
+  const std::string_view body = std::string_view(*raw).substr(kCursorPrefix.size());
+  const auto colon = body.find(':');
+  if (colon == std::string_view::npos) return std::nullopt;
+  auto created = ParseInt64(body.substr(0, colon));
+  auto id = ParseId(body.substr(colon + 1));
+  if (!created || *created < 0 || !id) return std::nullopt;
+  return DashboardJobCursor{*created, *id};
+}
+
+std::optional<int64_t> ParseId(std::string_view text) {
+  if (text.empty() || text.size() > 19 || text[0] == '0') return std::nullopt;
+  for (char c : text) {
+    if (c < '0' || c > '9') return std::nullopt;
+  }
+  return ParseInt64(text);
+}
+
+ParsedJobQuery ParseJobQuery(const ParamLookup& params, int64_t now_us, bool paging) {
+  ParsedJobQuery q;
+  auto get = [&](std::string_view name) { return params(name).value_or(""); };
+  auto fail = [&](std::string msg) {
+    q.error = std::move(msg);
+    return q;
+  };
+  const std::string state = get("state");
+  if (!state.empty()) {
+    if (!ParseJobState(state)) return fail("state: unknown state; use one of " + JoinStates());
+    q.filter.state = state;
+  }
+  const std::string kind = get("error_kind");
+  if (!kind.empty()) {
+    auto k = ParseErrorKind(kind);
+    if (!k || *k == ErrorKind::kNone)
+      return fail("error_kind: unknown error kind; use one of " + JoinErrorKinds());
+    q.filter.error_kind = kind;
+  }
+  for (const char* name : {"job_key", "session_id"}) {
+    const std::string v = get(name);
+    if (v.size() > 255) return fail(std::string(name) + ": at most 255 characters");
+    (std::string_view(name) == "job_key" ? q.filter.job_key : q.filter.session_id) = v;
+  }
+  const std::string since = get("since");
+  if (!since.empty()) {
+    q.filter.since_us = ParseTime(since, now_us);
+    if (!q.filter.since_us) {
+      return fail(
+          "since: not a time; use a duration back from now (90s, 30m, 1h, 7d), a date (2024-05-01) or "
+          "an ISO 8601 time (2024-05-01T12:00:00Z)");
+    }
+  }
+  const std::string until = get("until");
+  if (!until.empty()) {
+    q.filter.until_us = ParseTime(until, now_us);
+    if (!q.filter.until_us) {
+      return fail(
+          "until: not a time; use a duration back from now (90s, 30m, 1h, 7d), a date (2024-05-01) or "
+          "an ISO 8601 time (2024-05-01T12:00:00Z)");
+    }
+  }
+  if (q.filter.since_us && q.filter.until_us && *q.filter.since_us >= *q.filter.until_us) {
+    return fail("since: must be earlier than until");
+  }
+  if (!paging) return q;
+  const std::string after = get("after");
+  if (!after.empty()) {
+    q.after = DecodeCursor(after);
+    if (!q.after)
+      return fail("after: not a cursor from this listing (use the \"next\" value of a previous page)");
+  }
+  const std::string limit = get("limit");
+  if (!limit.empty()) {
+    auto n = ParseId(limit);
+    if (!n || *n > kMaxJobsLimit)
+      return fail("limit: a whole number from 1 to " + std::to_string(kMaxJobsLimit));
+    q.limit = static_cast<int>(*n);
+  }
+  return q;
+}
+
+std::vector<std::string> DashboardSettingsProblems(const std::string& addr, const std::string& token) {
+  std::vector<std::string> problems;
+  const auto colon = addr.rfind(':');
+  std::string host = colon == std::string::npos ? std::string() : addr.substr(0, colon);
+  if (host.size() > 2 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
+  const std::string port = colon == std::string::npos ? std::string() : addr.substr(colon + 1);
+  int port_number = -1;
+  if (!port.empty() && port.size() <= 5 && port.find_first_not_of("0123456789") == std::string::npos) {
+    port_number = std::stoi(port);
+  }
+  if (host.empty() || port_number < 0 || port_number > 65535) {
+    problems.push_back("UPPZY_DASHBOARD_ADDR (--listen): '" + addr +
+                       "' is not host:port (e.g. 127.0.0.1:8080; port 0 picks a free one)");
+  } else if (!IsLoopbackHost(host) && token.empty()) {
+    problems.push_back("UPPZY_DASHBOARD_TOKEN: required to listen on " + host +
+                       ", which is not a loopback address (the dashboard can retry and cancel jobs); set "
+                       "UPPZY_DASHBOARD_TOKEN or listen on 127.0.0.1");
+  }
+  if (!token.empty() && token.size() < 16) {
+    problems.push_back("UPPZY_DASHBOARD_TOKEN: at least 16 characters (e.g. openssl rand -hex 24)");
+  }
+  return problems;
+}
+
+bool ConstantTimeEquals(std::string_view a, std::string_view b) {
+  unsigned char diff = a.size() == b.size() ? 0 : 1;
+  const size_t n = a.size();
+  for (size_t i = 0; i < n; ++i) {
+    diff |= static_cast<unsigned char>(a[i] ^ (i < b.size() ? b[i] : 0));
+  }
+  return diff == 0;
+}
+
+}  // namespace uppzy::http

@@ -1,0 +1,150 @@
+// The dashboard's statements (DashboardStore), one named query each. They read the operators' views,
+// uppzy.incidents, uppzy.workers and the job columns other than message and answer, and change rows
+// only through the operator functions of migrations/0002_operations.sql, so a login with only the
+// uppzy_operator role runs all of them (except kDashJobsText, which needs the text columns).
+// Timestamps come back as text in UTC (the connection sets TIME ZONE 'UTC' and DateStyle ISO).
+#pragma once
+
+namespace uppzy::store::sql {
+
+inline constexpr const char* kDashSession = "SET TIME ZONE 'UTC'; SET DateStyle = 'ISO, YMD'";
+
+// ---- Overview: one REPEATABLE READ snapshot, so now() is the same in every statement. -----------
+
+// now(), and the first of the 1,440 minutes of the chart (the last one is the current minute).
+inline constexpr const char* kDashOverviewClock =
+    "SELECT now(), date_trunc('minute', now()) - interval '1439 minutes'";
+
+inline constexpr const char* kDashOverviewStates = R"sql(
+SELECT state, jobs, extract(epoch FROM oldest_age)::float8 FROM uppzy.chat_job_stats
+)sql";
+
+// The branches of the view for unfinished states only (index-only scans of a small partial index).
+inline constexpr const char* kDashOverviewStatesUnfinished = R"sql(
+SELECT state, jobs, extract(epoch FROM oldest_age)::float8 FROM uppzy.chat_job_stats
+WHERE state IN ('queued', 'submitting', 'polling', 'retrying')
+)sql";
+
+inline constexpr const char* kDashOverviewHealth = R"sql(
+SELECT period, finished, completed, failed, cancelled, poll_timeouts, timeout_rate::float8, retried,
+       retry_rate::float8, p50_seconds::float8, p95_seconds::float8, failures_by_kind::text
+FROM uppzy.chat_job_health
+)sql";
+
+// Jobs finished per minute over the last 24 hours, by outcome, and how many of them hit poll_timeout
+// (the timeout rate chart). One range scan of chat_jobs_finished_at_idx (0002), the same rows the
+// 24-hour health window reads. Minutes without a finished job are absent.
+inline constexpr const char* kDashOverviewMinutes = R"sql(
+WITH w AS (SELECT date_trunc('minute', now()) - interval '1439 minutes' AS start)
+SELECT (extract(epoch FROM date_trunc('minute', j.finished_at) - w.start) / 60)::int AS minute,
+       count(*) FILTER (WHERE j.state = 'completed'),
+       count(*) FILTER (WHERE j.state = 'failed'),
+       count(*) FILTER (WHERE j.state = 'cancelled'),
+       count(*) FILTER (WHERE j.errors @> '[{"kind": "poll_timeout"}]')
+FROM w JOIN uppzy.chat_jobs j ON j.finished_at >= w.start
+WHERE j.state IN ('completed', 'failed', 'cancelled')
+GROUP BY 1
+ORDER BY 1
+)sql";
+
+inline constexpr const char* kDashOverviewIncidents = R"sql(
+SELECT id, kind, http_status, detail, site_id, api_key_fingerprint, opened_by, opened_at, resolved_at
+FROM uppzy.incidents
+WHERE resolved_at IS NULL
+ORDER BY opened_at DESC, id DESC
+LIMIT 100
+)sql";
+
+// Workers that have not stopped (alive, or gone: heartbeat older than the lease) and were heard from
+// within a day, and those that stopped within the last hour. Alive ones first.
+inline constexpr const char* kDashOverviewWorkers = R"sql(
+SELECT id, host, pid, version, site_id, started_at, heartbeat_at,
+       greatest(extract(epoch FROM now() - heartbeat_at)::float8, 0), lease_ms, jobs_in_flight,
+       breaker_state, stopped_at,
+       CASE WHEN stopped_at IS NOT NULL THEN 'stopped'
+            WHEN heartbeat_at >= now() - lease_ms * interval '1 millisecond' THEN 'alive'
+            ELSE 'gone' END AS status
+FROM uppzy.workers
+WHERE (stopped_at IS NULL AND heartbeat_at > now() - interval '24 hours')
+   OR stopped_at > now() - interval '1 hour'
+ORDER BY CASE WHEN stopped_at IS NOT NULL THEN 2
+              WHEN heartbeat_at >= now() - lease_ms * interval '1 millisecond' THEN 0 ELSE 1 END,
+         started_at DESC, id
+LIMIT 100
+)sql";
+
+inline constexpr const char* kDashOverviewFeedback = R"sql(
+SELECT period, delivered, failed, good, bad, good_ratio::float8, pending FROM uppzy.chat_feedback_health
+)sql";
+
+// ---- The jobs listing: newest first, keyset pagination (see migrations/0005_dashboard.sql). -------
+// One branch per state (only the filtered one when state is given), each
+//   "(" kDashJobsSelect " WHERE j.state = '<state>'" <filters> [<cursor>] kDashJobsOrder <$limit> ")"
+// with the state a literal (from the store's own list: never request text), so each branch reads its
+// partial index; the branches are merged by kDashJobsUnionBegin ... kDashJobsUnionEnd <$limit>.
+// <filters> is one fragment per filter given, each followed by its parameter number (and the cast
+// where one is shown).
+
+inline constexpr const char* kDashJobsSelect = R"sql(
+SELECT j.id, j.job_key, j.session_id, j.state, j.attempts, j.max_attempts, j.error_kind,
+       j.last_http_status, j.request_id, j.created_at, j.finished_at, j.last_error,
+       j.cancel_requested_at, (extract(epoch FROM j.created_at) * 1000000)::bigint
+FROM uppzy.chat_jobs j
+)sql";
+
+inline constexpr const char* kDashFilterState = " AND j.state = $";
+inline constexpr const char* kDashFilterErrorKind = " AND j.error_kind = $";
+inline constexpr const char* kDashFilterJobKey = " AND j.job_key = $";
+inline constexpr const char* kDashFilterSessionId = " AND j.session_id = $";
+// Followed by the parameter number and "::timestamptz".
+inline constexpr const char* kDashFilterSince = " AND j.created_at >= $";
+inline constexpr const char* kDashFilterUntil = " AND j.created_at < $";
+// Two parameters: the cursor's created_at (timestamptz text) and id.
+inline constexpr const char* kDashCursorCreated = " AND (j.created_at, j.id) < ($";
+inline constexpr const char* kDashCursorId = "::timestamptz, $";
+inline constexpr const char* kDashCursorEnd = "::bigint)";
+inline constexpr const char* kDashJobsOrder = " ORDER BY j.created_at DESC, j.id DESC LIMIT $";
+inline constexpr const char* kDashJobsUnionBegin = "SELECT * FROM (";
+inline constexpr const char* kDashJobsUnionEnd = ") AS u ORDER BY u.created_at DESC, u.id DESC LIMIT $";
+
+// "All that match the filter": the same WHERE, restricted to the states the function acts on.
+inline constexpr const char* kDashRetryMatchingBegin =
+    "SELECT uppzy.retry_jobs(ARRAY(SELECT j.id FROM uppzy.chat_jobs j "
+    "WHERE j.state IN ('completed', 'failed', 'cancelled')";
+inline constexpr const char* kDashCancelMatchingBegin =
+    "SELECT uppzy.cancel_jobs(ARRAY(SELECT j.id FROM uppzy.chat_jobs j "
+    "WHERE j.state IN ('queued', 'retrying', 'submitting', 'polling')";
+inline constexpr const char* kDashMatchingEnd = "))";
+
+// ---- One job. -------------------------------------------------------------------------------------
+
+// $1 id. Every column but message and answer, and the finish notification's payload built as
+// uppzy.chat_jobs_notify_finished() builds it (migrations/0003_feedback.sql), for finished jobs.
+inline constexpr const char* kDashJobsGet = R"sql(
+SELECT id, job_key, session_id, state, attempts, max_attempts, error_kind, last_http_status, request_id,
+       created_at, finished_at,
+       response_language, priority, polls, run_at, updated_at, submitted_at, poll_deadline, locked_by,
+       lease_expires_at, cancel_requested_at, last_error, errors::text, metadata::text, result::text,
+       CASE WHEN state IN ('completed', 'failed', 'cancelled')
+            THEN json_build_object('kind', 'chat_job', 'id', id, 'job_key', job_key, 'state', state)::text
+       END
+FROM uppzy.chat_jobs WHERE id = $1
+)sql";
+
+// $1 id. Needs SELECT on message and answer (uppzy_operator does not have it).
+inline constexpr const char* kDashJobsText = "SELECT message, answer FROM uppzy.chat_jobs WHERE id = $1";
+
+// ---- Actions: only the operator functions. ---------------------------------------------------------
+
+// $1 bigint[] ids.
+inline constexpr const char* kDashJobsRetry = "SELECT uppzy.retry_jobs($1::bigint[])";
+inline constexpr const char* kDashJobsCancel = "SELECT uppzy.cancel_jobs($1::bigint[])";
+// $1 id: true when it was open and is now resolved.
+inline constexpr const char* kDashIncidentsResolve = "SELECT uppzy.resolve_incident($1::bigint)";
+// $1 id: whether the incident exists at all (to tell "already resolved" from "no such incident").
+inline constexpr const char* kDashIncidentsExists =
+    "SELECT EXISTS (SELECT 1 FROM uppzy.incidents WHERE id = $1)";
+
+inline constexpr const char* kDashPing = "SELECT 1";
+
+}  // namespace uppzy::store::sql
