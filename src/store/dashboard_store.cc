@@ -3,28 +3,17 @@
 #include <pqxx/pqxx>
 
 #include "store/queries_dashboard.h"
+#include "store/sql_values.h"
 #include "store/translate.h"
 
 namespace uppzy {
 namespace {
 
+using store::IdArray;
+using store::Iso;
+using store::Real;
+using store::Text;
 using store::Translate;
-
-std::string IdArray(const std::vector<int64_t>& ids) {
-  std::string s = "{";
-  for (size_t i = 0; i < ids.size(); ++i) {
-    if (i) s += ',';
-    s += std::to_string(ids[i]);
-  }
-  return s + "}";
-}
-
-std::string Text(const pqxx::field& f) { return f.is_null() ? std::string() : f.as<std::string>(); }
-
-std::optional<double> Real(const pqxx::field& f) {
-  if (f.is_null()) return std::nullopt;
-  return f.as<double>();
-}
 
 long long Count(const pqxx::field& f) { return f.is_null() ? 0 : f.as<long long>(); }
 

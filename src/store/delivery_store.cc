@@ -8,13 +8,18 @@
 #include <pqxx/pqxx>
 
 #include "store/queries_delivery.h"
+#include "store/sql_values.h"
 #include "store/translate.h"
 
 namespace uppzy {
 namespace {
 
 using nlohmann::json;
+using store::IdArray;
+using store::Iso;
+using store::Ms;
 using store::Translate;
+
 namespace sql = store::sql;
 
 constexpr DeliveryKind kKinds[] = {DeliveryKind::kFeedback, DeliveryKind::kSessionClose};
@@ -48,21 +53,6 @@ std::string Name(const char* what, DeliveryKind k) {
   return std::string("deliveries_") + what + "_" + std::string(ToString(k));
 }
 
-double Ms(TimePoint t) {
-  return static_cast<double>(std::chrono::duration_cast<Millis>(t.time_since_epoch()).count());
-}
-
-std::string Iso(TimePoint t) {
-  const auto ms = std::chrono::duration_cast<Millis>(t.time_since_epoch()).count();
-  std::time_t secs = static_cast<std::time_t>(ms / 1000);
-  std::tm tm{};
-  gmtime_r(&secs, &tm);
-  char buf[64];
-  std::snprintf(buf, sizeof(buf), "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900, tm.tm_mon + 1,
-                tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, static_cast<int>(ms % 1000));
-  return buf;
-}
-
 json WriteJson(const DeliveryWrite& w) {
   json j;
   j["id"] = w.id;
@@ -92,15 +82,6 @@ json WriteJson(const DeliveryWrite& w) {
     j["error_entry"] = nullptr;
   }
   return j;
-}
-
-std::string IdArray(const std::vector<int64_t>& ids) {
-  std::string s = "{";
-  for (size_t i = 0; i < ids.size(); ++i) {
-    if (i) s += ',';
-    s += std::to_string(ids[i]);
-  }
-  return s + "}";
 }
 
 }  // namespace

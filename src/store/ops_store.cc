@@ -5,28 +5,16 @@
 #include "store/embedded_migrations.h"
 #include "store/queries.h"
 #include "store/queries_ops.h"
+#include "store/sql_values.h"
 #include "store/translate.h"
 
 namespace uppzy {
 namespace {
 
+using store::IdArray;
+using store::Real;
+using store::Text;
 using store::Translate;
-
-std::string IdArray(const std::vector<int64_t>& ids) {
-  std::string s = "{";
-  for (size_t i = 0; i < ids.size(); ++i) {
-    if (i) s += ',';
-    s += std::to_string(ids[i]);
-  }
-  return s + "}";
-}
-
-std::string Text(const pqxx::field& f) { return f.is_null() ? std::string() : f.as<std::string>(); }
-
-std::optional<double> Real(const pqxx::field& f) {
-  if (f.is_null()) return std::nullopt;
-  return f.as<double>();
-}
 
 // "2024-05-01 12:00:03.123456+00" (a UTC session's timestamptz text) -> "2024-05-01T12:00:03Z".
 std::string IsoUtc(const pqxx::field& f) {

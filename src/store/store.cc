@@ -11,6 +11,7 @@
 
 #include "store/embedded_migrations.h"
 #include "store/queries.h"
+#include "store/sql_values.h"
 #include "store/translate.h"
 
 namespace uppzy {
@@ -18,22 +19,11 @@ namespace {
 
 using nlohmann::json;
 
-using store::Translate;  // src/store/translate.h
-
-double Ms(TimePoint t) {
-  return static_cast<double>(std::chrono::duration_cast<Millis>(t.time_since_epoch()).count());
-}
-
-std::string Iso(TimePoint t) {
-  const auto ms = std::chrono::duration_cast<Millis>(t.time_since_epoch()).count();
-  std::time_t secs = static_cast<std::time_t>(ms / 1000);
-  std::tm tm{};
-  gmtime_r(&secs, &tm);
-  char buf[64];
-  std::snprintf(buf, sizeof(buf), "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900, tm.tm_mon + 1,
-                tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, static_cast<int>(ms % 1000));
-  return buf;
-}
+using store::IdArray;
+using store::Iso;
+using store::Ms;
+using store::Translate;
+// src/store/translate.h
 
 json WriteJson(const JobWrite& w) {
   json j;
@@ -100,15 +90,6 @@ std::vector<ClaimedJob> ReadClaimed(const pqxx::result& r) {
     out.push_back(std::move(c));
   }
   return out;
-}
-
-std::string IdArray(const std::vector<int64_t>& ids) {
-  std::string s = "{";
-  for (size_t i = 0; i < ids.size(); ++i) {
-    if (i) s += ',';
-    s += std::to_string(ids[i]);
-  }
-  return s + "}";
 }
 
 int VersionOf(const std::string& name) {
