@@ -18,11 +18,15 @@
 
 namespace uppzy {
 
+// A key file larger than this is refused: it holds one key, and /dev/zero must not be read whole.
+inline constexpr size_t kMaxKeyFileBytes = 4096;
+
 // One Uppzy site and the key that serves it. A deployment has one today; the shape leaves room for
 // several sites, each with its own key.
 struct SiteConfig {
   std::string site_id;          // UPPZY_SITE_ID (required)
-  std::string api_key;          // UPPZY_API_KEY or the contents of UPPZY_API_KEY_FILE (exactly one)
+  std::string api_key;          // UPPZY_API_KEY or the contents of UPPZY_API_KEY_FILE (exactly one;
+                                // the file is refused above kMaxKeyFileBytes)
   std::string key_fingerprint;  // first 12 hex digits of SHA-256(api_key); safe to log and store
 };
 

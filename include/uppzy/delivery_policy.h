@@ -57,7 +57,8 @@ DeliveryTransition DecideDelivery(const DeliveryContext& delivery, const Outcome
 
 // Reads an ISO 8601 / RFC 3339 timestamp such as "2025-03-01T12:00:00Z", "2025-03-01T12:00:00.123Z",
 // "2025-03-01 12:00:00+02:00" or "...+0200". A missing offset means UTC. Returns nullopt for anything
-// else. Exposed for tests.
+// else, and for years before 1970 or after 2200: TimePoint holds nanoseconds since 1970 and would
+// wrap (year 0 came back as 1753), and no Uppzy reply means such a time. Exposed for tests.
 std::optional<TimePoint> ParseIsoTimestamp(std::string_view s);
 
 }  // namespace uppzy

@@ -25,9 +25,12 @@
 
 namespace uppzy {
 
+// What became of each row of a DeliveriesApplyWrites call; every row is in exactly one list (see
+// ApplyResult in store.h for the meaning of each).
 struct DeliveryApplyResult {
   std::vector<DeliveryRef> applied;
-  std::vector<DeliveryRef> refused;  // missed the fencing guard: someone else holds the row now
+  std::vector<DeliveryRef> refused;   // missed the fencing guard: someone else holds the row now
+  std::vector<DeliveryRef> deferred;  // locked by another session: apply these writes again later
 };
 
 class DeliveryStore {
@@ -48,7 +51,8 @@ class DeliveryStore {
   // attempts = expected_attempt + locked_by = worker; the row is released (locked_by, lease cleared)
   // by every write. A delivered or failed rating whose feedback was changed by uppzy.rate_job() while
   // it was being sent becomes queued again with attempts 0 (and a wake-up NOTIFY is sent), so the new
-  // value is delivered as well. A row appearing twice is applied in two rounds, in order.
+  // value is delivered as well. A row appearing twice is applied in two rounds, in order. A row another
+  // session holds locked is deferred, never waited on.
   DeliveryApplyResult DeliveriesApplyWrites(const std::string& worker,
                                             const std::vector<DeliveryWrite>& writes);
 

@@ -42,4 +42,8 @@ DeliveryWrite WriteDeliveryOutcome(const ClaimedDelivery& d, const DeliveryTrans
 // so it is claimable at once (once the incident is resolved). `error`, if given, is recorded as an event.
 DeliveryWrite WriteDeliveryHandBack(const ClaimedDelivery& d, std::optional<ErrorEntry> error);
 
+// Replaces a write the database refused for good (see WriteRejected in job_write.h): the row fails,
+// under the same guard, with error_kind invalid_response and `reason` in last_error.
+DeliveryWrite WriteDeliveryRejected(const DeliveryWrite& refused, const std::string& reason, TimePoint now);
+
 }  // namespace uppzy

@@ -43,6 +43,7 @@ struct JobWrite {
 
   // True when the row leaves this worker's hands with this write.
   bool Releases() const { return !keep_lock; }
+  int64_t ref() const { return id; }  // the row's name, as DeliveryWrite::ref() names a delivery
 };
 
 // What the runtime knows about a job it holds, for building writes.
@@ -65,5 +66,13 @@ JobWrite WriteFinishedAttempt(const HeldJob& job, const Transition& t, TimePoint
 // returned; polling -> polling with the lease ended so any worker adopts it. `error`, if given, is
 // recorded as an event (used for 401/403 incidents).
 JobWrite WriteHandBack(const HeldJob& job, std::optional<ErrorEntry> error);
+// Replaces a write the database refused for good (not a lost connection): the row fails, under the
+// same guard, with error_kind invalid_response and `reason` in last_error; nothing of the refused
+// write's content (answer, result) is stored. So one unstorable reply fails its own row and can never
+// wedge the row, or the worker, in a loop of retries.
+JobWrite WriteRejected(const JobWrite& refused, const std::string& reason, TimePoint now);
+// The error entry of such a write (shared with WriteDeliveryRejected): invalid_response, "the database
+// refused to store this outcome: <reason>".
+ErrorEntry RejectionEntry(int attempt, const std::string& reason, TimePoint now);
 
 }  // namespace uppzy

@@ -17,6 +17,12 @@
 
 namespace uppzy {
 
+// Every later line replaces `secret` (the API key; ignored when shorter than 8 bytes) with
+// "[redacted]" in its values. Call once at start-up, before other threads log: not thread-safe.
+void SetLogRedaction(const std::string& secret);
+
+// Text lines escape control bytes in values (\n, \r, \t, \xNN), so a vendor's NUL or CR cannot
+// forge or hide a line; JSON lines escape them as JSON does.
 // Sets the default logger's level ("trace".."error") and format ("text" or "json"), writing to stderr.
 void InitLogging(const std::string& level, const std::string& format);
 

@@ -27,8 +27,9 @@ struct JobContext {
   Phase phase = Phase::kSubmit;
   int attempt = 1;  // number of the current submission, 1-based (attempts after the claim)
   int max_attempts = 3;
-  TimePoint poll_deadline{};  // kPoll only
-  int poll_errors = 0;        // consecutive failed polls of the current request (in memory only)
+  TimePoint poll_deadline{};    // kPoll only
+  int poll_errors = 0;          // consecutive failed polls of the current request (in memory only)
+  std::string last_poll_error;  // what the latest of those failed polls said (named by a poll_timeout)
 };
 
 enum class Action {

@@ -5,6 +5,9 @@
 // after a claim is guarded by holder, state and attempt (fencing): a write that misses the guard is
 // refused, never applied over someone else's newer outcome.
 //
+// Every connection sets lock_timeout (2 s): no statement waits longer than that on a lock an app
+// holds; the hot statements (claims, writes, lease renewals, rescue) skip locked rows instead.
+//
 // Errors: every method throws StoreError. StoreError::transient() is true when the cause is the
 // environment (connection lost, server restarting, serialization failure, deadlock): reconnecting and
 // trying again can succeed. Other errors (constraint violations, bad SQL) are not transient.
@@ -34,6 +37,11 @@ class StoreError : public std::runtime_error {
   std::string sqlstate_;
 };
 
+// Returns "" when libpq can parse `database_url` (a postgresql:// URI or key=value pairs), else libpq's
+// reason. A URL that cannot be parsed never connects, so configuration refuses it at start-up instead
+// of retrying it as an outage. Does not connect; never throws.
+std::string CheckDatabaseUrl(const std::string& database_url);
+
 // A job as the app enqueues it (the same INSERT a web app runs).
 struct NewJob {
   std::string session_id;
@@ -60,9 +68,14 @@ struct Incident {
   std::string resolved_at;  // empty while open
 };
 
+// What became of each job of a JobsApplyWrites call; every job is in exactly one list.
 struct ApplyResult {
-  std::vector<int64_t> applied;
-  std::vector<int64_t> refused;  // missed the fencing guard: someone else holds the row now
+  std::vector<int64_t> applied;   // every write of the job was applied
+  std::vector<int64_t> refused;   // a write missed the fencing guard (someone else holds the row now,
+                                  // or it is gone): that write and the job's later ones were not applied
+  std::vector<int64_t> deferred;  // another session holds the row locked (an app's FOR UPDATE or open
+                                  // UPDATE): none of the job's writes from that one on were applied;
+                                  // apply them again later, in order
 };
 
 class Store {
@@ -86,8 +99,10 @@ class Store {
   // lease_expired. The POST may have reached Uppzy: this is the one duplicate-submission window.
   int JobsRescueExpiredSubmitting(int limit);
   // Applies writes in order, guarded; a job appearing twice is applied in two rounds. One transaction.
+  // Never waits on a row lock another session holds: that job is deferred (see ApplyResult).
   ApplyResult JobsApplyWrites(const std::string& worker, const std::vector<JobWrite>& writes);
-  // Extends the lease of every listed row still held by `worker`; returns the ids renewed.
+  // Extends the lease of every listed row still held by `worker`; returns the ids renewed. A row another
+  // session holds locked is skipped, not waited on (it is not in the result).
   std::vector<int64_t> JobsRenewLeases(const std::string& worker, const std::vector<int64_t>& ids,
                                        int lease_ms);
   // True while any job is queued, retrying, submitting or polling.
@@ -110,10 +125,6 @@ class Store {
   void WorkersHeartbeat(const std::string& worker, const std::string& host, int pid, const std::string& site,
                         int lease_ms, int jobs_in_flight, const std::string& breaker_state);
   void WorkersStopped(const std::string& worker);
-
-  // Runs one statement and returns the first column of the first row as text ("" for no row / null).
-  // For tests and operator tooling only.
-  std::string QueryValue(const std::string& sql);
 
  private:
   struct Impl;

@@ -91,9 +91,22 @@ class UppzyClient {
 Outcome ParseExchange(RequestKind kind, bool curl_ok, const std::string& curl_error, long http_status,
                       const std::string& body, bool truncated, const std::string& retry_after,
                       long long now_unix_seconds);
-// The same, with the limit that was applied, so a truncation says "response larger than N bytes".
+// The same, with the limit that was applied, so a truncation says "response larger than N bytes", and
+// the worker's API key, which is redacted from every text.
+//
+// Hostile input: every text that leaves here is safe to store and to log.
+// - NUL (which PostgreSQL refuses in text and jsonb) and, in texts that are not refused, invalid UTF-8
+//   bytes become U+FFFD, in the answer, error texts, status values and every key and string of result.
+// - A 2xx body that is not valid UTF-8 is kInvalidResponse.
+// - A request_id must be 1 to kMaxRequestIdBytes bytes of printable ASCII (no space, no control), and
+//   not "." or "..", which curl would remove as dot segments: else kInvalidResponse.
+// - A feedback_submitted_at that is not an ISO 8601 time between 1970 and 2200 is kInvalidResponse.
+// - `secret` (when at least 8 bytes) is replaced by "[redacted]" wherever it appears.
 Outcome ParseExchange(RequestKind kind, bool curl_ok, const std::string& curl_error, long http_status,
                       const std::string& body, bool truncated, const std::string& retry_after,
-                      long long now_unix_seconds, long max_response_bytes);
+                      long long now_unix_seconds, long max_response_bytes, std::string_view secret);
+
+// The longest request_id accepted from Uppzy.
+inline constexpr size_t kMaxRequestIdBytes = 200;
 
 }  // namespace uppzy

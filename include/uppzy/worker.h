@@ -29,6 +29,10 @@ struct WorkerCounters {
   std::atomic<long long> retries{0};
   std::atomic<long long> fenced_writes{0};
   std::atomic<long long> rescued{0};
+  std::atomic<long long> rejected_writes{0};  // refused by the database for good; the row was failed
+  // steady_clock milliseconds of the coordinator's last pass that reached the database without an
+  // error; /readyz turns 503 when it is older than kStalledAfter.
+  std::atomic<long long> db_progress_at_ms{0};
   std::atomic<long long> in_flight{0};
   std::atomic<int> breaker_state{0};  // BreakerState: 0 closed, 1 open, 2 half-open
 };

@@ -13,6 +13,7 @@ int Run(const Io& io, bool until_empty) {
   auto cfg = LoadConfig(io.env);
   if (!cfg.problems.empty()) return ConfigProblems(cfg.problems, io.err);
   InitLogging(cfg.config.log_level, cfg.config.log_format);
+  SetLogRedaction(cfg.config.site.api_key);
 
   // Signals are taken by one thread with sigwait: the first stops gracefully, a second exits at once.
   sigset_t set;

@@ -119,6 +119,7 @@ std::optional<TimePoint> ParseIsoTimestamp(std::string_view s) {
     }
   }
   if (pos != s.size()) return std::nullopt;
+  if (y < 1970 || y > 2200) return std::nullopt;
   const year_month_day ymd{year{y}, month{static_cast<unsigned>(mo)}, day{static_cast<unsigned>(d)}};
   if (!ymd.ok()) return std::nullopt;
   const auto t =

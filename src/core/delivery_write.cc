@@ -60,4 +60,15 @@ DeliveryWrite WriteDeliveryHandBack(const ClaimedDelivery& d, std::optional<Erro
   return w;
 }
 
+DeliveryWrite WriteDeliveryRejected(const DeliveryWrite& refused, const std::string& reason, TimePoint now) {
+  DeliveryWrite w;
+  w.kind = refused.kind;
+  w.id = refused.id;
+  w.expected_attempt = refused.expected_attempt;
+  w.new_state = DeliveryState::kFailed;
+  w.sent_feedback = refused.sent_feedback;
+  w.error = RejectionEntry(refused.expected_attempt, reason, now);
+  return w;
+}
+
 }  // namespace uppzy

@@ -68,4 +68,25 @@ JobWrite WriteHandBack(const HeldJob& job, std::optional<ErrorEntry> error) {
   return w;
 }
 
+ErrorEntry RejectionEntry(int attempt, const std::string& reason, TimePoint now) {
+  ErrorEntry e;
+  e.attempt = attempt;
+  e.at = now;
+  e.kind = ErrorKind::kInvalidResponse;
+  e.message = "the database refused to store this outcome: " + reason;
+  return e;
+}
+
+JobWrite WriteRejected(const JobWrite& refused, const std::string& reason, TimePoint now) {
+  JobWrite w;
+  w.id = refused.id;
+  w.expected_state = refused.expected_state;
+  w.expected_attempt = refused.expected_attempt;
+  w.new_state = JobState::kFailed;
+  w.polls = refused.polls;
+  w.error = RejectionEntry(refused.expected_attempt, reason, now);
+  if (refused.request_id) w.error->request_id = *refused.request_id;
+  return w;
+}
+
 }  // namespace uppzy

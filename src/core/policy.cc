@@ -35,11 +35,17 @@ Transition RetryOrFail(const JobContext& job, ErrorKind kind, int http_status, s
   return Make(Action::kRetry, now + delay, kind, http_status, std::move(message));
 }
 
-Transition PollTimeout(const JobContext& job, TimePoint now, const Policy& p, double jitter) {
-  return RetryOrFail(
-      job, ErrorKind::kPollTimeout, 0,
-      "no final status within the poll timeout of " + std::to_string(p.poll_timeout.count()) + " ms",
-      std::nullopt, now, p, jitter);
+// `failed_poll` describes the poll that reached the deadline when it failed itself; otherwise the
+// job's last failed poll (if the latest polls failed) is named, so last_error says the real cause.
+Transition PollTimeout(const JobContext& job, TimePoint now, const Policy& p, double jitter,
+                       const std::string& failed_poll = {}) {
+  std::string message =
+      "no final status within the poll timeout of " + std::to_string(p.poll_timeout.count()) + " ms";
+  const std::string& cause = !failed_poll.empty() ? failed_poll : job.last_poll_error;
+  if (!cause.empty() && (!failed_poll.empty() || job.poll_errors > 0)) {
+    message += "; the last poll failed: " + cause;
+  }
+  return RetryOrFail(job, ErrorKind::kPollTimeout, 0, std::move(message), std::nullopt, now, p, jitter);
 }
 
 Transition DecideSubmit(const JobContext& job, const Outcome& o, TimePoint now, const Policy& p,
@@ -95,7 +101,7 @@ Transition DecidePoll(const JobContext& job, const Outcome& o, TimePoint now, co
     case OutcomeKind::kAccepted:
     case OutcomeKind::kDelivered: {
       // A failed poll costs no attempt; it only delays the next poll, never past the deadline.
-      if (deadline_passed) return PollTimeout(job, now, p, jitter);
+      if (deadline_passed) return PollTimeout(job, now, p, jitter, Describe(o));
       Millis delay =
           Backoff(job.poll_errors + 1, p.poll_interval, std::max(p.backoff_max, p.poll_interval), jitter);
       if (o.retry_after) delay = std::max(delay, std::min(*o.retry_after, p.retry_after_max));

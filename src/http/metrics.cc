@@ -307,6 +307,9 @@ std::string RenderWorkerCounters(const WorkerCounters& c) {
       c.retries.load());
   add("uppzy_fenced_writes_total", "counter",
       "Row writes refused by the fencing guard (another worker held the row).", c.fenced_writes.load());
+  add("uppzy_rejected_writes_total", "counter",
+      "Row writes the database refused for good; the row was failed with error_kind invalid_response.",
+      c.rejected_writes.load());
   add("uppzy_rescued_total", "counter", "Submitting rows whose lease expired, rescued by this worker.",
       c.rescued.load());
   add("uppzy_jobs_in_flight", "gauge", "Jobs this worker holds (submitting or polling).", c.in_flight.load());

@@ -2,6 +2,7 @@
 
 #include <spdlog/sinks/stdout_sinks.h>
 
+#include <algorithm>
 #include <atomic>
 #include <nlohmann/json.hpp>
 
@@ -9,25 +10,56 @@ namespace uppzy {
 namespace {
 
 std::atomic<bool> g_json{false};
+// Set once at start-up, before any thread logs (SetLogRedaction's contract), then only read.
+std::string g_secret;
+
+bool IsControl(unsigned char c) { return c < 0x20 || c == 0x7F; }
 
 std::string Quote(std::string_view v) {
-  // Text format: quote values that contain spaces so a line stays machine-splittable.
-  if (v.find_first_of(" \"=") == std::string_view::npos && !v.empty()) return std::string(v);
+  // Text format: quote values that contain spaces so a line stays machine-splittable, and escape
+  // control bytes (NUL, CR, ESC from a vendor reply must not reach a terminal or a log shipper raw).
+  const bool plain = !v.empty() && std::none_of(v.begin(), v.end(), [](char c) {
+    return c == ' ' || c == '"' || c == '=' || c == '\\' || IsControl(static_cast<unsigned char>(c));
+  });
+  if (plain) return std::string(v);
   std::string out = "\"";
   for (char c : v) {
-    if (c == '"' || c == '\\') out += '\\';
-    if (c == '\n') {
+    const auto u = static_cast<unsigned char>(c);
+    if (c == '"' || c == '\\') {
+      out += '\\';
+      out += c;
+    } else if (c == '\n') {
       out += "\\n";
-      continue;
+    } else if (c == '\r') {
+      out += "\\r";
+    } else if (c == '\t') {
+      out += "\\t";
+    } else if (IsControl(u)) {
+      static constexpr char kHex[] = "0123456789abcdef";
+      out += "\\x";
+      out += kHex[u >> 4];
+      out += kHex[u & 0xF];
+    } else {
+      out += c;
     }
-    out += c;
   }
   return out + "\"";
 }
 
+// The API key never reaches a line, whatever a caller passes (an upstream may echo it back).
+void Redact(nlohmann::json& v) {
+  if (g_secret.empty() || !v.is_string()) return;
+  auto& s = v.get_ref<std::string&>();
+  for (size_t pos = s.find(g_secret); pos != std::string::npos; pos = s.find(g_secret, pos)) {
+    s.replace(pos, g_secret.size(), "[redacted]");
+    pos += 10;
+  }
+}
+
 void Emit(spdlog::level::level_enum level, std::string_view event,
-          const std::vector<std::pair<std::string_view, nlohmann::json>>& fields) {
+          std::vector<std::pair<std::string_view, nlohmann::json>>& fields) {
   if (!spdlog::default_logger_raw()->should_log(level)) return;
+  for (auto& field : fields) Redact(field.second);
   if (g_json.load(std::memory_order_relaxed)) {
     nlohmann::json j = nlohmann::json::object();
     j["event"] = event;
@@ -54,6 +86,8 @@ void Emit(spdlog::level::level_enum level, std::string_view event,
 }
 
 }  // namespace
+
+void SetLogRedaction(const std::string& secret) { g_secret = secret.size() >= 8 ? secret : std::string(); }
 
 void InitLogging(const std::string& level, const std::string& format) {
   auto logger = spdlog::stderr_logger_mt("uppzy");

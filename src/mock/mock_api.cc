@@ -25,18 +25,48 @@ Answer ErrorAnswer(unsigned status, std::string_view error) {
   return JsonAnswer(status, json{{"error", error}});
 }
 
+enum class Route { kNone, kSubmit, kPoll, kFeedback, kClose };
+
 // True for the steps that replace the normal answer (as opposed to ok/processing/completed/failed).
 bool IsTransportStep(const ScriptStep& step) {
   using Kind = ScriptStep::Kind;
   return step.kind == Kind::kStatus || step.kind == Kind::kHang || step.kind == Kind::kReset ||
-         step.kind == Kind::kGarbage || step.kind == Kind::kHuge;
+         step.kind == Kind::kGarbage || step.kind == Kind::kHuge || step.kind == Kind::kNul ||
+         step.kind == Kind::kDotDot;
 }
 
-// The answer of a transport step. Requires IsTransportStep(step).
-Answer StepAnswer(const ScriptStep& step) {
+// The hostile 2xx of a `nul` or `dotdot` step, per endpoint (see mock_script.h).
+Answer HostileAnswer(const ScriptStep& step, Route route) {
+  const std::string nul(1, '\0');
+  if (step.kind == ScriptStep::Kind::kDotDot) {
+    return JsonAnswer(202, json{{"request_id", ".."}, {"status", "queued"}});
+  }
+  switch (route) {
+    case Route::kSubmit:
+      return JsonAnswer(202, json{{"request_id", "req" + nul + "x"}, {"status", "queued"}});
+    case Route::kPoll:
+      return JsonAnswer(200, json{{"status", "completed"},
+                                  {"answer", "mock answer" + nul + " with NUL"},
+                                  {"note" + nul, "value" + nul}});
+    case Route::kFeedback:
+      return JsonAnswer(
+          200,
+          json{{"status", "ok"}, {"feedback_submitted_at", "0000-01-01T00:00:00Z"}, {"note", "value" + nul}});
+    case Route::kClose:
+    case Route::kNone:
+      break;
+  }
+  return JsonAnswer(200, json{{"status", "closed"}, {"note", "value" + nul}});
+}
+
+// The answer of a transport step on `route`. Requires IsTransportStep(step).
+Answer StepAnswer(const ScriptStep& step, Route route) {
   using Kind = ScriptStep::Kind;
   Answer a;
   switch (step.kind) {
+    case Kind::kNul:
+    case Kind::kDotDot:
+      return HostileAnswer(step, route);
     case Kind::kHang:
       a.kind = Answer::Kind::kHang;
       return a;
@@ -52,7 +82,8 @@ Answer StepAnswer(const ScriptStep& step) {
     default:
       break;
   }
-  a = ErrorAnswer(step.status, "mock scripted status " + std::to_string(step.status));
+  a = ErrorAnswer(step.status, step.nul_error ? std::string("mock error") + '\0' + " with NUL"
+                                              : "mock scripted status " + std::to_string(step.status));
   a.retry_after_s = step.retry_after_s;
   return a;
 }
@@ -87,7 +118,6 @@ std::string IsoUtcNow() {
 }
 
 // The parts of an /api/v1 path, or an empty result for an unknown path.
-enum class Route { kNone, kSubmit, kPoll, kFeedback, kClose };
 
 Route MatchRoute(std::string_view rest, std::string_view* request_id) {
   std::string_view segs[7];
@@ -206,7 +236,7 @@ Answer MockApi::Submit(std::string_view body, SteadyTime now) {
     uint64_t attempt = pair.attempts++;
     if (d->submit) {
       ScriptStep step = StepThenOk(*d->submit, attempt);
-      if (IsTransportStep(step)) return StepAnswer(step);
+      if (IsTransportStep(step)) return StepAnswer(step, Route::kSubmit);
     } else if (std::optional<Answer> fault = RandomFaultLocked()) {
       return std::move(*fault);
     }
@@ -232,7 +262,7 @@ Answer MockApi::Poll(std::string_view request_id, SteadyTime now) {
     if (r.poll_script) {
       ScriptStep step = StepThenLast(*r.poll_script, r.polls);
       if (r.polls < UINT32_MAX) ++r.polls;
-      if (IsTransportStep(step)) return StepAnswer(step);
+      if (IsTransportStep(step)) return StepAnswer(step, Route::kPoll);
       if (step.kind == ScriptStep::Kind::kCompleted) r.forced = Forced::kCompleted;
       if (step.kind == ScriptStep::Kind::kFailed) r.forced = Forced::kFailed;
       status = step.kind == ScriptStep::Kind::kProcessing ? Status::kProcessing : StatusOf(r, now);
@@ -285,7 +315,7 @@ Answer MockApi::Feedback(std::string_view body, SteadyTime now) {
     std::lock_guard lock(mu_);
     if (d->feedback) {
       ScriptStep step = StepThenOk(*d->feedback, feedback_script_pos_[*session_id]++);
-      if (IsTransportStep(step)) return StepAnswer(step);
+      if (IsTransportStep(step)) return StepAnswer(step, Route::kFeedback);
     } else if (std::optional<Answer> fault = RandomFaultLocked()) {
       return std::move(*fault);
     }
@@ -317,7 +347,7 @@ Answer MockApi::Close(std::string_view body) {
     std::lock_guard lock(mu_);
     if (d->close) {
       ScriptStep step = StepThenOk(*d->close, close_script_pos_[*session_id]++);
-      if (IsTransportStep(step)) return StepAnswer(step);
+      if (IsTransportStep(step)) return StepAnswer(step, Route::kClose);
     } else if (std::optional<Answer> fault = RandomFaultLocked()) {
       return std::move(*fault);
     }

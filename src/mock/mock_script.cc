@@ -42,12 +42,20 @@ std::optional<ScriptStep> ParseScriptStep(std::string_view token) {
   if (token == "reset") return ScriptStep{Kind::kReset};
   if (token == "garbage") return ScriptStep{Kind::kGarbage};
   if (token == "huge") return ScriptStep{Kind::kHuge};
+  if (token == "nul") return ScriptStep{Kind::kNul};
+  if (token == "dotdot") return ScriptStep{Kind::kDotDot};
+  bool nul_error = false;
+  if (token.size() > 3 && token.substr(token.size() - 3) == "nul") {
+    nul_error = true;
+    token.remove_suffix(3);
+  }
 
   ScriptStep step{Kind::kStatus};
   size_t colon = token.find(':');
   std::optional<uint16_t> status = ParseInt<uint16_t>(token.substr(0, colon), 100, 599);
   if (!status) return std::nullopt;
   step.status = *status;
+  step.nul_error = nul_error;
   if (colon != std::string_view::npos) {
     std::optional<int32_t> seconds = ParseInt<int32_t>(token.substr(colon + 1), 0, 86400 * 365);
     if (!seconds) return std::nullopt;

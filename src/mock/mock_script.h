@@ -23,6 +23,11 @@
 //   reset       the connection is closed without any response
 //   garbage     200, Content-Type application/json, a body that is not JSON
 //   huge        200, a well-formed JSON object {"padding":"xxx..."} of exactly 20 MiB, streamed
+//   nul         a hostile 2xx carrying NUL (\u0000): submit 202 with a request_id holding NUL; poll
+//               200 completed with NUL in the answer and in a result key and value; feedback 200 with
+//               NUL in a field and feedback_submitted_at "0000-01-01T00:00:00Z"; close 200 with NUL
+//   dotdot      submit only: 202 with request_id ".." (a dot segment a URL would swallow)
+//   NNNnul      that HTTP status with {"error": "mock error<NUL> with NUL"} (e.g. 500nul, 401nul)
 // In submit, feedback and close scripts, processing/completed/failed mean `ok`. A scripted non-ok
 // submit creates no request. A call whose text carries the directive of its endpoint is "scripted":
 // the random faults (--fault-rate-*) never hit it, even after its script has run out.
@@ -51,10 +56,13 @@ struct ScriptStep {
     kReset,       // close the connection without any response
     kGarbage,     // 200 with a body that is not JSON
     kHuge,        // 200 with a 20 MiB body
+    kNul,         // a hostile 2xx carrying NUL (see above)
+    kDotDot,      // submit: request_id ".."
   };
   Kind kind = Kind::kOk;
   uint16_t status = 0;         // kStatus only
   int32_t retry_after_s = -1;  // kStatus only: the Retry-After header value; -1 means no header
+  bool nul_error = false;      // kStatus only: the error text carries a NUL
 
   bool operator==(const ScriptStep&) const = default;
 };

@@ -3,6 +3,7 @@
 #include <openssl/evp.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cctype>
 #include <charconv>
 #include <cstdlib>
@@ -10,6 +11,7 @@
 #include <sstream>
 
 #include "uppzy/duration.h"
+#include "uppzy/store.h"
 
 namespace uppzy {
 namespace {
@@ -158,6 +160,12 @@ ConfigResult LoadDatabaseConfig(const EnvLookup& env) {
   ConfigResult result;
   Reader r(env, &result.problems);
   r.String("DATABASE_URL", &result.config.database_url, true);
+  // A malformed URL can never connect: say so now instead of retrying it as an outage.
+  if (!result.config.database_url.empty()) {
+    if (std::string problem = CheckDatabaseUrl(result.config.database_url); !problem.empty()) {
+      r.Problem("DATABASE_URL: " + problem);
+    }
+  }
   return result;
 }
 
@@ -183,17 +191,30 @@ ConfigResult LoadConfig(const EnvLookup& env) {
   } else if (key) {
     c.site.api_key = Trim(*key);
   } else if (key_file) {
-    std::ifstream in(*key_file);
+    std::ifstream in(*key_file, std::ios::binary);
     if (!in) {
       r.Problem("UPPZY_API_KEY_FILE: cannot read '" + *key_file + "'");
     } else {
-      std::stringstream ss;
-      ss << in.rdbuf();
-      c.site.api_key = Trim(ss.str());
-      if (c.site.api_key.empty()) r.Problem("UPPZY_API_KEY_FILE: '" + *key_file + "' is empty");
+      // Read at most one byte past the bound: /dev/zero or a wrong path to a big file must not be
+      // read whole.
+      std::string text(kMaxKeyFileBytes + 1, '\0');
+      in.read(text.data(), static_cast<std::streamsize>(text.size()));
+      text.resize(static_cast<size_t>(in.gcount()));
+      if (text.size() > kMaxKeyFileBytes) {
+        r.Problem("UPPZY_API_KEY_FILE: '" + *key_file + "' is larger than " +
+                  std::to_string(kMaxKeyFileBytes) + " bytes; it must hold only the key");
+      } else {
+        c.site.api_key = Trim(text);
+        if (c.site.api_key.empty()) r.Problem("UPPZY_API_KEY_FILE: '" + *key_file + "' is empty");
+      }
     }
   } else {
     r.Problem("one of UPPZY_API_KEY or UPPZY_API_KEY_FILE is required");
+  }
+  if (std::any_of(c.site.api_key.begin(), c.site.api_key.end(),
+                  [](char ch) { return static_cast<unsigned char>(ch) < 0x20 || ch == 0x7F; })) {
+    r.Problem(std::string(key ? "UPPZY_API_KEY" : "UPPZY_API_KEY_FILE") +
+              ": the key contains a control character (NUL, tab or a line break inside it)");
   }
   if (!c.site.api_key.empty()) c.site.key_fingerprint = KeyFingerprint(c.site.api_key);
 

@@ -3,12 +3,19 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <set>
 #include <thread>
 
 #include "uppzy/breaker.h"
 #include "uppzy/log.h"
 
 namespace uppzy::runtime {
+
+long long SteadyMs() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
 
 Coordinator::Coordinator(const Config& config, const WorkerOptions& options, Mailbox& mailbox,
                          WorkerCounters& counters)
@@ -68,70 +75,144 @@ void Coordinator::ProcessReports() {
   }
 }
 
-void Coordinator::ApplyWrites() {
-  if (pending_writes_.empty()) return;
-  auto account = [&](const std::vector<JobWrite>& writes, const ApplyResult& r) {
-    std::unordered_set<int64_t> refused(r.refused.begin(), r.refused.end());
-    for (const auto& w : writes) {
-      if (refused.count(w.id) || w.Releases()) held_.erase(w.id);
-    }
-    if (!r.refused.empty()) {
-      counters_.fenced_writes += static_cast<long long>(r.refused.size());
-      for (int64_t id : r.refused) {
-        LogEvent(spdlog::level::warn, "write_refused",
-                 {{"job_id", std::to_string(id)}, {"detail", "the row is no longer held by this worker"}});
-      }
+namespace {
+
+// Applies `pending` through `apply`, keeps deferred rows' writes for the next round, and isolates what
+// the database refuses for good (never a lost connection): each such write is replaced by `reject`'s
+// failure write for its row, so one unstorable outcome fails its own row and never wedges the others
+// or the worker. Transient errors propagate with every write not yet stored still in `pending`.
+// `account(batch, result)` books what was applied and refused; `dropped(write, reason)` is told about
+// a row whose failure write could not be stored either.
+template <typename Write, typename Result, typename Apply, typename Reject, typename Account,
+          typename Dropped>
+void ApplyIsolated(std::vector<Write>& pending, Apply apply, Reject reject, Account account,
+                   Dropped dropped) {
+  if (pending.empty()) return;
+  // Writes of deferred rows stay, in order, for the next round.
+  auto keep_deferred = [](const std::vector<Write>& batch, const Result& r, std::vector<Write>* out) {
+    std::set<decltype(batch.front().ref())> deferred(r.deferred.begin(), r.deferred.end());
+    for (const auto& w : batch) {
+      if (deferred.count(w.ref())) out->push_back(w);
     }
   };
+  std::vector<Write> batch;
+  batch.swap(pending);
+  try {
+    Result r = apply(batch);
+    account(batch, r);
+    keep_deferred(batch, r, &pending);
+    return;
+  } catch (const StoreError& e) {
+    if (e.transient()) {
+      batch.insert(batch.end(), pending.begin(), pending.end());
+      pending.swap(batch);
+      throw;
+    }
+  }
+  // One write in the batch is refused for good: find it by applying them one at a time.
+  for (size_t i = 0; i < batch.size(); ++i) {
+    const Write& w = batch[i];
+    try {
+      Result r = apply({w});
+      account({w}, r);
+      keep_deferred({w}, r, &pending);
+      continue;
+    } catch (const StoreError& e) {
+      if (e.transient()) {
+        pending.insert(pending.end(), batch.begin() + static_cast<std::ptrdiff_t>(i), batch.end());
+        throw;
+      }
+      const std::string reason =
+          e.sqlstate().empty() ? e.what() : e.what() + (" (SQLSTATE " + e.sqlstate() + ")");
+      Write fallback = reject(w, reason);
+      try {
+        Result r = apply({fallback});
+        account({fallback}, r);
+        keep_deferred({fallback}, r, &pending);
+        dropped(w, reason, /*failed_row=*/true);
+      } catch (const StoreError& e2) {
+        if (e2.transient()) {
+          pending.insert(pending.end(), batch.begin() + static_cast<std::ptrdiff_t>(i), batch.end());
+          throw;
+        }
+        dropped(w, reason + "; marking the row failed was refused too: " + e2.what(), /*failed_row=*/false);
+      }
+    }
+  }
+}
+
+}  // namespace
+
+void Coordinator::ApplyWrites() {
+  if (pending_writes_.empty()) return;
   // A retry due soon should not wait for the fallback fetch: no NOTIFY fires for it.
   for (const auto& w : pending_writes_) {
     if (!w.run_at) continue;
     const auto due = Steady::now() + std::chrono::duration_cast<Steady::duration>(*w.run_at - Clock::now());
     next_fetch_ = std::min(next_fetch_, due);
   }
-  try {
-    ApplyResult r = store_->JobsApplyWrites(config_.worker_id, pending_writes_);
-    account(pending_writes_, r);
-    pending_writes_.clear();
-  } catch (const StoreError& e) {
-    if (e.transient()) throw;
-    // A write the database rejects for good (a bug, never the environment): find it, log it, and
-    // store every other one.
-    std::vector<JobWrite> writes;
-    writes.swap(pending_writes_);
-    for (auto& w : writes) {
-      try {
-        ApplyResult r = store_->JobsApplyWrites(config_.worker_id, {w});
-        account({w}, r);
-      } catch (const StoreError& e2) {
-        if (e2.transient()) {
-          pending_writes_.push_back(std::move(w));
-          continue;
+  ApplyIsolated<JobWrite, ApplyResult>(
+      pending_writes_,
+      [&](const std::vector<JobWrite>& b) { return store_->JobsApplyWrites(config_.worker_id, b); },
+      [](const JobWrite& w, const std::string& reason) { return WriteRejected(w, reason, Clock::now()); },
+      [&](const std::vector<JobWrite>& batch, const ApplyResult& r) {
+        std::unordered_set<int64_t> refused(r.refused.begin(), r.refused.end());
+        std::unordered_set<int64_t> deferred(r.deferred.begin(), r.deferred.end());
+        for (const auto& w : batch) {
+          if (!deferred.count(w.id) && (refused.count(w.id) || w.Releases())) held_.erase(w.id);
         }
+        counters_.fenced_writes += static_cast<long long>(r.refused.size());
+        for (int64_t id : r.refused) {
+          LogEvent(spdlog::level::warn, "write_refused",
+                   {{"job_id", std::to_string(id)}, {"detail", "the row is no longer held by this worker"}});
+        }
+        if (!r.deferred.empty()) {
+          LogEvent(spdlog::level::debug, "writes_deferred",
+                   {{"jobs", std::to_string(r.deferred.size())},
+                    {"detail", "another session holds these rows locked; trying again shortly"}});
+        }
+      },
+      [&](const JobWrite& w, const std::string& reason, bool failed_row) {
+        ++counters_.rejected_writes;
         LogEvent(spdlog::level::err, "write_rejected",
-                 {{"job_id", std::to_string(w.id)}, {"detail", e2.what()}});
-        held_.erase(w.id);
-      }
-    }
-    if (!pending_writes_.empty())
-      throw StoreError("database unavailable while isolating a rejected write", true);
-  }
+                 {{"job_id", std::to_string(w.id)},
+                  {"detail", reason},
+                  {"outcome", failed_row ? "the row failed with error_kind invalid_response" : "dropped"}});
+        if (!failed_row) held_.erase(w.id);
+      });
 }
 
 void Coordinator::ApplyDeliveryWrites() {
-  if (pending_delivery_writes_.empty()) return;
-  DeliveryApplyResult r = deliveries_->DeliveriesApplyWrites(config_.worker_id, pending_delivery_writes_);
-  for (const auto& w : pending_delivery_writes_) held_deliveries_.erase(w.ref());
-  if (!r.refused.empty()) {
-    counters_.fenced_writes += static_cast<long long>(r.refused.size());
-    for (const auto& ref : r.refused) {
-      LogEvent(spdlog::level::warn, "write_refused",
-               {{"kind", std::string(ToString(ref.kind))},
-                {"id", std::to_string(ref.id)},
-                {"detail", "the row is no longer held by this worker"}});
-    }
-  }
-  pending_delivery_writes_.clear();
+  ApplyIsolated<DeliveryWrite, DeliveryApplyResult>(
+      pending_delivery_writes_,
+      [&](const std::vector<DeliveryWrite>& b) {
+        return deliveries_->DeliveriesApplyWrites(config_.worker_id, b);
+      },
+      [](const DeliveryWrite& w, const std::string& reason) {
+        return WriteDeliveryRejected(w, reason, Clock::now());
+      },
+      [&](const std::vector<DeliveryWrite>& batch, const DeliveryApplyResult& r) {
+        std::set<DeliveryRef> deferred(r.deferred.begin(), r.deferred.end());
+        for (const auto& w : batch) {
+          if (!deferred.count(w.ref())) held_deliveries_.erase(w.ref());
+        }
+        counters_.fenced_writes += static_cast<long long>(r.refused.size());
+        for (const auto& ref : r.refused) {
+          LogEvent(spdlog::level::warn, "write_refused",
+                   {{"kind", std::string(ToString(ref.kind))},
+                    {"id", std::to_string(ref.id)},
+                    {"detail", "the row is no longer held by this worker"}});
+        }
+      },
+      [&](const DeliveryWrite& w, const std::string& reason, bool failed_row) {
+        ++counters_.rejected_writes;
+        LogEvent(spdlog::level::err, "write_rejected",
+                 {{"kind", std::string(ToString(w.kind))},
+                  {"id", std::to_string(w.id)},
+                  {"detail", reason},
+                  {"outcome", failed_row ? "the row failed with error_kind invalid_response" : "dropped"}});
+        held_deliveries_.erase(w.ref());
+      });
 }
 
 // Ratings and session closes get their own share of capacity, so a burst of them never starves chat
@@ -273,6 +354,7 @@ void Coordinator::Heartbeat() {
 void Coordinator::Run(std::atomic<bool>& all_done) {
   const auto fetch_interval = Millis(config_.fetch_interval_ms);
   std::optional<Steady::time_point> stop_deadline;
+  counters_.db_progress_at_ms = SteadyMs();
   while (true) {
     auto now = Steady::now();
     Steady::time_point until = now + fetch_interval;
@@ -283,6 +365,9 @@ void Coordinator::Run(std::atomic<bool>& all_done) {
       until = std::min({until, next_fetch_, next_rescue_, next_incident_check_, next_heartbeat_});
       if (!held_.empty() || !held_deliveries_.empty()) until = std::min(until, next_renew_);
       if (more_deliveries_ && !held_deliveries_.empty()) until = std::min(until, now + Millis(1));
+      // Writes kept back because an app held their rows locked: try again soon.
+      if (!pending_writes_.empty() || !pending_delivery_writes_.empty())
+        until = std::min(until, now + Millis(250));
       if (!held_.empty() && cancel_supported_) until = std::min(until, next_cancel_check_);
       if (more_waiting_ && !held_.empty() && static_cast<int>(held_.size()) < config_.max_in_flight) {
         until = std::min(until, now + Millis(1));
@@ -302,10 +387,16 @@ void Coordinator::Run(std::atomic<bool>& all_done) {
         break;
       }
       if (now >= *stop_deadline) {
-        LogEvent(
-            spdlog::level::err, "writes_abandoned_at_exit",
-            {{"count", std::to_string(pending_writes_.size())},
-             {"detail", "the database stayed unreachable; leases will hand these rows to another worker"}});
+        // Say why: an outage, or a database that answered but refused (e.g. kept timing out on locks).
+        const std::string why = !store_ ? "the database stayed unreachable"
+                                        : "the database kept refusing them (" + last_db_error_ + ")";
+        LogEvent(spdlog::level::err, "writes_abandoned_at_exit",
+                 {{"count", std::to_string(pending_writes_.size() + pending_delivery_writes_.size())},
+                  {"detail", why + "; leases will hand these rows to another worker"}});
+        try {
+          if (store_) store_->WorkersStopped(config_.worker_id);
+        } catch (const StoreError&) {
+        }
         break;
       }
     }
@@ -337,7 +428,9 @@ void Coordinator::Run(std::atomic<bool>& all_done) {
           mailbox_.WakeEngine();
         }
       }
+      counters_.db_progress_at_ms = SteadyMs();
     } catch (const StoreError& e) {
+      last_db_error_ = e.what();
       if (e.transient()) {
         Disconnect(e);
       } else {

@@ -20,6 +20,9 @@
 
 namespace uppzy::runtime {
 
+// Milliseconds on the steady clock (WorkerCounters::db_progress_at_ms).
+long long SteadyMs();
+
 class Coordinator {
  public:
   Coordinator(const Config& config, const WorkerOptions& options, Mailbox& mailbox, WorkerCounters& counters);
@@ -67,6 +70,7 @@ class Coordinator {
   Steady::time_point next_incident_check_{};
   Steady::time_point next_empty_check_{};
   bool db_down_logged_ = false;
+  std::string last_db_error_;     // the latest StoreError, for the exit line
   bool cancel_supported_ = true;  // false on a schema without cancel_requested_at (before 0002)
   bool probe_claimed_ = false;    // half-open breaker: the one probe claim was made
   int last_breaker_state_ = 0;

@@ -333,6 +333,7 @@ void Engine::OnCompletion(Completion& c, TimePoint now) {
   ctx.max_attempts = h.job.max_attempts;
   ctx.poll_deadline = h.job.poll_deadline;
   ctx.poll_errors = h.poll_errors;
+  ctx.last_poll_error = h.last_poll_error;
   Transition t = Decide(ctx, o, now, config_.policy, jitter_(rng_));
   if (h.cancel_requested && t.action != Action::kComplete && t.action != Action::kFail) {
     if (t.action == Action::kAccept) {
@@ -369,6 +370,7 @@ void Engine::OnCompletion(Completion& c, TimePoint now) {
     }
     case Action::kAwaitPoll:
       h.poll_errors = t.poll_error ? h.poll_errors + 1 : 0;
+      h.last_poll_error = t.poll_error ? t.message : std::string();
       if (t.poll_error) LogJob(spdlog::level::warn, "poll_failed", f, t.message);
       Schedule(h, t.at);
       return;

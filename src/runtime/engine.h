@@ -38,6 +38,7 @@ class Engine {
     HeldJob row;
     Phase phase = Phase::kSubmit;
     int poll_errors = 0;
+    std::string last_poll_error;
     uint64_t timer_gen = 0;
     bool http_active = false;
     bool cancel_requested = false;

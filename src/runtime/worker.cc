@@ -11,6 +11,10 @@
 
 namespace uppzy {
 
+// /readyz turns 503 after this long without a coordinator pass that reached the database cleanly
+// (a pass takes milliseconds and runs at least every UPPZY_FETCH_INTERVAL_MS).
+constexpr long long kStalledAfterMs = 15000;
+
 struct Worker::Impl {
   Impl(Config c, WorkerOptions o) : config(std::move(c)), options(o) {}
 
@@ -66,7 +70,18 @@ int Worker::Run() {
   maintenance.Start();
   http::HealthServer health;
   if (s.config.http_addr != "off") {
-    health.Start(s.config.http_addr, {&s.counters, [&maintenance] { return maintenance.Ready(); }});
+    health.Start(s.config.http_addr,
+                 {&s.counters, [&maintenance, &s] {
+                    // A coordinator that reaches the database but makes no progress (every pass fails)
+                    // claims nothing and renews no lease: not ready, even though the database answers.
+                    const long long stalled_ms = runtime::SteadyMs() - s.counters.db_progress_at_ms.load();
+                    if (stalled_ms > kStalledAfterMs) {
+                      return std::make_pair(false, std::string(R"({"status":"not_ready","reason":)") +
+                                                       R"("the worker has made no database progress for )" +
+                                                       std::to_string(stalled_ms / 1000) + R"( s"})");
+                    }
+                    return maintenance.Ready();
+                  }});
   }
   LogEvent(spdlog::level::info, "worker_started",
            {{"worker_id", s.config.worker_id},

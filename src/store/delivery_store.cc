@@ -7,6 +7,7 @@
 #include <nlohmann/json.hpp>
 #include <pqxx/pqxx>
 
+#include "store/queries.h"
 #include "store/queries_delivery.h"
 #include "store/sql_values.h"
 #include "store/translate.h"
@@ -88,6 +89,7 @@ json WriteJson(const DeliveryWrite& w) {
 
 struct DeliveryStore::Impl {
   explicit Impl(const std::string& url) : conn(url) {
+    pqxx::nontransaction(conn).exec(sql::kSessionLockTimeout);
     for (DeliveryKind k : kKinds) {
       conn.prepare(Name("claim", k), ForKind(sql::kDeliveriesClaim, k));
       conn.prepare(Name("apply", k), ForKind(sql::kDeliveriesApplyWrites, k));
@@ -136,33 +138,56 @@ DeliveryApplyResult DeliveryStore::DeliveriesApplyWrites(const std::string& work
   return Translate([&] {
     DeliveryApplyResult result;
     if (writes.empty()) return result;
-    // Per kind, rounds in which each row appears at most once, in the order the writes were made.
-    std::map<DeliveryKind, std::vector<json>> rounds;
-    std::map<DeliveryRef, size_t> next_round;
+    // Per row, its writes in the order they were made; round k applies every row's k-th write. A row
+    // leaves the rounds at its first write that is refused (fenced) or deferred (locked elsewhere).
+    enum class Fate { kApplied, kRefused, kDeferred };
+    std::map<DeliveryRef, std::vector<const DeliveryWrite*>> by_row;
+    std::vector<DeliveryRef> order;
     for (const auto& w : writes) {
-      size_t& round = next_round[w.ref()];
-      auto& kind_rounds = rounds[w.kind];
-      if (kind_rounds.size() <= round) kind_rounds.push_back(json::array());
-      kind_rounds[round].push_back(WriteJson(w));
-      ++round;
+      auto& queue = by_row[w.ref()];
+      if (queue.empty()) order.push_back(w.ref());
+      queue.push_back(&w);
     }
-    std::map<DeliveryRef, size_t> applied_count;
+    std::map<DeliveryRef, Fate> fate;
+    for (const auto& ref : order) fate[ref] = Fate::kApplied;
     bool requeued = false;
     pqxx::work tx(impl_->conn);
-    for (const auto& [kind, kind_rounds] : rounds) {
-      for (const auto& round : kind_rounds) {
-        for (const auto& row : tx.exec_prepared(Name("apply", kind), worker, round.dump())) {
-          ++applied_count[DeliveryRef{kind, row[0].as<int64_t>()}];
-          requeued = requeued || row[1].as<bool>();
+    for (size_t round = 0;; ++round) {
+      std::map<DeliveryKind, json> batches;
+      for (const auto& ref : order) {
+        const auto& queue = by_row[ref];
+        if (round >= queue.size() || fate[ref] != Fate::kApplied) continue;
+        auto& batch = batches[ref.kind];
+        if (batch.is_null()) batch = json::array();
+        batch.push_back(WriteJson(*queue[round]));
+      }
+      if (batches.empty()) break;
+      for (const auto& [kind, batch] : batches) {
+        for (const auto& row : tx.exec_prepared(Name("apply", kind), worker, batch.dump())) {
+          const DeliveryRef ref{kind, row[0].as<int64_t>()};
+          const bool exists = row[1].as<bool>();
+          const bool locked = row[2].as<bool>();
+          const bool applied = row[3].as<bool>();
+          requeued = requeued || row[4].as<bool>();
+          if (!applied) fate[ref] = exists && !locked ? Fate::kDeferred : Fate::kRefused;
         }
       }
     }
     if (requeued) tx.exec(sql::kDeliveriesNotifyRequeued);
     tx.commit();
     // A row counts as applied only if every one of its writes was.
-    for (const auto& [ref, n] : next_round) {
-      auto it = applied_count.find(ref);
-      (it != applied_count.end() && it->second == n ? result.applied : result.refused).push_back(ref);
+    for (const auto& ref : order) {
+      switch (fate[ref]) {
+        case Fate::kApplied:
+          result.applied.push_back(ref);
+          break;
+        case Fate::kRefused:
+          result.refused.push_back(ref);
+          break;
+        case Fate::kDeferred:
+          result.deferred.push_back(ref);
+          break;
+      }
     }
     return result;
   });

@@ -27,28 +27,43 @@ inline constexpr const char* kSessionCloseClaimedColumns = "''::text, ''::text";
 // $1 worker, $2 jsonb array of writes (see DeliveryWrite). Guarded by holder, state 'sending' and
 // attempt; every write releases the row. {resend} is true when a rating was changed while it was being
 // sent (the write's sent_feedback differs from the row's feedback): a delivered or failed write then
-// queues the row again with a fresh attempt budget. {extra} sets the kind's own columns.
+// queues the row again with a fresh attempt budget. {extra} sets the kind's own columns. Like the jobs'
+// write, it never waits on a row another session holds locked: it returns one row per write with id,
+// exists, locked (by us now), applied, requeued.
 inline constexpr const char* kDeliveriesApplyWrites = R"sql(
-UPDATE uppzy.{table} j
-SET state = CASE WHEN {resend} THEN 'queued' ELSE u.new_state END,
-    attempts = CASE WHEN {resend} THEN 0 ELSE j.attempts + u.attempts_delta END,
-    run_at = CASE WHEN {resend} THEN now() ELSE coalesce(to_timestamp(u.run_at_ms / 1000.0), j.run_at) END,
-    error_kind = coalesce(u.error_kind, j.error_kind),
-    last_error = CASE WHEN u.error_kind IS NOT NULL THEN u.last_error ELSE j.last_error END,
-    last_http_status = CASE WHEN u.error_kind IS NOT NULL THEN u.last_http_status ELSE j.last_http_status END,
-    errors = CASE WHEN u.error_entry IS NULL THEN j.errors ELSE j.errors || jsonb_build_array(u.error_entry) END,
-    delivered_http_status = CASE WHEN u.new_state = 'delivered' THEN u.delivered_http_status
-                                 ELSE j.delivered_http_status END,
-    delivered_at = CASE WHEN u.new_state = 'delivered' AND NOT {resend} THEN now() END,
-    finished_at = CASE WHEN u.new_state IN ('delivered', 'failed') AND NOT {resend} THEN now() END,
-    {extra}
-    locked_by = NULL, lease_expires_at = NULL, updated_at = now()
-FROM jsonb_to_recordset($2::jsonb) AS u(
-  id bigint, expected_attempt int, new_state text, attempts_delta int, run_at_ms double precision,
-  sent_feedback text, delivered_http_status int, feedback_submitted_at_ms double precision,
-  error_kind text, last_error text, last_http_status int, error_entry jsonb)
-WHERE j.id = u.id AND j.state = 'sending' AND j.attempts = u.expected_attempt AND j.locked_by = $1
-RETURNING j.id, j.state = 'queued' AND u.new_state IN ('delivered', 'failed')
+WITH u AS (
+  SELECT * FROM jsonb_to_recordset($2::jsonb) AS u(
+    id bigint, expected_attempt int, new_state text, attempts_delta int, run_at_ms double precision,
+    sent_feedback text, delivered_http_status int, feedback_submitted_at_ms double precision,
+    error_kind text, last_error text, last_http_status int, error_entry jsonb)
+), l AS (
+  SELECT j.id FROM uppzy.{table} j WHERE j.id IN (SELECT u.id FROM u) FOR UPDATE SKIP LOCKED
+), w AS (
+  UPDATE uppzy.{table} j
+  SET state = CASE WHEN {resend} THEN 'queued' ELSE u.new_state END,
+      attempts = CASE WHEN {resend} THEN 0 ELSE j.attempts + u.attempts_delta END,
+      run_at = CASE WHEN {resend} THEN now() ELSE coalesce(to_timestamp(u.run_at_ms / 1000.0), j.run_at) END,
+      error_kind = coalesce(u.error_kind, j.error_kind),
+      last_error = CASE WHEN u.error_kind IS NOT NULL THEN u.last_error ELSE j.last_error END,
+      last_http_status = CASE WHEN u.error_kind IS NOT NULL THEN u.last_http_status ELSE j.last_http_status END,
+      errors = CASE WHEN u.error_entry IS NULL THEN j.errors ELSE j.errors || jsonb_build_array(u.error_entry) END,
+      delivered_http_status = CASE WHEN u.new_state = 'delivered' THEN u.delivered_http_status
+                                   ELSE j.delivered_http_status END,
+      delivered_at = CASE WHEN u.new_state = 'delivered' AND NOT {resend} THEN now() END,
+      finished_at = CASE WHEN u.new_state IN ('delivered', 'failed') AND NOT {resend} THEN now() END,
+      {extra}
+      locked_by = NULL, lease_expires_at = NULL, updated_at = now()
+  FROM u
+  WHERE j.id = u.id AND j.id IN (SELECT l.id FROM l)
+    AND j.state = 'sending' AND j.attempts = u.expected_attempt AND j.locked_by = $1
+  RETURNING j.id, j.state = 'queued' AND u.new_state IN ('delivered', 'failed') AS requeued
+)
+SELECT u.id,
+       EXISTS (SELECT 1 FROM uppzy.{table} x WHERE x.id = u.id),
+       EXISTS (SELECT 1 FROM l WHERE l.id = u.id),
+       EXISTS (SELECT 1 FROM w WHERE w.id = u.id),
+       coalesce((SELECT w.requeued FROM w WHERE w.id = u.id), false)
+FROM u
 )sql";
 inline constexpr const char* kFeedbackResend =
     "(u.new_state IN ('delivered', 'failed') AND u.sent_feedback IS NOT NULL "
@@ -60,12 +75,17 @@ inline constexpr const char* kFeedbackApplyExtra =
     "to_timestamp(u.feedback_submitted_at_ms / 1000.0)),";
 inline constexpr const char* kSessionCloseApplyExtra = "";
 
-// $1 worker, $2 bigint[] ids, $3 lease ms.
+// $1 worker, $2 bigint[] ids, $3 lease ms. Rows another session holds locked are skipped.
 inline constexpr const char* kDeliveriesRenewLeases = R"sql(
-UPDATE uppzy.{table}
+WITH l AS (
+  SELECT id FROM uppzy.{table}
+  WHERE id = ANY($2::bigint[]) AND locked_by = $1 AND state = 'sending'
+  FOR UPDATE SKIP LOCKED
+)
+UPDATE uppzy.{table} j
 SET lease_expires_at = now() + $3::bigint * interval '1 millisecond'
-WHERE id = ANY($2::bigint[]) AND locked_by = $1 AND state = 'sending'
-RETURNING id
+FROM l WHERE j.id = l.id
+RETURNING j.id
 )sql";
 
 // $1 limit. {request_id}: the row's request_id for a rating, NULL for a close.

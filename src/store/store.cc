@@ -1,10 +1,12 @@
 #include "uppzy/store.h"
 
+#include <libpq-fe.h>
 #include <algorithm>
 #include <chrono>
 #include <ctime>
 #include <map>
 #include <nlohmann/json.hpp>
+
 #include <pqxx/pqxx>
 #include <set>
 #include <unordered_set>
@@ -103,8 +105,22 @@ int VersionOf(const std::string& name) {
 
 }  // namespace
 
+std::string CheckDatabaseUrl(const std::string& database_url) {
+  char* error = nullptr;
+  PQconninfoOption* options = PQconninfoParse(database_url.c_str(), &error);
+  std::string problem;
+  if (options == nullptr) {
+    problem = error != nullptr ? error : "cannot be parsed";
+    while (!problem.empty() && (problem.back() == '\n' || problem.back() == ' ')) problem.pop_back();
+  }
+  if (error != nullptr) PQfreemem(error);
+  if (options != nullptr) PQconninfoFree(options);
+  return problem;
+}
+
 struct Store::Impl {
   explicit Impl(const std::string& url) : conn(url) {
+    pqxx::nontransaction(conn).exec(store::sql::kSessionLockTimeout);
     conn.prepare("claim_queued", store::sql::kJobsClaimQueued);
     conn.prepare("adopt_polling", store::sql::kJobsAdoptPolling);
     conn.prepare("rescue_submitting", store::sql::kJobsRescueExpiredSubmitting);
@@ -191,24 +207,32 @@ ApplyResult Store::JobsApplyWrites(const std::string& worker, const std::vector<
     ApplyResult result;
     if (writes.empty()) return result;
     // A job may have several writes queued (accepted, then completed): apply them in rounds so each
-    // round touches a row at most once, in the order they were made.
-    std::vector<json> rounds;
-    std::map<int64_t, size_t> next_round;
+    // round touches a row at most once, in the order they were made. A job leaves the rounds at its
+    // first write that is refused (fenced) or deferred (the row is locked by another session).
+    enum class Fate { kApplied, kRefused, kDeferred };
+    std::map<int64_t, std::vector<const JobWrite*>> by_job;
+    std::vector<int64_t> order;  // jobs in the order of their first write
     for (const auto& w : writes) {
-      size_t& round = next_round[w.id];
-      if (rounds.size() <= round) rounds.push_back(json::array());
-      rounds[round].push_back(WriteJson(w));
-      ++round;
+      auto& queue = by_job[w.id];
+      if (queue.empty()) order.push_back(w.id);
+      queue.push_back(&w);
     }
-    std::unordered_set<int64_t> applied;
+    std::map<int64_t, Fate> fate;
+    for (int64_t id : order) fate[id] = Fate::kApplied;
     pqxx::work tx(impl_->conn);
-    // The planner guesses 100 rows for jsonb_to_recordset and 1 for locked_by = $1, and on small tables
-    // picks a nested loop that re-parses the batch once per row (quadratic: ~100 ms per 500 writes).
-    // A hash join is always right here. (Typed arrays with unnest would let it see the batch size.)
-    tx.exec(store::sql::kApplyWritesPlan);
-    for (const auto& round : rounds) {
-      for (const auto& row : tx.exec_prepared("apply_writes", worker, round.dump())) {
-        applied.insert(row[0].as<int64_t>());
+    for (size_t round = 0;; ++round) {
+      json batch = json::array();
+      for (int64_t id : order) {
+        const auto& queue = by_job[id];
+        if (round < queue.size() && fate[id] == Fate::kApplied) batch.push_back(WriteJson(*queue[round]));
+      }
+      if (batch.empty()) break;
+      for (const auto& row : tx.exec_prepared("apply_writes", worker, batch.dump())) {
+        const auto id = row[0].as<int64_t>();
+        const bool exists = row[1].as<bool>();
+        const bool locked = row[2].as<bool>();
+        const bool applied = row[3].as<bool>();
+        if (!applied) fate[id] = exists && !locked ? Fate::kDeferred : Fate::kRefused;
       }
     }
     // Polling rows handed back (shutdown, incident): wake the other workers so they adopt them now.
@@ -217,11 +241,18 @@ ApplyResult Store::JobsApplyWrites(const std::string& worker, const std::vector<
     }
     tx.commit();
     // A job counts as applied only if every one of its writes was.
-    std::map<int64_t, size_t> applied_count;
-    (void)applied_count;
-    for (const auto& [id, n] : next_round) {
-      (void)n;
-      (applied.count(id) ? result.applied : result.refused).push_back(id);
+    for (int64_t id : order) {
+      switch (fate[id]) {
+        case Fate::kApplied:
+          result.applied.push_back(id);
+          break;
+        case Fate::kRefused:
+          result.refused.push_back(id);
+          break;
+        case Fate::kDeferred:
+          result.deferred.push_back(id);
+          break;
+      }
     }
     return result;
   });
@@ -358,16 +389,6 @@ int Store::IncidentsResolveAll() {
     auto r = tx.exec(store::sql::kIncidentsResolveAll);
     tx.commit();
     return static_cast<int>(r.size());
-  });
-}
-
-std::string Store::QueryValue(const std::string& sql) {
-  return Translate([&] {
-    pqxx::work tx(impl_->conn);
-    auto r = tx.exec(sql);
-    tx.commit();
-    if (r.empty() || r[0].empty() || r[0][0].is_null()) return std::string();
-    return r[0][0].as<std::string>();
   });
 }
 

@@ -8,6 +8,7 @@
 #include <string>
 #include <utility>
 
+#include "uppzy/delivery_policy.h"
 #include "uppzy/upstream.h"
 
 namespace uppzy {
@@ -21,6 +22,8 @@ constexpr size_t kMaxTextBytes = 300;
 constexpr int kMaxJsonDepth = 64;
 // Retry-After seconds beyond this are clamped (about 31 years; keeps the millisecond count in range).
 constexpr long long kMaxRetryAfterSeconds = 1'000'000'000;
+// Keys shorter than this are not redacted from texts: they would match ordinary words.
+constexpr size_t kMinRedactedSecret = 8;
 
 // Cuts `s` to kMaxTextBytes without splitting a UTF-8 sequence (the text may end up in a database).
 std::string Clip(std::string s) {
@@ -29,6 +32,93 @@ std::string Clip(std::string s) {
   while (n > 0 && (static_cast<unsigned char>(s[n]) & 0xC0) == 0x80) --n;
   s.resize(n);
   return s;
+}
+
+// Bytes of UTF-8 lead byte `c`'s sequence, or 0 when `c` cannot start one.
+int SequenceLength(unsigned char c) {
+  if (c < 0x80) return 1;
+  if (c >= 0xC2 && c <= 0xDF) return 2;
+  if (c >= 0xE0 && c <= 0xEF) return 3;
+  if (c >= 0xF0 && c <= 0xF4) return 4;
+  return 0;
+}
+
+// Length of the valid UTF-8 sequence at s[i], or 0 when the bytes there are not one (overlongs,
+// surrogates and code points above U+10FFFF included).
+size_t ValidSequenceAt(std::string_view s, size_t i) {
+  const auto b = [&](size_t k) { return static_cast<unsigned char>(s[k]); };
+  const int n = SequenceLength(b(i));
+  if (n == 0 || i + n > s.size()) return 0;
+  for (int k = 1; k < n; ++k) {
+    if ((b(i + k) & 0xC0) != 0x80) return 0;
+  }
+  if (n == 3 && b(i) == 0xE0 && b(i + 1) < 0xA0) return 0;  // overlong
+  if (n == 3 && b(i) == 0xED && b(i + 1) > 0x9F) return 0;  // UTF-16 surrogate
+  if (n == 4 && b(i) == 0xF0 && b(i + 1) < 0x90) return 0;  // overlong
+  if (n == 4 && b(i) == 0xF4 && b(i + 1) > 0x8F) return 0;  // above U+10FFFF
+  return static_cast<size_t>(n);
+}
+
+constexpr std::string_view kReplacement = "\xEF\xBF\xBD";  // U+FFFD
+constexpr std::string_view kRedacted = "[redacted]";
+
+// Rewrites `s` so that it can be stored and logged: NUL and invalid UTF-8 bytes become U+FFFD (the
+// documented rule: PostgreSQL refuses NUL in text and jsonb), and the worker's own API key becomes
+// [redacted] (an upstream that echoes the key must not get it stored).
+std::string SafeText(std::string_view s, std::string_view secret) {
+  std::string out;
+  out.reserve(s.size());
+  for (size_t i = 0; i < s.size();) {
+    if (s[i] == '\0') {
+      out += kReplacement;
+      ++i;
+      continue;
+    }
+    const size_t n = ValidSequenceAt(s, i);
+    if (n == 0) {
+      out += kReplacement;
+      ++i;
+      continue;
+    }
+    out.append(s.substr(i, n));
+    i += n;
+  }
+  if (secret.size() >= kMinRedactedSecret) {
+    for (size_t pos = out.find(secret); pos != std::string::npos; pos = out.find(secret, pos)) {
+      out.replace(pos, secret.size(), kRedacted);
+      pos += kRedacted.size();
+    }
+  }
+  return out;
+}
+
+// The same for every string (keys too) inside a parsed JSON value.
+json SafeJson(const json& v, std::string_view secret) {
+  if (v.is_string()) return SafeText(v.get_ref<const std::string&>(), secret);
+  if (v.is_array()) {
+    json out = json::array();
+    for (const auto& e : v) out.push_back(SafeJson(e, secret));
+    return out;
+  }
+  if (v.is_object()) {
+    json out = json::object();
+    for (const auto& [k, e] : v.items()) out[SafeText(k, secret)] = SafeJson(e, secret);
+    return out;
+  }
+  return v;
+}
+
+// A request_id we are willing to put in a URL and a row: see RequestIdProblem in upstream.h.
+std::string RequestIdProblemOf(std::string_view id) {
+  if (id.empty()) return "submit response has no request_id";
+  if (id.size() > kMaxRequestIdBytes) {
+    return "request_id longer than " + std::to_string(kMaxRequestIdBytes) + " bytes";
+  }
+  if (id == "." || id == "..") return "request_id is a dot segment";
+  for (char c : id) {
+    if (c < 0x21 || c > 0x7E) return "request_id has a byte that is not printable ASCII";
+  }
+  return {};
 }
 
 // True when no array/object in `body` nests deeper than `max_depth` (strings are skipped).
@@ -104,10 +194,20 @@ std::optional<Millis> ParseRetryAfter(const std::string& raw, long long now_unix
   return Millis(delta * 1000);
 }
 
-Outcome ParseSuccess(RequestKind kind, int status, const std::string& body) {
+bool IsValidUtf8(std::string_view s) {
+  for (size_t i = 0; i < s.size();) {
+    const size_t n = ValidSequenceAt(s, i);
+    if (n == 0) return false;
+    i += n;
+  }
+  return true;
+}
+
+Outcome ParseSuccess(RequestKind kind, int status, const std::string& body, std::string_view secret) {
   auto invalid = [status](std::string why) {
     return Outcome::Of(OutcomeKind::kInvalidResponse, status, why);
   };
+  if (!IsValidUtf8(body)) return invalid("HTTP " + std::to_string(status) + ": body is not valid UTF-8");
 
   if (kind == RequestKind::kFeedback || kind == RequestKind::kSessionClose) {
     // An empty 2xx (e.g. 204) is delivered; a body, when present, must be a JSON object.
@@ -116,7 +216,12 @@ Outcome ParseSuccess(RequestKind kind, int status, const std::string& body) {
     std::optional<json> j = ParseObject(body);
     if (!j) return invalid("HTTP " + std::to_string(status) + ": body is not a JSON object");
     if (kind == RequestKind::kFeedback) {
-      o.feedback_submitted_at = Clip(StringField(*j, "feedback_submitted_at").value_or(""));
+      std::string at = Clip(SafeText(StringField(*j, "feedback_submitted_at").value_or(""), secret));
+      // A time we cannot hold (or that no server meant) is refused, not stored as another date.
+      if (!at.empty() && !ParseIsoTimestamp(at)) {
+        return invalid("feedback_submitted_at is not an ISO 8601 time between 1970 and 2200");
+      }
+      o.feedback_submitted_at = std::move(at);
     }
     return o;
   }
@@ -126,7 +231,8 @@ Outcome ParseSuccess(RequestKind kind, int status, const std::string& body) {
 
   if (kind == RequestKind::kSubmit) {
     std::optional<std::string> request_id = StringField(*j, "request_id");
-    if (!request_id || request_id->empty()) return invalid("submit response has no request_id");
+    if (!request_id) return invalid("submit response has no request_id");
+    if (std::string problem = RequestIdProblemOf(*request_id); !problem.empty()) return invalid(problem);
     return Outcome::Accepted(std::move(*request_id), status);
   }
 
@@ -139,15 +245,15 @@ Outcome ParseSuccess(RequestKind kind, int status, const std::string& body) {
     if (!answer) return invalid("completed status has no answer");
     json rest = *j;
     for (const char* key : {"answer", "status", "request_id", "session_id"}) rest.erase(key);
-    o = Outcome::Status("completed", std::move(*answer));
-    o.result_json = rest.dump(-1, ' ', false, json::error_handler_t::replace);
+    o = Outcome::Status("completed", SafeText(*answer, secret));
+    o.result_json = SafeJson(rest, secret).dump(-1, ' ', false, json::error_handler_t::replace);
   } else if (*state == "failed") {
-    o = Outcome::Status("failed", {}, Clip(StringField(*j, "error").value_or("")));
+    o = Outcome::Status("failed", {}, Clip(SafeText(StringField(*j, "error").value_or(""), secret)));
   } else {
-    o = Outcome::Status(Clip(std::move(*state)));
+    o = Outcome::Status(Clip(SafeText(*state, secret)));
   }
   o.http_status = status;
-  o.request_id = StringField(*j, "request_id").value_or("");
+  o.request_id = Clip(SafeText(StringField(*j, "request_id").value_or(""), secret));
   return o;
 }
 
@@ -180,12 +286,12 @@ Outcome ParseExchange(RequestKind kind, bool curl_ok, const std::string& curl_er
                       const std::string& body, bool truncated, const std::string& retry_after,
                       long long now_unix_seconds) {
   return ParseExchange(kind, curl_ok, curl_error, http_status, body, truncated, retry_after, now_unix_seconds,
-                       /*max_response_bytes=*/0);
+                       /*max_response_bytes=*/0, /*secret=*/{});
 }
 
 Outcome ParseExchange(RequestKind kind, bool curl_ok, const std::string& curl_error, long http_status,
                       const std::string& body, bool truncated, const std::string& retry_after,
-                      long long now_unix_seconds, long max_response_bytes) {
+                      long long now_unix_seconds, long max_response_bytes, std::string_view secret) {
   const int status = http_status > 0 && http_status < 1000 ? static_cast<int>(http_status) : 0;
   if (truncated) {
     std::string why = max_response_bytes > 0
@@ -195,15 +301,15 @@ Outcome ParseExchange(RequestKind kind, bool curl_ok, const std::string& curl_er
   }
   if (!curl_ok || status == 0) {
     std::string why = curl_error.empty() ? "no HTTP response" : curl_error;
-    return Outcome::Of(OutcomeKind::kNetwork, status, Clip(std::move(why)));
+    return Outcome::Of(OutcomeKind::kNetwork, status, Clip(SafeText(why, secret)));
   }
-  if (status >= 200 && status <= 299) return ParseSuccess(kind, status, body);
+  if (status >= 200 && status <= 299) return ParseSuccess(kind, status, body, secret);
 
   std::string why = "HTTP " + std::to_string(status);
   if (std::optional<json> j = ParseObject(body)) {
     if (std::optional<std::string> server_error = StringField(*j, "error");
         server_error && !server_error->empty()) {
-      why += ": " + *server_error;
+      why += ": " + SafeText(*server_error, secret);
     }
   }
   Outcome o = Outcome::Of(KindOfFailureStatus(status), status, Clip(std::move(why)));

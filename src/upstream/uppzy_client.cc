@@ -390,7 +390,7 @@ struct UppzyClient::Impl {
             .count();
     Completion c{ex.tag, ex.kind,
                  ParseExchange(ex.kind, result == CURLE_OK, error, status, ex.response, truncated,
-                               ex.retry_after, now, config.max_response_bytes)};
+                               ex.retry_after, now, config.max_response_bytes, config.api_key)};
     c.outcome.duration = std::chrono::duration_cast<Millis>(std::chrono::microseconds(total_us));
     return c;
   }

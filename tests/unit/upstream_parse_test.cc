@@ -33,6 +33,7 @@ struct Row {
   std::string want_result_json{};
   std::optional<long long> want_retry_after_ms{};
   std::string want_submitted_at{};
+  std::string secret{};  // the worker's API key, redacted from every text
 };
 
 std::vector<Row> Rows() {
@@ -303,6 +304,173 @@ std::vector<Row> Rows() {
   };
 }
 
+// Hostile input: what a vendor reply may carry that must never reach a row or a log as it is. NUL is
+// replaced by U+FFFD; invalid UTF-8 is refused; request ids are checked; the key is redacted.
+std::vector<Row> HostileRows() {
+  using K = RequestKind;
+  using O = OutcomeKind;
+  const std::string fffd = "\xEF\xBF\xBD";
+  const std::string key = "uppzy_live_SECRETKEY123";
+  return {
+      {.name = "nul_in_answer",
+       .kind = K::kStatus,
+       .body = R"({"status":"completed","answer":"a\u0000b"})",
+       .want = O::kStatus,
+       .want_status = "completed",
+       .want_answer = "a" + fffd + "b",
+       .want_result_json = "{}"},
+      {.name = "nul_in_result_key_and_value",
+       .kind = K::kStatus,
+       .body = R"({"status":"completed","answer":"ok","x\u0000":["v\u0000"]})",
+       .want = O::kStatus,
+       .want_status = "completed",
+       .want_answer = "ok",
+       .want_result_json = "{\"x" + fffd + "\":[\"v" + fffd + "\"]}"},
+      {.name = "nul_in_failed_error",
+       .kind = K::kStatus,
+       .body = R"({"status":"failed","error":"bad\u0000"})",
+       .want = O::kStatus,
+       .want_error = "bad" + fffd,
+       .want_status = "failed"},
+      {.name = "nul_in_status_value",
+       .kind = K::kStatus,
+       .body = R"({"status":"work\u0000ing","request_id":"r\u0000"})",
+       .want = O::kStatus,
+       .want_request_id = "r" + fffd,
+       .want_status = "work" + fffd + "ing"},
+      {.name = "nul_in_500_error",
+       .status = 500,
+       .body = R"({"error":"x\u0000"})",
+       .want = O::kServerError,
+       .want_error = "HTTP 500: x" + fffd},
+      {.name = "nul_in_401_error",
+       .status = 401,
+       .body = R"({"error":"invalid key\u0000 here"})",
+       .want = O::kUnauthorized,
+       .want_error = "HTTP 401: invalid key" + fffd + " here"},
+      {.name = "nul_in_feedback_500",
+       .kind = K::kFeedback,
+       .status = 500,
+       .body = R"({"error":"x\u0000"})",
+       .want = O::kServerError,
+       .want_error = "HTTP 500: x" + fffd},
+      {.name = "raw_nul_byte_in_body",
+       .kind = K::kStatus,
+       .body = std::string("{\"status\":\"completed\",\"answer\":\"a") + '\0' + "b\"}",
+       .want = O::kInvalidResponse},
+      {.name = "invalid_utf8_answer",
+       .kind = K::kStatus,
+       .body = "{\"status\":\"completed\",\"answer\":\"\xC3\x28\"}",
+       .want = O::kInvalidResponse,
+       .want_error = "HTTP 200: body is not valid UTF-8"},
+      {.name = "overlong_utf8_refused",
+       .body = "{\"request_id\":\"\xC0\xAF\"}",
+       .want = O::kInvalidResponse,
+       .want_error = "HTTP 200: body is not valid UTF-8"},
+      {.name = "surrogate_utf8_refused",
+       .kind = K::kStatus,
+       .body = "{\"status\":\"completed\",\"answer\":\"\xED\xA0\x80\"}",
+       .want = O::kInvalidResponse,
+       .want_error = "HTTP 200: body is not valid UTF-8"},
+      {.name = "invalid_utf8_in_error_body_keeps_kind",
+       .status = 503,
+       .body = "{\"error\":\"\xFF\"}",
+       .want = O::kServerError,
+       .want_error = "HTTP 503"},
+      {.name = "invalid_utf8_in_curl_error_replaced",
+       .status = 0,
+       .curl_ok = false,
+       .curl_error = "bad \xFF host",
+       .want = O::kNetwork,
+       .want_error = "bad " + fffd + " host"},
+      {.name = "request_id_nul",
+       .status = 202,
+       .body = R"({"request_id":"req\u0000x"})",
+       .want = O::kInvalidResponse,
+       .want_error = "request_id has a byte that is not printable ASCII"},
+      {.name = "request_id_dot",
+       .status = 202,
+       .body = R"({"request_id":"."})",
+       .want = O::kInvalidResponse,
+       .want_error = "request_id is a dot segment"},
+      {.name = "request_id_dotdot",
+       .status = 202,
+       .body = R"({"request_id":".."})",
+       .want = O::kInvalidResponse,
+       .want_error = "request_id is a dot segment"},
+      {.name = "request_id_empty",
+       .status = 202,
+       .body = R"({"request_id":""})",
+       .want = O::kInvalidResponse,
+       .want_error = "submit response has no request_id"},
+      {.name = "request_id_too_long",
+       .status = 202,
+       .body = R"({"request_id":")" + std::string(201, 'r') + R"("})",
+       .want = O::kInvalidResponse,
+       .want_error = "request_id longer than 200 bytes"},
+      {.name = "request_id_longest_accepted",
+       .status = 202,
+       .body = R"({"request_id":")" + std::string(200, 'r') + R"("})",
+       .want = O::kAccepted,
+       .want_request_id = std::string(200, 'r')},
+      {.name = "request_id_with_space",
+       .status = 202,
+       .body = R"({"request_id":"req 1"})",
+       .want = O::kInvalidResponse,
+       .want_error = "request_id has a byte that is not printable ASCII"},
+      {.name = "request_id_non_ascii",
+       .status = 202,
+       .body = R"({"request_id":"r\u00e9q"})",
+       .want = O::kInvalidResponse,
+       .want_error = "request_id has a byte that is not printable ASCII"},
+      {.name = "request_id_slashes_are_fine",
+       .status = 202,
+       .body = R"({"request_id":"a/b..c"})",
+       .want = O::kAccepted,
+       .want_request_id = "a/b..c"},
+      {.name = "key_echoed_in_error",
+       .status = 401,
+       .body = R"({"error":"key uppzy_live_SECRETKEY123 is revoked"})",
+       .want = O::kUnauthorized,
+       .want_error = "HTTP 401: key [redacted] is revoked",
+       .secret = key},
+      {.name = "key_echoed_in_answer_and_result",
+       .kind = K::kStatus,
+       .body = R"({"status":"completed","answer":"uppzy_live_SECRETKEY123!","k":"uppzy_live_SECRETKEY123"})",
+       .want = O::kStatus,
+       .want_status = "completed",
+       .want_answer = "[redacted]!",
+       .want_result_json = R"({"k":"[redacted]"})",
+       .secret = key},
+      {.name = "short_key_not_redacted",
+       .status = 500,
+       .body = R"({"error":"abc failed"})",
+       .want = O::kServerError,
+       .want_error = "HTTP 500: abc failed",
+       .secret = "abc"},
+      {.name = "nul_then_clip_stays_utf8",
+       .status = 500,
+       .body = R"({"error":")" + std::string(288, 'e') + R"(\u0000\u0000"})",
+       .want = O::kServerError,
+       .want_error = "HTTP 500: " + std::string(288, 'e')},
+      {.name = "feedback_year_zero_refused",
+       .kind = K::kFeedback,
+       .body = R"({"status":"ok","feedback_submitted_at":"0000-01-01T00:00:00Z"})",
+       .want = O::kInvalidResponse,
+       .want_error = "feedback_submitted_at is not an ISO 8601 time between 1970 and 2200"},
+      {.name = "feedback_far_future_refused",
+       .kind = K::kFeedback,
+       .body = R"({"status":"ok","feedback_submitted_at":"9999-12-31T23:59:59Z"})",
+       .want = O::kInvalidResponse,
+       .want_error = "feedback_submitted_at is not an ISO 8601 time between 1970 and 2200"},
+      {.name = "feedback_garbage_time_refused",
+       .kind = K::kFeedback,
+       .body = R"({"status":"ok","feedback_submitted_at":"yesterday\u0000"})",
+       .want = O::kInvalidResponse,
+       .want_error = "feedback_submitted_at is not an ISO 8601 time between 1970 and 2200"},
+  };
+}
+
 // gtest prints the parameter in test listings; the row's name is enough.
 void PrintTo(const Row& r, std::ostream* os) { *os << r.name; }
 
@@ -312,7 +480,7 @@ TEST_P(ParseExchangeTest, Maps) {
   const Row& r = GetParam();
   Outcome o =
       ParseExchange(r.kind, r.curl_ok, r.curl_error, r.status, r.body, r.truncated, r.retry_after, kNow,
-                    /*max_response_bytes=*/1024);
+                    /*max_response_bytes=*/1024, r.secret);
   EXPECT_EQ(o.kind, r.want);
   EXPECT_EQ(o.http_status, r.want_http == -1 ? r.status : r.want_http);
   if (!r.want_error.empty() || o.kind == OutcomeKind::kStatus) {
@@ -337,6 +505,8 @@ TEST_P(ParseExchangeTest, Maps) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Rules, ParseExchangeTest, ::testing::ValuesIn(Rows()),
+                         [](const ::testing::TestParamInfo<Row>& info) { return info.param.name; });
+INSTANTIATE_TEST_SUITE_P(Hostile, ParseExchangeTest, ::testing::ValuesIn(HostileRows()),
                          [](const ::testing::TestParamInfo<Row>& info) { return info.param.name; });
 
 TEST(ParseExchange, ShortFormSaysTheLimitGenerically) {
