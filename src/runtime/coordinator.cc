@@ -259,7 +259,6 @@ void Coordinator::RenewLeases() {
 
 void Coordinator::CheckIncident() {
   const auto now = Steady::now();
-  if (now < next_incident_check_ && !was_paused_) return;
   if (now < next_incident_check_) return;
   next_incident_check_ = now + Millis(mailbox_.paused ? 1000 : 5000);
   const bool open = store_->IncidentsOpenFor(config_.site.key_fingerprint).has_value();

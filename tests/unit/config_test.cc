@@ -98,3 +98,52 @@ TEST(Config, ProblemsNeverEchoTheApiKey) {
 
 }  // namespace
 }  // namespace uppzy
+
+namespace uppzy {
+namespace {
+
+std::string AllProblems(const ConfigResult& r) {
+  std::string all;
+  for (const auto& p : r.problems) all += p + "\n";
+  return all;
+}
+
+TEST(HostileConfig, KeyFileFromDevZeroIsRefusedWithoutReadingItWhole) {
+  auto env = Minimal();
+  env.erase("UPPZY_API_KEY");
+  env["UPPZY_API_KEY_FILE"] = "/dev/zero";
+  const std::string all = AllProblems(LoadConfig(Env(env)));
+  EXPECT_NE(all.find("UPPZY_API_KEY_FILE: '/dev/zero' is larger than 4096 bytes"), std::string::npos) << all;
+}
+
+TEST(HostileConfig, KeyFileAtTheBoundIsReadAndOneByteMoreIsRefused) {
+  const std::string path = ::testing::TempDir() + "/uppzy_key_bound";
+  auto env = Minimal();
+  env.erase("UPPZY_API_KEY");
+  env["UPPZY_API_KEY_FILE"] = path;
+  std::ofstream(path, std::ios::binary) << std::string(kMaxKeyFileBytes, 'k');
+  auto ok = LoadConfig(Env(env));
+  EXPECT_TRUE(ok.problems.empty()) << AllProblems(ok);
+  EXPECT_EQ(ok.config.site.api_key.size(), kMaxKeyFileBytes);
+  std::ofstream(path, std::ios::binary) << std::string(kMaxKeyFileBytes + 1, 'k');
+  EXPECT_NE(AllProblems(LoadConfig(Env(env))).find("is larger than 4096 bytes"), std::string::npos);
+}
+
+TEST(HostileConfig, KeyWithAControlCharacterIsNamed) {
+  auto env = Minimal();
+  env["UPPZY_API_KEY"] = std::string("abc\0def", 7);
+  EXPECT_NE(AllProblems(LoadConfig(Env(env))).find("UPPZY_API_KEY: the key contains a control character"),
+            std::string::npos);
+}
+
+TEST(HostileConfig, MalformedDatabaseUrlStopsStartUpNamingTheSetting) {
+  for (const char* bad : {"postgresql://u@127.0.0.1/db?no_such_option=1", "host=127.0.0.1 port"}) {
+    auto env = Minimal();
+    env["DATABASE_URL"] = bad;
+    const std::string all = AllProblems(LoadConfig(Env(env)));
+    EXPECT_EQ(all.rfind("DATABASE_URL: ", 0), 0u) << bad << " gave:\n" << all;
+  }
+}
+
+}  // namespace
+}  // namespace uppzy

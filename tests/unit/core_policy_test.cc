@@ -1,6 +1,7 @@
 // Table tests of the state machine's decisions: one row per edge, no database, no network.
 #include <gtest/gtest.h>
 
+#include "uppzy/job_write.h"
 #include "uppzy/policy.h"
 
 namespace uppzy {
@@ -177,6 +178,56 @@ TEST(Names, StatesAndKindsRoundTrip) {
   EXPECT_EQ(ParseErrorKind("lease_expired"), ErrorKind::kLeaseExpired);
   EXPECT_TRUE(IsTerminal(JobState::kCancelled));
   EXPECT_FALSE(IsTerminal(JobState::kRetrying));
+}
+
+// A poll timeout says what the last poll error was, so last_error names the real cause.
+struct TimeoutCase {
+  const char* name;
+  int poll_errors;
+  const char* last_poll_error;
+  Outcome final_poll;
+  const char* want_message;
+};
+
+TEST(Decide, PollTimeoutNamesTheLastPollError) {
+  const TimeoutCase cases[] = {
+      {"plain timeout", 0, "", Outcome::Status("processing"),
+       "no final status within the poll timeout of 45000 ms"},
+      {"earlier errors but the last poll succeeded", 0, "HTTP 503", Outcome::Status("processing"),
+       "no final status within the poll timeout of 45000 ms"},
+      {"the polls before the deadline failed", 2, "HTTP 503: upstream down", Outcome::Status("processing"),
+       "no final status within the poll timeout of 45000 ms; the last poll failed: HTTP 503: upstream down"},
+      {"the poll at the deadline failed", 0, "", Outcome::Of(OutcomeKind::kNetwork, 0, "connection reset"),
+       "no final status within the poll timeout of 45000 ms; the last poll failed: connection reset"},
+  };
+  for (const auto& c : cases) {
+    JobContext j = Poll(1, -seconds(1), c.poll_errors);
+    j.last_poll_error = c.last_poll_error;
+    Transition t = Decide(j, c.final_poll, kNow, TestPolicy(), 0.5);
+    EXPECT_EQ(t.error_kind, ErrorKind::kPollTimeout) << c.name;
+    EXPECT_EQ(t.message, c.want_message) << c.name;
+  }
+}
+
+TEST(WriteRejected, FailsTheRowUnderTheSameGuardWithoutTheRefusedContent) {
+  HeldJob h;
+  h.id = 7;
+  h.attempt = 2;
+  h.row_state = JobState::kPolling;
+  h.request_id = "req-7";
+  h.polls = 4;
+  JobWrite refused = WriteCompleted(h, "an answer", "{}");
+  JobWrite w = WriteRejected(refused, "invalid byte sequence (SQLSTATE 22021)", kNow);
+  EXPECT_EQ(w.id, 7);
+  EXPECT_EQ(w.expected_state, JobState::kPolling);
+  EXPECT_EQ(w.expected_attempt, 2);
+  EXPECT_EQ(w.new_state, JobState::kFailed);
+  EXPECT_FALSE(w.answer.has_value());
+  EXPECT_FALSE(w.result_json.has_value());
+  ASSERT_TRUE(w.error.has_value());
+  EXPECT_EQ(w.error->kind, ErrorKind::kInvalidResponse);
+  EXPECT_EQ(w.error->message,
+            "the database refused to store this outcome: invalid byte sequence (SQLSTATE 22021)");
 }
 
 }  // namespace
