@@ -7,6 +7,7 @@
 
 #include "store/embedded_migrations.h"
 #include "support/support.h"
+#include "uppzy/ops_store.h"
 #include "uppzy/store.h"
 
 namespace uppzy {
@@ -178,6 +179,29 @@ TEST(InputLimitsAccepted, WorkerAndOperatorFunctionsStillWork) {
   EXPECT_EQ(Query(db, "SELECT state FROM uppzy.chat_jobs WHERE id = " + std::to_string(done)), "cancelled");
   EXPECT_EQ(QueryInt(db, "SELECT uppzy.retry_failed()"), 0);
   EXPECT_EQ(QueryInt(db, "SELECT uppzy.purge_jobs('cancelled', interval '0')"), 1);
+}
+
+// The rules hold for the app's own role (migrations/roles.sql), whose grants say nothing of them.
+TEST(InputLimitsAccepted, TheAppRoleMeetsTheSameRules) {
+  const std::string db = test::MigratedDatabase();
+  OpsStore(db).RolesApply();
+  EXPECT_EQ(ErrorOf(db,
+                    "SET ROLE uppzy_app; INSERT INTO uppzy.chat_jobs (session_id, message, metadata) "
+                    "VALUES (' s', U&' \\+01F600', '{\"user_id\": 17}')"),
+            "");
+  EXPECT_NE(ErrorOf(db,
+                    "SET ROLE uppzy_app; INSERT INTO uppzy.chat_jobs (session_id, message) "
+                    "VALUES ('s', U&'\\200B\\00A0')")
+                .find("chat_jobs_message_not_blank"),
+            std::string::npos);
+  EXPECT_NE(ErrorOf(db,
+                    "SET ROLE uppzy_app; INSERT INTO uppzy.chat_jobs (session_id, message, metadata) "
+                    "VALUES ('s', 'm', jsonb_build_object('x', repeat('a', 70000)))")
+                .find("chat_jobs_metadata_size"),
+            std::string::npos);
+  EXPECT_NE(ErrorOf(db, "SET ROLE uppzy_app; SELECT uppzy.close_session(E'\\t')")
+                .find("session_closes_session_id_not_blank"),
+            std::string::npos);
 }
 
 // Applies the numbered migrations before `first_not_applied` the way `migrate` records them.
