@@ -10,7 +10,27 @@
 // says whether reconnecting may help. A StoreError whose sqlstate() starts with "22" (data exception)
 // means a filter value PostgreSQL could not read: the caller's input, not the database.
 //
-// Timestamps are ISO 8601 UTC with milliseconds ("2024-05-01T12:00:03.123Z"), "" when NULL.
+// Timestamps are ISO 8601 UTC with milliseconds ("2024-05-01T12:00:03.123Z"), "" when NULL. Years
+// outside 0000-9999 take a sign and six digits, as JavaScript's toISOString writes them: 44 BC is
+// "-000043-03-15T12:00:00.000Z" (1 BC is year 0000), the year 294276 "+294276-12-31T23:59:59.999Z";
+// PostgreSQL's infinite times are "infinity" and "-infinity".
+//
+// Bounded reads. However large a job's values are (rows from before migrations/0007_input_limits.sql,
+// a 1 MiB answer, a long history), one job read by this class stays small (tens of KiB): the
+// statements cut the values down in SQL, so the whole value never reaches this process. A value whose
+// text is larger than kDashboardValueMaxBytes (16 KiB) comes back as
+//   metadata, result:  {"truncated": true, "bytes": <bytes of the text>, "preview": <first 4,096
+//                      characters of the text>, "full_value": "uppzy-worker show <id> --json"}
+//   errors:            the newest entries within 16 KiB, oldest first, after one entry
+//                      {"kind": "truncated", "truncated": true, "omitted": <older entries left out>,
+//                       "entries": <all>, "bytes": <...>, "message": "...", "full_value": "..."};
+//                      an entry above 4 KiB is cut down to its kind, at, attempt, http_status and the
+//                      first 1,024 characters of its message, with "truncated": true and "bytes"
+//   message, answer:   their first 4,096 characters, then "\n… [truncated by the dashboard: N bytes in
+//                      all; uppzy-worker show <id> --show-text prints it whole]"
+//   last_error:        above 4 KiB, its first 1,024 characters and a like note
+//   request_id, locked_by: above 1 KiB, their first 256 characters and "…".
+// `uppzy-worker show <id> --json` (OpsStore) prints every value whole.
 #pragma once
 
 #include <cstdint>
@@ -22,6 +42,11 @@
 #include "uppzy/ops_store.h"
 
 namespace uppzy {
+
+// Above this many bytes of text, a job's metadata, result, errors, message or answer is cut down (see
+// the top of this file). The number is in the SQL of src/store/queries_dashboard.h; this constant
+// documents it for callers and tests.
+inline constexpr int kDashboardValueMaxBytes = 16384;
 
 // Filters of the jobs listing. Empty strings and nullopt mean "any". Values are matched exactly;
 // the caller validates state and error_kind against the known names.
@@ -139,9 +164,11 @@ class DashboardStore {
   // Up to `limit` jobs matching `filter`, newest first (created_at DESC, id DESC), after `after`.
   DashboardJobPage JobsPage(const DashboardJobFilter& filter, const std::optional<DashboardJobCursor>& after,
                             int limit);
-  // Every column but message and answer; nullopt when no job has this id.
+  // Every column but message and answer, large values cut down (see the top); nullopt when no job
+  // has this id.
   std::optional<DashboardJobDetail> JobsGet(int64_t id);
-  // The message and answer text (answer nullopt when NULL); nullopt when no job has this id. Needs
+  // The message and answer text (answer nullopt when NULL), each cut down above 16 KiB (see the
+  // top); nullopt when no job has this id. Needs
   // SELECT on those columns: as uppzy_operator it throws StoreError with sqlstate 42501.
   std::optional<std::pair<std::string, std::optional<std::string>>> JobsText(int64_t id);
 

@@ -287,14 +287,32 @@ constexpr std::string_view kJs =
     if (s < 86400) return Math.floor(s / 3600) + 'h ' + Math.floor((s % 3600) / 60) + 'm';
     return Math.floor(s / 86400) + 'd ' + Math.floor((s % 86400) / 3600) + 'h';
   }
+  // The server's times are ISO 8601 UTC; years outside 0000-9999 carry a sign and six digits
+  // (-000043 is 44 BC, +294276 far future), and PostgreSQL's infinite times come as "infinity".
   function fmtTime(iso) {
     if (!iso) return '—';
-    return iso.replace('T', ' ').replace(/\.\d+Z$/, '').replace(/Z$/, '') + ' UTC';
+    if (iso === 'infinity' || iso === '-infinity') return iso;
+    const m = /^([+-]\d{6}|\d{4})-(\d\d-\d\d)T(\d\d:\d\d:\d\d)(\.\d+)?Z$/.exec(iso);
+    if (!m) return iso.replace('T', ' ').replace(/\.\d+Z$/, '').replace(/Z$/, '') + ' UTC';
+    const year = Number(m[1]);
+    const rest = '-' + m[2] + ' ' + m[3] + ' UTC';
+    return year <= 0 ? String(1 - year).padStart(4, '0') + rest + ' BC' : String(year).padStart(4, '0') + rest;
   }
   function ago(iso, nowIso) {
     if (!iso) return '';
     const now = nowIso ? Date.parse(nowIso) : Date.now();
-    return fmtAge((now - Date.parse(iso)) / 1000) + ' ago';
+    const s = (now - Date.parse(iso)) / 1000;
+    return Number.isFinite(s) ? fmtAge(s) + ' ago' : '';
+  }
+  // metadata and result as JSON, or the server's marker for a value too large to send (see
+  // include/uppzy/dashboard_store.h) as a readable note with the start of the value.
+  function fmtJsonValue(v) {
+    if (v === null || v === undefined) return '—';
+    if (v && typeof v === 'object' && v.truncated === true && typeof v.full_value === 'string' && typeof v.preview === 'string') {
+      return 'Too large to show here: ' + fmtInt(v.bytes) + ' bytes. The whole value: ' + v.full_value +
+        '\nThe first ' + fmtInt(v.preview.length) + ' characters:\n\n' + v.preview + ' …';
+    }
+    return JSON.stringify(v, null, 2);
   }
   function badge(text, kind) { return el('span', { class: 'badge ' + (kind || ''), text: text }); }
   function stateBadge(state) { return badge(state, 'state-' + state); }
@@ -677,7 +695,7 @@ constexpr std::string_view kJs =
     }
     errors.forEach(function (e, i) {
       const kind = e.kind === undefined || e.kind === null ? '?' : String(e.kind);
-      const operator = kind.startsWith('operator') || kind === 'cancelled';
+      const operator = kind.startsWith('operator') || kind === 'cancelled' || kind === 'truncated';
       ol.append(el('li', { class: 'event' + (operator ? ' operator' : ''), 'data-kind': kind, 'data-index': i },
         el('div', { class: 'event-head' },
           badge(kind, operator ? 'info' : 'bad'),
@@ -698,8 +716,8 @@ constexpr std::string_view kJs =
       v = v === null || v === undefined ? '—' : (TIME_FIELDS[f] ? fmtTime(v) : String(v));
       table.append(el('tr', null, el('th', { scope: 'row' }, f), el('td', { id: 'field-' + f, class: f === 'last_error' ? 'wrap' : 'mono' }, v)));
     }
-    $('metadata').textContent = JSON.stringify(j.metadata, null, 2);
-    $('result').textContent = j.result === null ? '—' : JSON.stringify(j.result, null, 2);
+    $('metadata').textContent = fmtJsonValue(j.metadata);
+    $('result').textContent = fmtJsonValue(j.result);
     renderTimeline(j.errors);
     if (j.notification) {
       $('notification').textContent = 'NOTIFY ' + j.notification.channel + ', ' + j.notification.text;

@@ -1,5 +1,7 @@
 #include "uppzy/dashboard_store.h"
 
+#include <cctype>
+#include <cstdio>
 #include <pqxx/pqxx>
 
 #include "store/queries_dashboard.h"
@@ -17,20 +19,43 @@ using store::Translate;
 
 long long Count(const pqxx::field& f) { return f.is_null() ? 0 : f.as<long long>(); }
 
-// "2024-05-01 12:00:03.123456+00" (timestamptz text in a UTC, ISO session) -> "2024-05-01T12:00:03.123Z".
+// timestamptz text in a UTC, ISO session -> ISO 8601 with milliseconds (see dashboard_store.h):
+//   "2024-05-01 12:00:03.123456+00"      -> "2024-05-01T12:00:03.123Z"
+//   "0044-03-15 12:00:00+00 BC"          -> "-000043-03-15T12:00:00.000Z" (astronomical years)
+//   "294276-12-31 23:59:59.999999+00"    -> "+294276-12-31T23:59:59.999Z"
+//   "infinity", "-infinity"              -> unchanged
+// Anything else comes back as PostgreSQL wrote it.
 std::string Iso(const pqxx::field& f) {
   if (f.is_null()) return {};
-  const std::string s = f.as<std::string>();
-  if (s.size() < 19) return s;  // infinity and the like: as PostgreSQL wrote it
-  std::string out = s.substr(0, 10) + "T" + s.substr(11, 8);
+  std::string s = f.as<std::string>();
+  const bool bc = s.size() > 3 && s.compare(s.size() - 3, 3, " BC") == 0;
+  if (bc) s.resize(s.size() - 3);
+  // The year is every digit before the first '-'; then "-MM-DD HH:MM:SS".
+  const size_t dash = s.find('-');
+  if (dash == std::string::npos || dash < 4 || dash > 6 || s.size() < dash + 15 || s[dash + 6] != ' ') {
+    return f.as<std::string>();
+  }
+  long long year = 0;
+  for (size_t i = 0; i < dash; ++i) {
+    if (!std::isdigit(static_cast<unsigned char>(s[i]))) return f.as<std::string>();
+    year = year * 10 + (s[i] - '0');
+  }
+  if (bc) year = 1 - year;  // 1 BC is year 0, 2 BC is year -1
+  char y[16];
+  if (year >= 0 && year <= 9999) {
+    std::snprintf(y, sizeof y, "%04lld", year);
+  } else {
+    std::snprintf(y, sizeof y, "%c%06lld", year < 0 ? '-' : '+', year < 0 ? -year : year);
+  }
+  const size_t time = dash + 7;  // "HH:MM:SS"
   std::string millis = "000";
-  if (s.size() > 19 && s[19] == '.') {
-    for (size_t i = 0; i < 3 && 20 + i < s.size() && std::isdigit(static_cast<unsigned char>(s[20 + i]));
-         ++i) {
-      millis[i] = s[20 + i];
+  if (s.size() > time + 8 && s[time + 8] == '.') {
+    for (size_t i = 0;
+         i < 3 && time + 9 + i < s.size() && std::isdigit(static_cast<unsigned char>(s[time + 9 + i])); ++i) {
+      millis[i] = s[time + 9 + i];
     }
   }
-  return out + "." + millis + "Z";
+  return std::string(y) + s.substr(dash, 6) + "T" + s.substr(time, 8) + "." + millis + "Z";
 }
 
 // Microseconds since the epoch -> "1970-01-01 00:00:00.000000+00", exact (PostgreSQL reads it as a

@@ -3,6 +3,12 @@
 // only through the operator functions of migrations/0002_operations.sql, so a login with only the
 // uppzy_operator role runs all of them (except kDashJobsText, which needs the text columns).
 // Timestamps come back as text in UTC (the connection sets TIME ZONE 'UTC' and DateStyle ISO).
+//
+// Bounds: a job's metadata, result, errors, answer and message, and its last_error, request_id and
+// locked_by, may be megabytes (rows from before migrations/0007_input_limits.sql, answers as large as
+// UPPZY_MAX_RESPONSE_BYTES, a long history). The queries below cut them down in SQL, so the dashboard
+// process never receives more than a bounded amount of any one value (see dashboard_store.h for the
+// shapes); `uppzy-worker show ID --json` (and --show-text) reads them whole.
 #pragma once
 
 namespace uppzy::store::sql {
@@ -85,10 +91,20 @@ SELECT period, delivered, failed, good, bad, good_ratio::float8, pending FROM up
 // <filters> is one fragment per filter given, each followed by its parameter number (and the cast
 // where one is shown).
 
+// The last column is created_at in microseconds since the Unix epoch (the cursor). It is clamped to a
+// bigint: a created_at in the year 294276 or 'infinity' is beyond one, and would fail the whole page.
 inline constexpr const char* kDashJobsSelect = R"sql(
 SELECT j.id, j.job_key, j.session_id, j.state, j.attempts, j.max_attempts, j.error_kind,
-       j.last_http_status, j.request_id, j.created_at, j.finished_at, j.last_error,
-       j.cancel_requested_at, (extract(epoch FROM j.created_at) * 1000000)::bigint
+       j.last_http_status,
+       CASE WHEN octet_length(j.request_id) <= 1024 THEN j.request_id
+            ELSE left(j.request_id, 256) || '…' END AS request_id,
+       j.created_at, j.finished_at,
+       CASE WHEN octet_length(j.last_error) <= 4096 THEN j.last_error
+            ELSE left(j.last_error, 1024) || format('… [%s bytes in all; uppzy-worker show %s prints it whole]',
+                                                    octet_length(j.last_error), j.id) END AS last_error,
+       j.cancel_requested_at,
+       least(greatest(extract(epoch FROM j.created_at) * 1000000, -9223372036854775808),
+             9223372036854775807)::bigint
 FROM uppzy.chat_jobs j
 )sql";
 
@@ -120,19 +136,84 @@ inline constexpr const char* kDashMatchingEnd = "))";
 
 // $1 id. Every column but message and answer, and the finish notification's payload built as
 // uppzy.chat_jobs_notify_finished() builds it (migrations/0003_feedback.sql), for finished jobs.
+//
+// metadata and result: the value's text when it is at most 16,384 bytes; otherwise the marker
+//   {"truncated": true, "bytes": <bytes of the text>, "preview": <its first 4,096 characters>,
+//    "full_value": "uppzy-worker show <id> --json"}.
+// errors: the whole array when its text is at most 16,384 bytes; otherwise the newest entries whose
+//   texts add up to at most 16,384 bytes (oldest first, as stored), after one marker entry
+//   {"kind": "truncated", "truncated": true, "omitted": <older entries left out>, "entries": <all>,
+//    "bytes": <bytes of the whole text>, "message": "...", "full_value": "uppzy-worker show <id> --json"}.
+//   An entry larger than 4,096 bytes is itself replaced by {"truncated": true, "bytes", "kind", "at",
+//   "attempt", "http_status", "message": <its first 1,024 characters>}, each field cut short.
+// last_error above 4,096 bytes: its first 1,024 characters and a note; request_id and locked_by above
+// 1,024 bytes: their first 256 characters and "…".
+// Each large value is turned into text once (the OFFSET 0 keeps the planner from repeating it).
 inline constexpr const char* kDashJobsGet = R"sql(
-SELECT id, job_key, session_id, state, attempts, max_attempts, error_kind, last_http_status, request_id,
-       created_at, finished_at,
-       response_language, priority, polls, run_at, updated_at, submitted_at, poll_deadline, locked_by,
-       lease_expires_at, cancel_requested_at, last_error, errors::text, metadata::text, result::text,
-       CASE WHEN state IN ('completed', 'failed', 'cancelled')
-            THEN json_build_object('kind', 'chat_job', 'id', id, 'job_key', job_key, 'state', state)::text
+SELECT j.id, j.job_key, j.session_id, j.state, j.attempts, j.max_attempts, j.error_kind, j.last_http_status,
+       CASE WHEN octet_length(j.request_id) <= 1024 THEN j.request_id ELSE left(j.request_id, 256) || '…' END,
+       j.created_at, j.finished_at,
+       j.response_language, j.priority, j.polls, j.run_at, j.updated_at, j.submitted_at, j.poll_deadline,
+       CASE WHEN octet_length(j.locked_by) <= 1024 THEN j.locked_by ELSE left(j.locked_by, 256) || '…' END,
+       j.lease_expires_at, j.cancel_requested_at,
+       CASE WHEN octet_length(j.last_error) <= 4096 THEN j.last_error
+            ELSE left(j.last_error, 1024) || format('… [%s bytes in all; uppzy-worker show %s prints it whole]',
+                                                    octet_length(j.last_error), j.id) END,
+       (SELECT CASE WHEN e.bytes IS NULL OR e.bytes <= 16384 THEN e.t ELSE (
+                 SELECT (CASE WHEN count(*) FILTER (WHERE k.cum > 16384) = 0 THEN '[]'::jsonb
+                              ELSE jsonb_build_array(jsonb_build_object(
+                                'kind', 'truncated', 'truncated', true,
+                                'omitted', count(*) FILTER (WHERE k.cum > 16384),
+                                'entries', count(*), 'bytes', e.bytes,
+                                'message', format('%s older entries of %s left out: the history is %s bytes, '
+                                                  'and the dashboard shows the newest within 16 KiB. '
+                                                  'uppzy-worker show %s --json prints it whole.',
+                                                  count(*) FILTER (WHERE k.cum > 16384), count(*), e.bytes, j.id),
+                                'full_value', format('uppzy-worker show %s --json', j.id))) END
+                         || coalesce(jsonb_agg(k.v ORDER BY k.ord) FILTER (WHERE k.cum <= 16384), '[]'))::text
+                 FROM (SELECT b.ord, b.v, sum(octet_length(b.v::text)) OVER (ORDER BY b.ord DESC) AS cum
+                       FROM (SELECT a.ord,
+                                    CASE WHEN a.bytes <= 4096 THEN a.v
+                                         ELSE jsonb_build_object(
+                                           'truncated', true, 'bytes', a.bytes,
+                                           'kind', left(a.v ->> 'kind', 64), 'at', left(a.v ->> 'at', 64),
+                                           'attempt', left(a.v ->> 'attempt', 32),
+                                           'http_status', left(a.v ->> 'http_status', 32),
+                                           'message', left(coalesce(a.v ->> 'message', a.v #>> '{}'), 1024)
+                                                      || format('… [entry truncated: %s bytes]', a.bytes))
+                                    END AS v
+                             FROM (SELECT x.ord, x.v, octet_length(x.v::text) AS bytes
+                                   FROM jsonb_array_elements(j.errors) WITH ORDINALITY AS x(v, ord)
+                                   OFFSET 0) a) b) k) END
+        FROM (SELECT t.t, octet_length(t.t) AS bytes FROM (SELECT j.errors::text AS t OFFSET 0) t) e),
+       (SELECT CASE WHEN m.bytes IS NULL OR m.bytes <= 16384 THEN m.t
+                    ELSE jsonb_build_object('truncated', true, 'bytes', m.bytes, 'preview', left(m.t, 4096),
+                                            'full_value', format('uppzy-worker show %s --json', j.id))::text END
+        FROM (SELECT t.t, octet_length(t.t) AS bytes FROM (SELECT j.metadata::text AS t OFFSET 0) t) m),
+       (SELECT CASE WHEN r.bytes IS NULL OR r.bytes <= 16384 THEN r.t
+                    ELSE jsonb_build_object('truncated', true, 'bytes', r.bytes, 'preview', left(r.t, 4096),
+                                            'full_value', format('uppzy-worker show %s --json', j.id))::text END
+        FROM (SELECT t.t, octet_length(t.t) AS bytes FROM (SELECT j.result::text AS t OFFSET 0) t) r),
+       CASE WHEN j.state IN ('completed', 'failed', 'cancelled')
+            THEN json_build_object('kind', 'chat_job', 'id', j.id, 'job_key', j.job_key, 'state', j.state)::text
        END
-FROM uppzy.chat_jobs WHERE id = $1
+FROM uppzy.chat_jobs j WHERE j.id = $1
 )sql";
 
-// $1 id. Needs SELECT on message and answer (uppzy_operator does not have it).
-inline constexpr const char* kDashJobsText = "SELECT message, answer FROM uppzy.chat_jobs WHERE id = $1";
+// $1 id. Needs SELECT on message and answer (uppzy_operator does not have it). A text above 16,384
+// bytes comes back as its first 4,096 characters and a note naming `uppzy-worker show <id>
+// --show-text`. octet_length of a text reads its stored size, and left() only the start of it.
+inline constexpr const char* kDashJobsText = R"sql(
+SELECT CASE WHEN octet_length(message) <= 16384 THEN message
+            ELSE left(message, 4096) || format(E'\n… [truncated by the dashboard: %s bytes in all; '
+                                               'uppzy-worker show %s --show-text prints it whole]',
+                                               octet_length(message), id) END,
+       CASE WHEN octet_length(answer) <= 16384 THEN answer
+            ELSE left(answer, 4096) || format(E'\n… [truncated by the dashboard: %s bytes in all; '
+                                              'uppzy-worker show %s --show-text prints it whole]',
+                                              octet_length(answer), id) END
+FROM uppzy.chat_jobs WHERE id = $1
+)sql";
 
 // ---- Actions: only the operator functions. ---------------------------------------------------------
 
