@@ -25,7 +25,7 @@ RUN cmake -S . -B /build -DCMAKE_BUILD_TYPE=Release -DUPPZY_BUILD_TESTS=OFF \
 FROM debian:12-slim AS runtime
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-      libpqxx-6.4 libcurl4 libspdlog1.10 libcpp-httplib0.11 libmicrohttpd12 ca-certificates curl \
+      libpqxx-6.4 libcurl4 libspdlog1.10 libmicrohttpd12 ca-certificates curl \
  && rm -rf /var/lib/apt/lists/* \
  && useradd --system --no-create-home --shell /usr/sbin/nologin uppzy
 COPY --from=build /build/uppzy-worker /build/uppzy-mock /usr/local/bin/

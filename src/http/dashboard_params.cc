@@ -288,6 +288,33 @@ std::vector<std::string> DashboardSettingsProblems(const std::string& addr, cons
   return problems;
 }
 
+ParsedFormIds ParseFormIds(const std::vector<std::pair<std::string, std::string>>& fields, size_t max_ids) {
+  ParsedFormIds r;
+  const std::string expected = "ids: a list of 1 to " + std::to_string(max_ids) +
+                               " job ids (positive whole numbers), as ids=1,2,3 or ids=1&ids=2";
+  for (const auto& [name, value] : fields) {
+    if (name != "ids") {
+      r.error = "unknown field '" + name.substr(0, 64) + "'; give ids (ids=1,2,3)";
+      return r;
+    }
+    size_t pos = 0;
+    while (pos <= value.size()) {
+      size_t end = value.find(',', pos);
+      if (end == std::string::npos) end = value.size();
+      const auto id = ParseId(std::string_view(value).substr(pos, end - pos));
+      if (!id || r.ids.size() >= max_ids) {
+        r.ids.clear();
+        r.error = expected;
+        return r;
+      }
+      r.ids.push_back(*id);
+      pos = end + 1;
+    }
+  }
+  if (r.ids.empty()) r.error = expected;
+  return r;
+}
+
 bool ConstantTimeEquals(std::string_view a, std::string_view b) {
   unsigned char diff = a.size() == b.size() ? 0 : 1;
   const size_t n = a.size();

@@ -8,6 +8,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "uppzy/dashboard_store.h"
@@ -49,6 +50,15 @@ std::optional<DashboardJobCursor> DecodeCursor(std::string_view text);
 
 // A positive id written in decimal without sign or leading zeros, at most 2^63 - 1.
 std::optional<int64_t> ParseId(std::string_view text);
+
+// The form body of an action (application/x-www-form-urlencoded, already decoded into fields): `ids`
+// as a comma-separated list ("ids=1,2,3"), repeated ("ids=1&ids=2"), or both; no other field; 1 to
+// `max_ids` ids, each as ParseId reads it. `error` names the field and says what is accepted.
+struct ParsedFormIds {
+  std::vector<int64_t> ids;
+  std::string error;
+};
+ParsedFormIds ParseFormIds(const std::vector<std::pair<std::string, std::string>>& fields, size_t max_ids);
 
 // Start-up rules for `uppzy-worker dashboard`: the address is host:port (port 0 .. 65535; port 0
 // picks a free one); listening on anything but a loopback address needs a token; a token has at least

@@ -1,11 +1,13 @@
 // The operators' web dashboard (`uppzy-worker dashboard`): pages, their JSON, and the actions, on
-// cpp-httplib. Every asset is compiled in (dashboard_assets.cc); the data comes from DashboardStore.
+// http::Server (server.h, libmicrohttpd). Every asset is compiled in (dashboard_assets.cc); the data
+// comes from DashboardStore; the JSON API is dashboard_api.cc.
 //
 //   page        JSON                          actions (POST, JSON body)
 //   /           /api/overview                 /api/incidents/{id}/resolve
 //   /jobs       /api/jobs?state=&error_kind=&job_key=&session_id=&since=&until=&after=&limit=
 //                                             /api/jobs/retry, /api/jobs/cancel  {"ids":[..]} or
 //                                             {"filter":{..}}
+//                                             or the form ids=1,2,3 (up to 10,000 ids; body <= 1 MiB)
 //   /jobs/{id}  /api/jobs/{id}                /api/jobs/{id}/retry, /api/jobs/{id}/cancel
 //   /healthz    200 {"status":"ok"} (no database access)
 //
@@ -24,9 +26,13 @@
 //     would make the browser send "Origin: null" with same-origin POSTs, which the Origin check refuses).
 //   - Message and answer text appear only with show_text.
 // Errors are JSON {"error": "..."} with a 4xx status for bad input (400), missing auth (401), refused
-// actions (403), unknown ids (404) and actions that do not apply (409); 503 when the database is away.
+// actions (403), unknown ids (404), actions that do not apply (409) and a body over its limit (413: 1 MiB
+// for the bulk actions, 16 KiB elsewhere); 503 when the database is away.
 //
-// Start() and Stop() are called from one thread; requests are served by a pool of threads.
+// Serving (server.h): one epoll thread holds every connection (at most 4,096; closed after 10 s
+// without progress) and answers the gate, pages, assets and /healthz itself; /api/* and POST /login
+// run on 8 threads that a client gets only once its request is complete, so idle or slowloris
+// sockets cannot take the dashboard down. Start() and Stop() are called from one thread.
 #pragma once
 
 #include <memory>

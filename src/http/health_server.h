@@ -3,8 +3,10 @@
 //   GET /readyz   200 when the database is reachable and no incident is open, else 503 with a
 //                 one-line JSON reason (from HealthSources::ready);
 //   GET /metrics  Prometheus text format: the worker's counters and metrics::Default().
-// Runs its own thread; Start() and Stop() are called from one thread. The sources are read from the
-// server's thread and must outlive Stop().
+// Anything else is 404. Served by http::Server (server.h): one epoll thread of its own that answers
+// every request itself, so idle or slow clients (up to 4,096 connections, each closed after 10 s
+// without progress) cannot make /healthz wait. Start() and Stop() are called from one thread. The
+// sources are read from the server's thread and must outlive Stop(); ready() must not block.
 #pragma once
 
 #include <functional>

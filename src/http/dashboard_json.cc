@@ -1,0 +1,164 @@
+#include "http/dashboard_json.h"
+
+#include "uppzy/job.h"
+
+namespace uppzy::http {
+namespace {
+
+json Opt(const std::string& s) { return s.empty() ? json(nullptr) : json(s); }
+json Opt(const std::optional<double>& d) { return d ? json(*d) : json(nullptr); }
+
+json ParsedOr(const std::string& text, json fallback) {
+  if (text.empty()) return fallback;
+  json j = json::parse(text, nullptr, false);
+  return j.is_discarded() ? json(text) : j;
+}
+
+}  // namespace
+
+std::string Dump(const json& j) { return j.dump(-1, ' ', false, json::error_handler_t::replace); }
+
+std::string FirstLine(const std::string& s) { return s.substr(0, s.find('\n')); }
+
+json JobSummaryJson(const DashboardJobRow& j) {
+  return {{"id", j.id},
+          {"job_key", Opt(j.job_key)},
+          {"session_id", j.session_id},
+          {"state", j.state},
+          {"attempts", j.attempts},
+          {"max_attempts", j.max_attempts},
+          {"error_kind", Opt(j.error_kind)},
+          {"last_http_status", j.last_http_status ? json(j.last_http_status) : json(nullptr)},
+          {"last_error", Opt(j.last_error)},
+          {"request_id", Opt(j.request_id)},
+          {"created_at", Opt(j.created_at)},
+          {"finished_at", Opt(j.finished_at)},
+          {"cancel_requested_at", Opt(j.cancel_requested_at)}};
+}
+
+bool Finished(const std::string& state) {
+  auto s = ParseJobState(state);
+  return s && IsTerminal(*s);
+}
+
+json JobDetailJson(const DashboardJobDetail& j) {
+  json notification = nullptr;
+  if (!j.notification_payload.empty()) {
+    notification = {{"channel", "uppzy_chat_jobs"},
+                    {"payload", ParsedOr(j.notification_payload, json(nullptr))},
+                    {"text", j.notification_payload}};
+  }
+  return {{"id", j.id},
+          {"job_key", Opt(j.job_key)},
+          {"session_id", j.session_id},
+          {"response_language", j.response_language},
+          {"state", j.state},
+          {"priority", j.priority},
+          {"attempts", j.attempts},
+          {"max_attempts", j.max_attempts},
+          {"request_id", Opt(j.request_id)},
+          {"polls", j.polls},
+          {"error_kind", Opt(j.error_kind)},
+          {"last_error", Opt(j.last_error)},
+          {"last_http_status", j.last_http_status ? json(j.last_http_status) : json(nullptr)},
+          {"errors", ParsedOr(j.errors_json, json::array())},
+          {"metadata", ParsedOr(j.metadata_json, json::object())},
+          {"result", ParsedOr(j.result_json, json(nullptr))},
+          {"run_at", Opt(j.run_at)},
+          {"created_at", Opt(j.created_at)},
+          {"updated_at", Opt(j.updated_at)},
+          {"submitted_at", Opt(j.submitted_at)},
+          {"poll_deadline", Opt(j.poll_deadline)},
+          {"finished_at", Opt(j.finished_at)},
+          {"cancel_requested_at", Opt(j.cancel_requested_at)},
+          {"locked_by", Opt(j.locked_by)},
+          {"lease_expires_at", Opt(j.lease_expires_at)},
+          {"notification", notification},
+          {"actions",
+           {{"retry", Finished(j.state)}, {"cancel", !Finished(j.state) && j.cancel_requested_at.empty()}}}};
+}
+
+json OverviewJson(const DashboardOverview& o) {
+  json states = json::array();
+  for (const auto& s : o.states) {
+    states.push_back(
+        {{"state", s.state}, {"jobs", s.jobs}, {"oldest_age_seconds", Opt(s.oldest_age_seconds)}});
+  }
+  json health = json::array();
+  for (const auto& h : o.health) {
+    health.push_back({{"period", h.period},
+                      {"finished", h.finished},
+                      {"completed", h.completed},
+                      {"failed", h.failed},
+                      {"cancelled", h.cancelled},
+                      {"poll_timeouts", h.poll_timeouts},
+                      {"timeout_rate", Opt(h.timeout_rate)},
+                      {"retried", h.retried},
+                      {"retry_rate", Opt(h.retry_rate)},
+                      {"p50_seconds", Opt(h.p50_seconds)},
+                      {"p95_seconds", Opt(h.p95_seconds)},
+                      {"failures_by_kind", ParsedOr(h.failures_by_kind_json, json::object())}});
+  }
+  json rows = json::array();
+  for (const auto& m : o.minutes)
+    rows.push_back({m.minute, m.completed, m.failed, m.cancelled, m.poll_timeouts});
+  json incidents = json::array();
+  for (const auto& i : o.open_incidents) {
+    incidents.push_back({{"id", i.id},
+                         {"kind", i.kind},
+                         {"http_status", i.http_status ? json(i.http_status) : json(nullptr)},
+                         {"detail", Opt(i.detail)},
+                         {"site_id", Opt(i.site_id)},
+                         {"api_key_fingerprint", i.api_key_fingerprint},
+                         {"opened_by", Opt(i.opened_by)},
+                         {"opened_at", i.opened_at}});
+  }
+  json workers = json::array();
+  for (const auto& w : o.workers) {
+    workers.push_back({{"id", w.id},
+                       {"host", w.host},
+                       {"pid", w.pid},
+                       {"version", w.version},
+                       {"site_id", Opt(w.site_id)},
+                       {"started_at", w.started_at},
+                       {"heartbeat_at", w.heartbeat_at},
+                       {"heartbeat_age_seconds", w.heartbeat_age_seconds},
+                       {"lease_ms", w.lease_ms},
+                       {"jobs_in_flight", w.jobs_in_flight},
+                       {"breaker_state", w.breaker_state},
+                       {"stopped_at", Opt(w.stopped_at)},
+                       {"status", w.status}});
+  }
+  json feedback = json::array();
+  for (const auto& f : o.feedback) {
+    feedback.push_back({{"period", f.period},
+                        {"delivered", f.delivered},
+                        {"failed", f.failed},
+                        {"good", f.good},
+                        {"bad", f.bad},
+                        {"good_ratio", Opt(f.good_ratio)},
+                        {"pending", f.pending}});
+  }
+  return {{"now", o.now},
+          {"states", states},
+          {"health", health},
+          {"finished_per_minute",
+           {{"start", o.minutes_start},
+            {"minutes", 1440},
+            {"columns", {"minute", "completed", "failed", "cancelled", "poll_timeouts"}},
+            {"rows", rows}}},
+          {"incidents", incidents},
+          {"workers", workers},
+          {"feedback", feedback}};
+}
+
+json FilterJson(const DashboardJobFilter& f) {
+  json j = json::object();
+  if (!f.state.empty()) j["state"] = f.state;
+  if (!f.error_kind.empty()) j["error_kind"] = f.error_kind;
+  if (!f.job_key.empty()) j["job_key"] = f.job_key;
+  if (!f.session_id.empty()) j["session_id"] = f.session_id;
+  return j;
+}
+
+}  // namespace uppzy::http
