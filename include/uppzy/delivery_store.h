@@ -10,6 +10,8 @@
 // (so the caller can give each kind its share of capacity); writes, renewals and rescue take both kinds
 // at once. Ids are per table, so rows are named by DeliveryRef {kind, id}.
 //
+// DeliveryStore is the PostgreSQL WorkerDeliveryStore (worker_store.h), plus the app-facing enqueues.
+//
 // Errors: every method throws StoreError (store.h); transient() says whether reconnecting can help.
 #pragma once
 
@@ -22,22 +24,15 @@
 #include "uppzy/delivery.h"
 #include "uppzy/delivery_write.h"
 #include "uppzy/store.h"
+#include "uppzy/worker_store.h"
 
 namespace uppzy {
 
-// What became of each row of a DeliveriesApplyWrites call; every row is in exactly one list (see
-// ApplyResult in store.h for the meaning of each).
-struct DeliveryApplyResult {
-  std::vector<DeliveryRef> applied;
-  std::vector<DeliveryRef> refused;   // missed the fencing guard: someone else holds the row now
-  std::vector<DeliveryRef> deferred;  // locked by another session: apply these writes again later
-};
-
-class DeliveryStore {
+class DeliveryStore final : public WorkerDeliveryStore {
  public:
   // Connects at once. Throws StoreError (transient) when the database cannot be reached.
   explicit DeliveryStore(const std::string& database_url);
-  ~DeliveryStore();
+  ~DeliveryStore() override;
   DeliveryStore(const DeliveryStore&) = delete;
   DeliveryStore& operator=(const DeliveryStore&) = delete;
 
@@ -45,7 +40,7 @@ class DeliveryStore {
   // lease now + lease_ms. FOR UPDATE SKIP LOCKED: concurrent claimers never take the same row. Oldest
   // run_at first. Returns at most `limit` rows (none when limit <= 0).
   std::vector<ClaimedDelivery> DeliveriesClaim(DeliveryKind kind, const std::string& worker, int lease_ms,
-                                               int limit);
+                                               int limit) override;
 
   // Applies the writes (both kinds may be mixed) in one transaction, guarded by id + state 'sending' +
   // attempts = expected_attempt + locked_by = worker; the row is released (locked_by, lease cleared)
@@ -54,20 +49,20 @@ class DeliveryStore {
   // value is delivered as well. A row appearing twice is applied in two rounds, in order. A row another
   // session holds locked is deferred, never waited on.
   DeliveryApplyResult DeliveriesApplyWrites(const std::string& worker,
-                                            const std::vector<DeliveryWrite>& writes);
+                                            const std::vector<DeliveryWrite>& writes) override;
 
   // Extends the lease of every listed row still `sending` and held by `worker`; returns those renewed.
   // A held row missing from the result was taken from us (rescued): its write will be refused.
   std::vector<DeliveryRef> DeliveriesRenewLeases(const std::string& worker,
-                                                 const std::vector<DeliveryRef>& held, int lease_ms);
+                                                 const std::vector<DeliveryRef>& held, int lease_ms) override;
 
   // sending rows of both kinds whose lease ended -> retrying with run_at = now (or failed when no attempt
   // is left), error lease_expired appended. Safe: both calls may be repeated. Takes at most `limit` rows
   // per table; returns how many were rescued.
-  int DeliveriesRescueExpired(int limit);
+  int DeliveriesRescueExpired(int limit) override;
 
   // True while any rating or close is queued, retrying or sending.
-  bool DeliveriesAnyUnfinished();
+  bool DeliveriesAnyUnfinished() override;
 
   // uppzy.rate_job(job_id, rating, comment): the rating's id. The duplicate rule is rate_job's (one row
   // per request; a changed rating is stored and sent again; the same rating again changes nothing).

@@ -8,34 +8,26 @@
 // Every connection sets lock_timeout (2 s): no statement waits longer than that on a lock an app
 // holds; the hot statements (claims, writes, lease renewals, rescue) skip locked rows instead.
 //
-// Errors: every method throws StoreError. StoreError::transient() is true when the cause is the
-// environment (connection lost, server restarting, serialization failure, deadlock): reconnecting and
+// Store is the PostgreSQL WorkerJobStore (worker_store.h, where those methods are documented), plus
+// what operators and tests need besides: migrations, enqueue, the incident list.
+//
+// Errors: every method throws StoreError (store_error.h). StoreError::transient() is true when the cause is
+// the environment (connection lost, server restarting, serialization failure, deadlock): reconnecting and
 // trying again can succeed. Other errors (constraint violations, bad SQL) are not transient.
 #pragma once
 
 #include <cstdint>
 #include <memory>
 #include <optional>
-#include <stdexcept>
 #include <string>
 #include <vector>
 
 #include "uppzy/job.h"
 #include "uppzy/job_write.h"
+#include "uppzy/store_error.h"
+#include "uppzy/worker_store.h"
 
 namespace uppzy {
-
-class StoreError : public std::runtime_error {
- public:
-  StoreError(const std::string& what, bool transient, std::string sqlstate = {})
-      : std::runtime_error(what), transient_(transient), sqlstate_(std::move(sqlstate)) {}
-  bool transient() const { return transient_; }
-  const std::string& sqlstate() const { return sqlstate_; }
-
- private:
-  bool transient_;
-  std::string sqlstate_;
-};
 
 // Returns "" when libpq can parse `database_url` (a postgresql:// URI or key=value pairs), else libpq's
 // reason. A URL that cannot be parsed never connects, so configuration refuses it at start-up instead
@@ -68,21 +60,11 @@ struct Incident {
   std::string resolved_at;  // empty while open
 };
 
-// What became of each job of a JobsApplyWrites call; every job is in exactly one list.
-struct ApplyResult {
-  std::vector<int64_t> applied;   // every write of the job was applied
-  std::vector<int64_t> refused;   // a write missed the fencing guard (someone else holds the row now,
-                                  // or it is gone): that write and the job's later ones were not applied
-  std::vector<int64_t> deferred;  // another session holds the row locked (an app's FOR UPDATE or open
-                                  // UPDATE): none of the job's writes from that one on were applied;
-                                  // apply them again later, in order
-};
-
-class Store {
+class Store final : public WorkerJobStore {
  public:
   // Connects at once. Throws StoreError (transient) when the database cannot be reached.
   explicit Store(const std::string& database_url);
-  ~Store();
+  ~Store() override;
   Store(const Store&) = delete;
   Store& operator=(const Store&) = delete;
 
@@ -90,41 +72,29 @@ class Store {
   // transaction, under an advisory lock. Returns the names applied (empty when up to date).
   std::vector<std::string> Migrate();
 
-  // queued/retrying rows with run_at <= now() -> submitting, attempts + 1, locked by `worker`.
-  // FOR UPDATE SKIP LOCKED: concurrent claimers never take the same row. Best first.
-  std::vector<ClaimedJob> JobsClaimQueued(const std::string& worker, int lease_ms, int limit);
-  // polling rows whose lease ended (crashed or handed-back holders) -> held by `worker`, same attempt.
-  std::vector<ClaimedJob> JobsAdoptPolling(const std::string& worker, int lease_ms, int limit);
-  // submitting rows whose lease ended -> retrying (or failed when no attempt is left), error
-  // lease_expired. The POST may have reached Uppzy: this is the one duplicate-submission window.
-  int JobsRescueExpiredSubmitting(int limit);
-  // Applies writes in order, guarded; a job appearing twice is applied in two rounds. One transaction.
-  // Never waits on a row lock another session holds: that job is deferred (see ApplyResult).
-  ApplyResult JobsApplyWrites(const std::string& worker, const std::vector<JobWrite>& writes);
-  // Extends the lease of every listed row still held by `worker`; returns the ids renewed. A row another
-  // session holds locked is skipped, not waited on (it is not in the result).
+  // WorkerJobStore.
+  std::vector<ClaimedJob> JobsClaimQueued(const std::string& worker, int lease_ms, int limit) override;
+  std::vector<ClaimedJob> JobsAdoptPolling(const std::string& worker, int lease_ms, int limit) override;
+  int JobsRescueExpiredSubmitting(int limit) override;
+  ApplyResult JobsApplyWrites(const std::string& worker, const std::vector<JobWrite>& writes) override;
   std::vector<int64_t> JobsRenewLeases(const std::string& worker, const std::vector<int64_t>& ids,
-                                       int lease_ms);
-  // True while any job is queued, retrying, submitting or polling.
-  bool JobsAnyUnfinished();
-  // Ids of rows held by `worker` whose cancellation was requested (cancel_requested_at set).
-  std::vector<int64_t> JobsCancelRequested(const std::string& worker);
-  EnqueueResult JobsEnqueue(const NewJob& job);
-
-  // Opens the incident for this key unless one is open already. Returns {id, created}.
+                                       int lease_ms) override;
+  bool JobsAnyUnfinished() override;
+  std::vector<int64_t> JobsCancelRequested(const std::string& worker) override;
   std::pair<int64_t, bool> IncidentsOpen(const std::string& kind, int http_status, const std::string& detail,
                                          const std::string& site_id, const std::string& fingerprint,
-                                         const std::string& worker);
-  std::optional<int64_t> IncidentsOpenFor(const std::string& fingerprint);
+                                         const std::string& worker) override;
+  std::optional<int64_t> IncidentsOpenFor(const std::string& fingerprint) override;
+  void WorkersHeartbeat(const std::string& worker, const std::string& host, int pid, const std::string& site,
+                        int lease_ms, int jobs_in_flight, const std::string& breaker_state) override;
+  void WorkersStopped(const std::string& worker) override;
+
+  EnqueueResult JobsEnqueue(const NewJob& job);
+
   std::vector<Incident> IncidentsList(bool open_only);
   // Returns false when no open incident has this id.
   bool IncidentsResolve(int64_t id);
   int IncidentsResolveAll();
-
-  // Upserts this worker's row in uppzy.workers (heartbeat), or marks it stopped.
-  void WorkersHeartbeat(const std::string& worker, const std::string& host, int pid, const std::string& site,
-                        int lease_ms, int jobs_in_flight, const std::string& breaker_state);
-  void WorkersStopped(const std::string& worker);
 
  private:
   struct Impl;

@@ -12,6 +12,7 @@
 #include <atomic>
 #include <memory>
 
+#include "uppzy/breaker.h"
 #include "uppzy/config.h"
 
 namespace uppzy {
@@ -34,7 +35,7 @@ struct WorkerCounters {
   // error; /readyz turns 503 when it is older than kStalledAfter.
   std::atomic<long long> db_progress_at_ms{0};
   std::atomic<long long> in_flight{0};
-  std::atomic<int> breaker_state{0};  // BreakerState: 0 closed, 1 open, 2 half-open
+  std::atomic<BreakerState> breaker_state{BreakerState::kClosed};  // the engine's circuit breaker
 };
 
 class Worker {

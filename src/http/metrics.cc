@@ -314,7 +314,7 @@ std::string RenderWorkerCounters(const WorkerCounters& c) {
       c.rescued.load());
   add("uppzy_jobs_in_flight", "gauge", "Jobs this worker holds (submitting or polling).", c.in_flight.load());
   add("uppzy_circuit_breaker_state", "gauge", "Circuit breaker towards Uppzy: 0 closed, 1 open, 2 half-open.",
-      c.breaker_state.load());
+      static_cast<long long>(c.breaker_state.load()));
   return out;
 }
 

@@ -7,34 +7,52 @@
 #include <thread>
 
 #include "uppzy/breaker.h"
+#include "uppzy/delivery_store.h"
 #include "uppzy/log.h"
+#include "uppzy/store.h"
 
 namespace uppzy::runtime {
 
-long long SteadyMs() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(
-             std::chrono::steady_clock::now().time_since_epoch())
-      .count();
+long long SteadyMs() { return SteadyMs(std::chrono::steady_clock::now()); }
+
+long long SteadyMs(SteadyTimePoint t) {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(t.time_since_epoch()).count();
+}
+
+WorkerStoreFactory PostgresWorkerStores(std::string database_url) {
+  return [url = std::move(database_url)] {
+    WorkerStores s;
+    s.jobs = std::make_unique<Store>(url);
+    s.deliveries = std::make_unique<DeliveryStore>(url);
+    return s;
+  };
 }
 
 Coordinator::Coordinator(const Config& config, const WorkerOptions& options, Mailbox& mailbox,
-                         WorkerCounters& counters)
-    : config_(config), options_(options), mailbox_(mailbox), counters_(counters) {}
+                         WorkerCounters& counters, WorkerStoreFactory stores, const ClockSource& clock)
+    : config_(config),
+      options_(options),
+      mailbox_(mailbox),
+      counters_(counters),
+      make_stores_(std::move(stores)),
+      clock_(clock) {}
 
 bool Coordinator::EnsureConnected() {
   if (store_) return true;
-  if (Steady::now() < next_connect_) return false;
+  if (clock_.SteadyNow() < next_connect_) return false;
   try {
-    store_ = std::make_unique<Store>(config_.database_url);
-    deliveries_ = std::make_unique<DeliveryStore>(config_.database_url);
+    WorkerStores stores = make_stores_();
+    store_ = std::move(stores.jobs);
+    deliveries_ = std::move(stores.deliveries);
     if (db_down_logged_) LogEvent(spdlog::level::info, "database_reconnected", {});
     db_down_logged_ = false;
     reconnect_delay_ms_ = 100;
     // Catch up at once on whatever happened while we were away.
-    next_fetch_ = next_rescue_ = next_incident_check_ = Steady::now();
+    const auto now = clock_.SteadyNow();
+    next_fetch_ = next_rescue_ = next_incident_check_ = now;
     // After an outage our leases may be close to running out: renew at once. At start-up nothing is
     // held yet, and renewing right after the first claims would only add writes.
-    next_renew_ = held_.empty() ? Steady::now() + Millis(std::max(config_.lease_ms / 3, 100)) : Steady::now();
+    next_renew_ = held_.empty() ? now + Millis(std::max(config_.lease_ms / 3, 100)) : now;
     more_waiting_ = true;
     return true;
   } catch (const StoreError& e) {
@@ -51,7 +69,7 @@ void Coordinator::Disconnect(const StoreError& e) {
              {{"detail", e.what()}, {"pending_writes", std::to_string(pending_writes_.size())}});
     db_down_logged_ = true;
   }
-  next_connect_ = Steady::now() + Millis(reconnect_delay_ms_);
+  next_connect_ = clock_.SteadyNow() + Millis(reconnect_delay_ms_);
   reconnect_delay_ms_ = std::min(reconnect_delay_ms_ * 2, 5000);
 }
 
@@ -148,13 +166,14 @@ void Coordinator::ApplyWrites() {
   // A retry due soon should not wait for the fallback fetch: no NOTIFY fires for it.
   for (const auto& w : pending_writes_) {
     if (!w.run_at) continue;
-    const auto due = Steady::now() + std::chrono::duration_cast<Steady::duration>(*w.run_at - Clock::now());
+    const auto due =
+        clock_.SteadyNow() + std::chrono::duration_cast<Steady::duration>(*w.run_at - clock_.Now());
     next_fetch_ = std::min(next_fetch_, due);
   }
   ApplyIsolated<JobWrite, ApplyResult>(
       pending_writes_,
       [&](const std::vector<JobWrite>& b) { return store_->JobsApplyWrites(config_.worker_id, b); },
-      [](const JobWrite& w, const std::string& reason) { return WriteRejected(w, reason, Clock::now()); },
+      [&](const JobWrite& w, const std::string& reason) { return WriteRejected(w, reason, clock_.Now()); },
       [&](const std::vector<JobWrite>& batch, const ApplyResult& r) {
         std::unordered_set<int64_t> refused(r.refused.begin(), r.refused.end());
         std::unordered_set<int64_t> deferred(r.deferred.begin(), r.deferred.end());
@@ -188,8 +207,8 @@ void Coordinator::ApplyDeliveryWrites() {
       [&](const std::vector<DeliveryWrite>& b) {
         return deliveries_->DeliveriesApplyWrites(config_.worker_id, b);
       },
-      [](const DeliveryWrite& w, const std::string& reason) {
-        return WriteDeliveryRejected(w, reason, Clock::now());
+      [&](const DeliveryWrite& w, const std::string& reason) {
+        return WriteDeliveryRejected(w, reason, clock_.Now());
       },
       [&](const std::vector<DeliveryWrite>& batch, const DeliveryApplyResult& r) {
         std::set<DeliveryRef> deferred(r.deferred.begin(), r.deferred.end());
@@ -218,7 +237,9 @@ void Coordinator::ApplyDeliveryWrites() {
 // Ratings and session closes get their own share of capacity, so a burst of them never starves chat
 // jobs (and the engine gives each kind its turn for HTTP slots).
 void Coordinator::ClaimDeliveries() {
-  if (mailbox_.paused || mailbox_.stopping || mailbox_.breaker_state.load() != 0) return;
+  if (mailbox_.paused || mailbox_.stopping || mailbox_.breaker_state.load() != BreakerState::kClosed) {
+    return;
+  }
   const int cap = std::max(16, config_.max_in_flight / 4);
   std::vector<ClaimedDelivery> claimed;
   bool more = false;
@@ -239,7 +260,7 @@ void Coordinator::ClaimDeliveries() {
 }
 
 void Coordinator::RenewLeases() {
-  const auto now = Steady::now();
+  const auto now = clock_.SteadyNow();
   if (now < next_renew_ || (held_.empty() && held_deliveries_.empty())) return;
   next_renew_ = now + Millis(std::max(config_.lease_ms / 3, 100));
   if (!held_deliveries_.empty()) {
@@ -258,7 +279,7 @@ void Coordinator::RenewLeases() {
 }
 
 void Coordinator::CheckIncident() {
-  const auto now = Steady::now();
+  const auto now = clock_.SteadyNow();
   if (now < next_incident_check_) return;
   next_incident_check_ = now + Millis(mailbox_.paused ? 1000 : 5000);
   const bool open = store_->IncidentsOpenFor(config_.site.key_fingerprint).has_value();
@@ -278,7 +299,7 @@ void Coordinator::CheckIncident() {
 }
 
 void Coordinator::Rescue() {
-  const auto now = Steady::now();
+  const auto now = clock_.SteadyNow();
   if (now < next_rescue_) return;
   next_rescue_ = now + Millis(config_.rescue_interval_ms);
   const int rescued = store_->JobsRescueExpiredSubmitting(1000) + deliveries_->DeliveriesRescueExpired(1000);
@@ -299,24 +320,23 @@ void Coordinator::Claim(bool adopt) {
   int left = limit - static_cast<int>(jobs.size());
   // The circuit breaker: no new submissions while it is open (polls of adopted rows go on); one probe
   // while it is half-open.
-  const int breaker = mailbox_.breaker_state.load();
+  const BreakerState breaker = mailbox_.breaker_state.load();
   if (breaker != last_breaker_state_) {
     last_breaker_state_ = breaker;
     probe_claimed_ = false;
   }
-  if (breaker == static_cast<int>(BreakerState::kOpen) ||
-      (breaker == static_cast<int>(BreakerState::kHalfOpen) && probe_claimed_)) {
+  if (breaker == BreakerState::kOpen || (breaker == BreakerState::kHalfOpen && probe_claimed_)) {
     left = 0;
     more_waiting_ = false;
-  } else if (breaker == static_cast<int>(BreakerState::kHalfOpen)) {
+  } else if (breaker == BreakerState::kHalfOpen) {
     left = std::min(left, 1);
     probe_claimed_ = true;
   }
   if (left > 0) {
     auto claimed = store_->JobsClaimQueued(config_.worker_id, config_.lease_ms, left);
-    more_waiting_ = static_cast<int>(claimed.size()) == left && breaker == 0;
+    more_waiting_ = static_cast<int>(claimed.size()) == left && breaker == BreakerState::kClosed;
     for (auto& c : claimed) jobs.push_back(std::move(c));
-  } else if (breaker == 0) {
+  } else if (breaker == BreakerState::kClosed) {
     more_waiting_ = true;
   }
   if (jobs.empty()) return;
@@ -325,7 +345,7 @@ void Coordinator::Claim(bool adopt) {
 }
 
 void Coordinator::CheckCancels() {
-  const auto now = Steady::now();
+  const auto now = clock_.SteadyNow();
   if (!cancel_supported_ || held_.empty() || now < next_cancel_check_) return;
   next_cancel_check_ = now + Millis(1000);
   try {
@@ -340,104 +360,115 @@ void Coordinator::CheckCancels() {
 }
 
 void Coordinator::Heartbeat() {
-  const auto now = Steady::now();
+  const auto now = clock_.SteadyNow();
   if (now < next_heartbeat_) return;
   next_heartbeat_ = now + Millis(std::max(config_.lease_ms / 3, 100));
   char host[256] = {0};
   gethostname(host, sizeof(host) - 1);
   store_->WorkersHeartbeat(config_.worker_id, host, static_cast<int>(getpid()), config_.site.site_id,
                            config_.lease_ms, static_cast<int>(held_.size()),
-                           std::string(ToString(static_cast<BreakerState>(mailbox_.breaker_state.load()))));
+                           std::string(ToString(mailbox_.breaker_state.load())));
+}
+
+Coordinator::Steady::time_point Coordinator::NextPassAt(Steady::time_point now) const {
+  Steady::time_point until = now + Millis(config_.fetch_interval_ms);
+  if (!store_) {
+    // Disconnected: only the reconnect timer (and new writes or a stop) matter.
+    return std::min(until, next_connect_);
+  }
+  until = std::min({until, next_fetch_, next_rescue_, next_incident_check_, next_heartbeat_});
+  if (!held_.empty() || !held_deliveries_.empty()) until = std::min(until, next_renew_);
+  if (more_deliveries_ && !held_deliveries_.empty()) until = std::min(until, now + Millis(1));
+  // Writes kept back because an app held their rows locked: try again soon.
+  if (!pending_writes_.empty() || !pending_delivery_writes_.empty())
+    until = std::min(until, now + Millis(250));
+  if (!held_.empty() && cancel_supported_) until = std::min(until, next_cancel_check_);
+  if (more_waiting_ && !held_.empty() && static_cast<int>(held_.size()) < config_.max_in_flight) {
+    until = std::min(until, now + Millis(1));
+  }
+  return until;
 }
 
 void Coordinator::Run(std::atomic<bool>& all_done) {
-  const auto fetch_interval = Millis(config_.fetch_interval_ms);
-  std::optional<Steady::time_point> stop_deadline;
-  counters_.db_progress_at_ms = SteadyMs();
+  counters_.db_progress_at_ms = SteadyMs(clock_.SteadyNow());
   while (true) {
-    auto now = Steady::now();
-    Steady::time_point until = now + fetch_interval;
-    if (!store_) {
-      // Disconnected: only the reconnect timer (and new writes or a stop) matter.
-      until = std::min(until, next_connect_);
-    } else {
-      until = std::min({until, next_fetch_, next_rescue_, next_incident_check_, next_heartbeat_});
-      if (!held_.empty() || !held_deliveries_.empty()) until = std::min(until, next_renew_);
-      if (more_deliveries_ && !held_deliveries_.empty()) until = std::min(until, now + Millis(1));
-      // Writes kept back because an app held their rows locked: try again soon.
-      if (!pending_writes_.empty() || !pending_delivery_writes_.empty())
-        until = std::min(until, now + Millis(250));
-      if (!held_.empty() && cancel_supported_) until = std::min(until, next_cancel_check_);
-      if (more_waiting_ && !held_.empty() && static_cast<int>(held_.size()) < config_.max_in_flight) {
-        until = std::min(until, now + Millis(1));
-      }
-    }
-    const bool woken = mailbox_.WaitForDb(std::max(until, now), &pending_writes_, &pending_delivery_writes_,
-                                          &pending_reports_);
-    now = Steady::now();
-
-    if (mailbox_.engine_done) {
-      if (!stop_deadline) stop_deadline = now + Millis(std::max(config_.shutdown_grace_ms, 1000));
-      if (pending_writes_.empty() && pending_delivery_writes_.empty() && pending_reports_.empty()) {
-        try {
-          if (store_) store_->WorkersStopped(config_.worker_id);
-        } catch (const StoreError&) {
-        }
-        break;
-      }
-      if (now >= *stop_deadline) {
-        // Say why: an outage, or a database that answered but refused (e.g. kept timing out on locks).
-        const std::string why = !store_ ? "the database stayed unreachable"
-                                        : "the database kept refusing them (" + last_db_error_ + ")";
-        LogEvent(spdlog::level::err, "writes_abandoned_at_exit",
-                 {{"count", std::to_string(pending_writes_.size() + pending_delivery_writes_.size())},
-                  {"detail", why + "; leases will hand these rows to another worker"}});
-        try {
-          if (store_) store_->WorkersStopped(config_.worker_id);
-        } catch (const StoreError&) {
-        }
-        break;
-      }
-    }
-    if (!EnsureConnected()) continue;
-    try {
-      ProcessReports();
-      ApplyWrites();
-      ApplyDeliveryWrites();
-      RenewLeases();
-      Heartbeat();
-      if (mailbox_.stopping) continue;
-      CheckCancels();
-      CheckIncident();
-      Rescue();
-      if (woken || now >= next_fetch_) {
-        next_fetch_ = now + fetch_interval;
-        Claim(woken);
-        ClaimDeliveries();
-      } else {
-        if (more_waiting_) Claim(false);
-        if (more_deliveries_) ClaimDeliveries();
-      }
-      if (options_.until_empty && held_.empty() && held_deliveries_.empty() && pending_writes_.empty() &&
-          now >= next_empty_check_) {
-        next_empty_check_ = now + Millis(std::min(config_.fetch_interval_ms, 200));
-        if (!store_->JobsAnyUnfinished() && !deliveries_->DeliveriesAnyUnfinished()) {
-          all_done = true;
-          mailbox_.stopping = true;
-          mailbox_.WakeEngine();
-        }
-      }
-      counters_.db_progress_at_ms = SteadyMs();
-    } catch (const StoreError& e) {
-      last_db_error_ = e.what();
-      if (e.transient()) {
-        Disconnect(e);
-      } else {
-        LogEvent(spdlog::level::err, "database_error", {{"detail", e.what()}});
-        std::this_thread::sleep_for(Millis(200));
-      }
+    const auto now = clock_.SteadyNow();
+    // The mailbox waits on the real steady clock: wait as long as the clock source says is left.
+    mailbox_.WaitForDb(Steady::now() + (std::max(NextPassAt(now), now) - now));
+    if (!RunOnce(all_done)) break;
+    if (error_pause_) {
+      // A lasting error (not a lost connection): do not spin on it.
+      error_pause_ = false;
+      std::this_thread::sleep_for(Millis(200));
     }
   }
+}
+
+bool Coordinator::RunOnce(std::atomic<bool>& all_done) {
+  const bool woken = mailbox_.TakeForDb(&pending_writes_, &pending_delivery_writes_, &pending_reports_);
+  const auto now = clock_.SteadyNow();
+  if (mailbox_.engine_done) {
+    if (!stop_deadline_) stop_deadline_ = now + Millis(std::max(config_.shutdown_grace_ms, 1000));
+    if (pending_writes_.empty() && pending_delivery_writes_.empty() && pending_reports_.empty()) {
+      try {
+        if (store_) store_->WorkersStopped(config_.worker_id);
+      } catch (const StoreError&) {
+      }
+      return false;
+    }
+    if (now >= *stop_deadline_) {
+      // Say why: an outage, or a database that answered but refused (e.g. kept timing out on locks).
+      const std::string why = !store_ ? "the database stayed unreachable"
+                                      : "the database kept refusing them (" + last_db_error_ + ")";
+      LogEvent(spdlog::level::err, "writes_abandoned_at_exit",
+               {{"count", std::to_string(pending_writes_.size() + pending_delivery_writes_.size())},
+                {"detail", why + "; leases will hand these rows to another worker"}});
+      try {
+        if (store_) store_->WorkersStopped(config_.worker_id);
+      } catch (const StoreError&) {
+      }
+      return false;
+    }
+  }
+  if (!EnsureConnected()) return true;
+  try {
+    ProcessReports();
+    ApplyWrites();
+    ApplyDeliveryWrites();
+    RenewLeases();
+    Heartbeat();
+    if (mailbox_.stopping) return true;
+    CheckCancels();
+    CheckIncident();
+    Rescue();
+    if (woken || now >= next_fetch_) {
+      next_fetch_ = now + Millis(config_.fetch_interval_ms);
+      Claim(woken);
+      ClaimDeliveries();
+    } else {
+      if (more_waiting_) Claim(false);
+      if (more_deliveries_) ClaimDeliveries();
+    }
+    if (options_.until_empty && held_.empty() && held_deliveries_.empty() && pending_writes_.empty() &&
+        now >= next_empty_check_) {
+      next_empty_check_ = now + Millis(std::min(config_.fetch_interval_ms, 200));
+      if (!store_->JobsAnyUnfinished() && !deliveries_->DeliveriesAnyUnfinished()) {
+        all_done = true;
+        mailbox_.stopping = true;
+        mailbox_.WakeEngine();
+      }
+    }
+    counters_.db_progress_at_ms = SteadyMs(clock_.SteadyNow());
+  } catch (const StoreError& e) {
+    last_db_error_ = e.what();
+    if (e.transient()) {
+      Disconnect(e);
+    } else {
+      LogEvent(spdlog::level::err, "database_error", {{"detail", e.what()}});
+      error_pause_ = true;
+    }
+  }
+  return true;
 }
 
 }  // namespace uppzy::runtime

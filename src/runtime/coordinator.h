@@ -4,36 +4,59 @@
 // guarded statement per round), renews leases for every held row in one statement every third of
 // the lease, rescues expired rows, and watches the incident table. When the database is away it
 // keeps every write it was given and retries with backoff; it never drops an outcome, and it makes
-// no claims until the database is back. Not thread-safe: Run() owns its thread.
+// no claims until the database is back.
+//
+// Seams: the coordinator reaches the database only through the stores its WorkerStoreFactory makes
+// (reconnecting is making new ones) and reads time only from its ClockSource, so a test drives it with
+// fake stores and a fake clock, one RunOnce() at a time, feeding it through the mailbox.
+//
+// Not thread-safe: Run() (or RunOnce()) owns its thread. Nothing here throws: database errors are
+// caught at the loop's edge, logged, and retried.
 #pragma once
 
 #include <chrono>
 #include <memory>
+#include <optional>
 #include <set>
 #include <unordered_set>
 
 #include "runtime/mailbox.h"
+#include "uppzy/clock.h"
 #include "uppzy/config.h"
-#include "uppzy/delivery_store.h"
-#include "uppzy/store.h"
 #include "uppzy/worker.h"
+#include "uppzy/worker_store.h"
 
 namespace uppzy::runtime {
 
 // Milliseconds on the steady clock (WorkerCounters::db_progress_at_ms).
 long long SteadyMs();
+long long SteadyMs(SteadyTimePoint t);
+
+// The production stores: a Store and a DeliveryStore on `database_url`, two connections.
+WorkerStoreFactory PostgresWorkerStores(std::string database_url);
 
 class Coordinator {
  public:
-  Coordinator(const Config& config, const WorkerOptions& options, Mailbox& mailbox, WorkerCounters& counters);
+  // `config`, `mailbox`, `counters` and `clock` must outlive the coordinator. `stores` is called to
+  // (re)connect; it may throw StoreError. Never throws.
+  Coordinator(const Config& config, const WorkerOptions& options, Mailbox& mailbox, WorkerCounters& counters,
+              WorkerStoreFactory stores, const ClockSource& clock);
 
   // Runs until the engine is done and every write is stored (or the database stayed away past the
   // shutdown grace period). Sets `all_done` when until_empty finds nothing left to do.
   void Run(std::atomic<bool>& all_done);
 
+  // One pass of the loop, without waiting: takes what the engine sent, (re)connects when due, and does
+  // every database task due at clock.SteadyNow(): incident reports, writes, lease renewal, heartbeat,
+  // cancellations, the incident check, rescue and claims (at once when a wake was requested). Returns
+  // false once Run should return (see Run). Sets `all_done` as Run does.
+  bool RunOnce(std::atomic<bool>& all_done);
+
  private:
   using Steady = std::chrono::steady_clock;
 
+  // When the next pass is due, if nothing arrives in the mailbox first.
+  Steady::time_point NextPassAt(Steady::time_point now) const;
   bool EnsureConnected();
   void ProcessReports();
   void ApplyWrites();
@@ -51,16 +74,17 @@ class Coordinator {
   WorkerOptions options_;
   Mailbox& mailbox_;
   WorkerCounters& counters_;
-  std::unique_ptr<Store> store_;
-  std::unique_ptr<DeliveryStore> deliveries_;  // ratings and session closes, on their own connection
+  WorkerStoreFactory make_stores_;
+  const ClockSource& clock_;
+  std::unique_ptr<WorkerJobStore> store_;
+  std::unique_ptr<WorkerDeliveryStore> deliveries_;  // ratings and session closes, on their own connection
   std::vector<JobWrite> pending_writes_;
   std::vector<IncidentReport> pending_reports_;
   std::unordered_set<int64_t> held_;
   std::vector<DeliveryWrite> pending_delivery_writes_;
   std::set<DeliveryRef> held_deliveries_;
-  bool more_waiting_ = true;
-  bool more_deliveries_ = false;  // the last delivery claim filled its room  // the last claim filled its
-                                  // batch: claim again as soon as there is room
+  bool more_waiting_ = true;      // the last claim filled its batch: claim again as soon as there is room
+  bool more_deliveries_ = false;  // the last delivery claim filled its room
   bool was_paused_ = false;
   int reconnect_delay_ms_ = 100;
   Steady::time_point next_connect_{};
@@ -73,7 +97,9 @@ class Coordinator {
   std::string last_db_error_;     // the latest StoreError, for the exit line
   bool cancel_supported_ = true;  // false on a schema without cancel_requested_at (before 0002)
   bool probe_claimed_ = false;    // half-open breaker: the one probe claim was made
-  int last_breaker_state_ = 0;
+  BreakerState last_breaker_state_ = BreakerState::kClosed;
+  std::optional<Steady::time_point> stop_deadline_;  // set when the engine is first seen done
+  bool error_pause_ = false;  // the last pass met a lasting database error: Run pauses before the next
   Steady::time_point next_cancel_check_{};
   Steady::time_point next_heartbeat_{};
 };

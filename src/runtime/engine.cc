@@ -8,17 +8,6 @@
 namespace uppzy::runtime {
 namespace {
 
-UpstreamConfig MakeUpstreamConfig(const Config& c) {
-  UpstreamConfig u;
-  u.base_url = c.base_url;
-  u.api_key = c.site.api_key;
-  u.connect_timeout_ms = c.connect_timeout_ms;
-  u.total_timeout_ms = c.http_timeout_ms;
-  u.max_response_bytes = c.max_response_bytes;
-  u.max_connections = c.http_max_connections;
-  return u;
-}
-
 // Request tags: a job's tag is its id; a delivery's carries its kind in the top bits (ids per table).
 constexpr int kKindShift = 60;
 uint64_t TagOf(const DeliveryRef& r) {
@@ -46,11 +35,13 @@ JobLogFields DeliveryFields(const ClaimedDelivery& d, const Outcome* o) {
 
 }  // namespace
 
-Engine::Engine(const Config& config, Mailbox& mailbox, WorkerCounters& counters)
+Engine::Engine(const Config& config, Mailbox& mailbox, WorkerCounters& counters, UpstreamClient& client,
+               const ClockSource& clock)
     : config_(config),
       mailbox_(mailbox),
       counters_(counters),
-      client_(MakeUpstreamConfig(config)),
+      client_(client),
+      clock_(clock),
       // Enough started exchanges to keep every connection busy, few enough that a pause or a stop
       // leaves most jobs unsent and cleanly handed back.
       max_active_(static_cast<size_t>(config.http_max_connections) * 4),
@@ -58,7 +49,7 @@ Engine::Engine(const Config& config, Mailbox& mailbox, WorkerCounters& counters)
       breaker_(config.breaker) {}
 
 void Engine::PublishBreaker(TimePoint now) {
-  const int state = static_cast<int>(breaker_.state());
+  const BreakerState state = breaker_.state();
   if (mailbox_.breaker_state.exchange(state) == state) return;
   counters_.breaker_state = state;
   const auto until = std::chrono::duration_cast<Millis>(breaker_.open_until() - now).count();
@@ -143,7 +134,7 @@ void Engine::FireTimers(TimePoint now) {
 }
 
 void Engine::StartReady() {
-  const TimePoint now = Clock::now();
+  const TimePoint now = clock_.Now();
   std::vector<int64_t> blocked;
   std::vector<DeliveryRef> blocked_deliveries;
   // Jobs, ratings and session closes take turns for HTTP slots (a fair share for each kind).
@@ -412,60 +403,66 @@ void Engine::OnCompletion(Completion& c, TimePoint now) {
 }
 
 void Engine::Run() {
-  using SteadyClock = std::chrono::steady_clock;
-  std::optional<SteadyClock::time_point> grace_deadline;
-  while (true) {
-    TimePoint now = Clock::now();
-    for (auto& job : mailbox_.TakeJobs()) {
-      if (mailbox_.stopping) {
-        // Claimed while we were stopping: never sent, so back it goes, uncharged.
-        const int64_t id = job.id;
-        Adopt(std::move(job), now);
-        HandBack(id, std::nullopt);
-        continue;
-      }
-      Adopt(std::move(job), now);
-    }
-    for (auto& d : mailbox_.TakeDeliveries()) {
-      const DeliveryRef ref = d.ref();
-      AdoptDelivery(std::move(d));
-      if (mailbox_.stopping) HandBackDelivery(ref, std::nullopt);
-    }
-    ApplyCancels(now);
-    FireTimers(now);
-    if (breaker_.Tick(now)) PublishBreaker(now);
-
-    const bool stopping = mailbox_.stopping.load();
-    if (stopping && !grace_deadline) {
-      grace_deadline = SteadyClock::now() + Millis(config_.shutdown_grace_ms);
-      LogEvent(
-          spdlog::level::info, "engine_stopping",
-          {{"held", std::to_string(held_.size())}, {"http_in_flight", std::to_string(client_.InFlight())}});
-    }
-    if (stopping || Paused()) {
-      HandBackIdle();
-    } else {
-      StartReady();
-    }
-    if (stopping && (client_.InFlight() == 0 || SteadyClock::now() >= *grace_deadline)) break;
-
-    long wait_ms = 1000;
-    if (breaker_.state() == BreakerState::kOpen) {
-      wait_ms = std::clamp<long>(
-          static_cast<long>(std::chrono::duration_cast<Millis>(breaker_.open_until() - Clock::now()).count()),
-          0, wait_ms);
-    }
-    if (!timers_.empty()) {
-      wait_ms = std::clamp<long>(
-          static_cast<long>(std::chrono::duration_cast<Millis>(timers_.top().at - Clock::now()).count()), 0,
-          1000);
-    }
-    if (stopping) wait_ms = std::min(wait_ms, 50L);
-    completions_.clear();
-    client_.Perform(wait_ms, &completions_);
-    now = Clock::now();
-    for (auto& c : completions_) OnCompletion(c, now);
+  while (RunOnce()) {
   }
+  Shutdown();
+}
+
+bool Engine::RunOnce() {
+  TimePoint now = clock_.Now();
+  for (auto& job : mailbox_.TakeJobs()) {
+    if (mailbox_.stopping) {
+      // Claimed while we were stopping: never sent, so back it goes, uncharged.
+      const int64_t id = job.id;
+      Adopt(std::move(job), now);
+      HandBack(id, std::nullopt);
+      continue;
+    }
+    Adopt(std::move(job), now);
+  }
+  for (auto& d : mailbox_.TakeDeliveries()) {
+    const DeliveryRef ref = d.ref();
+    AdoptDelivery(std::move(d));
+    if (mailbox_.stopping) HandBackDelivery(ref, std::nullopt);
+  }
+  ApplyCancels(now);
+  FireTimers(now);
+  if (breaker_.Tick(now)) PublishBreaker(now);
+
+  const bool stopping = mailbox_.stopping.load();
+  if (stopping && !grace_deadline_) {
+    grace_deadline_ = clock_.SteadyNow() + Millis(config_.shutdown_grace_ms);
+    LogEvent(
+        spdlog::level::info, "engine_stopping",
+        {{"held", std::to_string(held_.size())}, {"http_in_flight", std::to_string(client_.InFlight())}});
+  }
+  if (stopping || Paused()) {
+    HandBackIdle();
+  } else {
+    StartReady();
+  }
+  if (stopping && (client_.InFlight() == 0 || clock_.SteadyNow() >= *grace_deadline_)) return false;
+
+  long wait_ms = 1000;
+  if (breaker_.state() == BreakerState::kOpen) {
+    wait_ms = std::clamp<long>(
+        static_cast<long>(std::chrono::duration_cast<Millis>(breaker_.open_until() - clock_.Now()).count()),
+        0, wait_ms);
+  }
+  if (!timers_.empty()) {
+    wait_ms = std::clamp<long>(
+        static_cast<long>(std::chrono::duration_cast<Millis>(timers_.top().at - clock_.Now()).count()), 0,
+        1000);
+  }
+  if (stopping) wait_ms = std::min(wait_ms, 50L);
+  completions_.clear();
+  client_.Perform(wait_ms, &completions_);
+  now = clock_.Now();
+  for (auto& c : completions_) OnCompletion(c, now);
+  return true;
+}
+
+void Engine::Shutdown() {
   // Calls that outlived the grace period: a poll goes back with its request_id; a submission whose
   // POST may have reached Uppzy stays held, and its lease covers it (rescue charges the attempt).
   std::vector<int64_t> rest;

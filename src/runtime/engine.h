@@ -2,34 +2,55 @@
 //
 // A job waiting for its next poll is a timer-heap entry, not a thread. Decisions come from the pure
 // Decide(); the engine only carries them out: it schedules polls in memory and sends row writes to
-// the coordinator. No row is written per poll tick. Not thread-safe: Run() owns its thread.
+// the coordinator. No row is written per poll tick.
+//
+// Seams: the engine talks to Uppzy only through the UpstreamClient it is given and reads time only
+// from its ClockSource, so a test drives it with a fake client and a fake clock, one RunOnce() at a
+// time, and reads what it did from the mailbox (row writes, incident reports) and the counters.
+//
+// Not thread-safe: Run() (or RunOnce()) owns its thread; only Wakeup() may be called from another.
 #pragma once
 
 #include <array>
 #include <chrono>
 #include <deque>
 #include <map>
+#include <optional>
 #include <queue>
 #include <random>
 #include <unordered_map>
 
 #include "runtime/mailbox.h"
 #include "uppzy/breaker.h"
+#include "uppzy/clock.h"
 #include "uppzy/config.h"
 #include "uppzy/log.h"
-#include "uppzy/upstream.h"
+#include "uppzy/upstream_client.h"
 #include "uppzy/worker.h"
 
 namespace uppzy::runtime {
 
 class Engine {
  public:
-  // Throws std::invalid_argument when the client refuses the base URL.
-  Engine(const Config& config, Mailbox& mailbox, WorkerCounters& counters);
+  // `config`, `mailbox`, `counters`, `client` and `clock` must outlive the engine. Never throws.
+  Engine(const Config& config, Mailbox& mailbox, WorkerCounters& counters, UpstreamClient& client,
+         const ClockSource& clock);
 
-  // Runs until mailbox.stopping and then hands back what it still holds. Sets mailbox.engine_done.
+  // Runs RunOnce() until it returns false, then Shutdown(). Returns when the stop is done.
   void Run();
 
+  // One pass of the loop: adopts what the coordinator sent (claims, deliveries, cancellations), fires
+  // due polls, starts what may start (or, paused or stopping, hands back what is idle), then lets the
+  // client wait for network activity (at most until the next timer, 1 s) and carries out the outcome of
+  // every exchange that finished. Returns false, before waiting, once a stop is requested and nothing
+  // is in flight or the shutdown grace period has passed.
+  bool RunOnce();
+
+  // After the last RunOnce(): hands back every row still held (a submission still in flight stays held:
+  // its POST may have reached Uppzy, so its lease covers it) and sets mailbox.engine_done.
+  void Shutdown();
+
+  // Interrupts the client's wait. Thread-safe.
   void Wakeup() { client_.Wakeup(); }
 
  private:
@@ -77,7 +98,9 @@ class Engine {
   const Config& config_;
   Mailbox& mailbox_;
   WorkerCounters& counters_;
-  UppzyClient client_;
+  UpstreamClient& client_;
+  const ClockSource& clock_;
+  std::optional<SteadyTimePoint> grace_deadline_;  // set when the stop is first seen
   std::unordered_map<int64_t, Held> held_;
   std::priority_queue<Timer, std::vector<Timer>, std::greater<Timer>> timers_;
   std::deque<int64_t> ready_;

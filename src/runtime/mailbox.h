@@ -8,6 +8,7 @@
 #include <mutex>
 #include <vector>
 
+#include "uppzy/breaker.h"
 #include "uppzy/delivery.h"
 #include "uppzy/delivery_write.h"
 #include "uppzy/job.h"
@@ -54,13 +55,19 @@ class Mailbox {
     }
     db_cv_.notify_one();
   }
-  // Coordinator: waits until there is work or `until` passes; returns whether a wake was requested.
-  bool WaitForDb(std::chrono::steady_clock::time_point until, std::vector<JobWrite>* writes,
-                 std::vector<DeliveryWrite>* delivery_writes, std::vector<IncidentReport>* reports) {
+  // Coordinator: waits until there is work for it (or a wake was requested) or `until` passes. Takes
+  // nothing: TakeForDb() does.
+  void WaitForDb(std::chrono::steady_clock::time_point until) {
     std::unique_lock<std::mutex> lock(mu_);
     db_cv_.wait_until(lock, until, [&] {
       return db_wake_ || !writes_.empty() || !delivery_writes_.empty() || !reports_.empty();
     });
+  }
+  // Coordinator: appends everything the engine sent, in order; returns whether a wake was requested
+  // (and clears the request). Never blocks on anything but the mailbox's own lock.
+  bool TakeForDb(std::vector<JobWrite>* writes, std::vector<DeliveryWrite>* delivery_writes,
+                 std::vector<IncidentReport>* reports) {
+    std::lock_guard<std::mutex> lock(mu_);
     for (auto& w : writes_) writes->push_back(std::move(w));
     writes_.clear();
     for (auto& w : delivery_writes_) delivery_writes->push_back(std::move(w));
@@ -119,9 +126,9 @@ class Mailbox {
     return out;
   }
 
-  // Set by the engine only: the circuit breaker's state (BreakerState as int). The coordinator claims
-  // no new submissions while it is open, and one at a time while it is half-open.
-  std::atomic<int> breaker_state{0};
+  // Set by the engine only: the circuit breaker's state. The coordinator claims no new submissions
+  // while it is open, and one at a time while it is half-open.
+  std::atomic<BreakerState> breaker_state{BreakerState::kClosed};
 
   // Set by the coordinator only: an incident is open for our key, so no Uppzy calls are made.
   std::atomic<bool> paused{false};

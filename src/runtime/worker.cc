@@ -6,14 +6,31 @@
 #include "runtime/coordinator.h"
 #include "runtime/engine.h"
 #include "runtime/maintenance.h"
+#include "uppzy/clock.h"
 #include "uppzy/log.h"
 #include "uppzy/store.h"
+#include "uppzy/uppzy_client.h"
 
 namespace uppzy {
 
 // /readyz turns 503 after this long without a coordinator pass that reached the database cleanly
 // (a pass takes milliseconds and runs at least every UPPZY_FETCH_INTERVAL_MS).
 constexpr long long kStalledAfterMs = 15000;
+
+namespace {
+
+UpstreamConfig MakeUpstreamConfig(const Config& c) {
+  UpstreamConfig u;
+  u.base_url = c.base_url;
+  u.api_key = c.site.api_key;
+  u.connect_timeout_ms = c.connect_timeout_ms;
+  u.total_timeout_ms = c.http_timeout_ms;
+  u.max_response_bytes = c.max_response_bytes;
+  u.max_connections = c.http_max_connections;
+  return u;
+}
+
+}  // namespace
 
 struct Worker::Impl {
   Impl(Config c, WorkerOptions o) : config(std::move(c)), options(o) {}
@@ -63,9 +80,11 @@ void Worker::Stop() {
 
 int Worker::Run() {
   Impl& s = *impl_;
-  runtime::Engine engine(s.config, s.mailbox, s.counters);
+  UppzyClient client(MakeUpstreamConfig(s.config));  // throws std::invalid_argument for a refused URL
+  runtime::Engine engine(s.config, s.mailbox, s.counters, client, RealClock());
   s.mailbox.SetEngineWaker([&engine] { engine.Wakeup(); });
-  runtime::Coordinator coordinator(s.config, s.options, s.mailbox, s.counters);
+  runtime::Coordinator coordinator(s.config, s.options, s.mailbox, s.counters,
+                                   runtime::PostgresWorkerStores(s.config.database_url), RealClock());
   runtime::Maintenance maintenance(s.config);  // retention, database gauges, /readyz; own thread
   maintenance.Start();
   http::HealthServer health;

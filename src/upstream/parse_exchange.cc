@@ -9,7 +9,7 @@
 #include <utility>
 
 #include "uppzy/delivery_policy.h"
-#include "uppzy/upstream.h"
+#include "uppzy/parse_exchange.h"
 
 namespace uppzy {
 namespace {
@@ -108,7 +108,8 @@ json SafeJson(const json& v, std::string_view secret) {
   return v;
 }
 
-// A request_id we are willing to put in a URL and a row: see RequestIdProblem in upstream.h.
+// A request_id we are willing to put in a URL and a row: the rules are documented with ParseExchange in
+// parse_exchange.h.
 std::string RequestIdProblemOf(std::string_view id) {
   if (id.empty()) return "submit response has no request_id";
   if (id.size() > kMaxRequestIdBytes) {

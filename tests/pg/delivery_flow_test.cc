@@ -8,7 +8,7 @@
 #include "mock/mock_server.h"
 #include "support/support.h"
 #include "uppzy/delivery_store.h"
-#include "uppzy/upstream.h"
+#include "uppzy/uppzy_client.h"
 
 namespace uppzy {
 namespace {

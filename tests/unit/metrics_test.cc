@@ -96,7 +96,7 @@ TEST(Metrics, TheRealParserAcceptsTheWorkerExposition) {
       .Inc();
   WorkerCounters counters;
   counters.submissions = 5;
-  counters.breaker_state = 2;
+  counters.breaker_state = BreakerState::kHalfOpen;
   const std::string text = metrics::RenderWorkerCounters(counters) + metrics::Default().Render();
 
   std::vector<test::PromSample> samples;

@@ -19,7 +19,7 @@
 #include <thread>
 #include <vector>
 
-#include "uppzy/upstream.h"
+#include "uppzy/uppzy_client.h"
 
 namespace uppzy {
 namespace {

@@ -6,7 +6,7 @@
 #include <string>
 #include <vector>
 
-#include "uppzy/upstream.h"
+#include "uppzy/parse_exchange.h"
 
 namespace uppzy {
 namespace {

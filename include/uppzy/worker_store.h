@@ -1,0 +1,128 @@
+// What a worker's coordinator needs of the database, as two interfaces: WorkerJobStore for chat jobs
+// (claims, adoption, rescue, guarded batched writes, lease renewal, cancellations, incidents, the
+// heartbeat) and WorkerDeliveryStore for ratings and session closes. Store (store.h) and DeliveryStore
+// (delivery_store.h) are the PostgreSQL implementations; a test supplies fakes. The coordinator makes
+// its stores through a WorkerStoreFactory, so reconnecting is making new ones.
+//
+// Thread-safety: an implementation need not be thread-safe; one thread (the coordinator's) uses it.
+// Errors: every method may throw StoreError (store_error.h); transient() says whether reconnecting and
+// trying again can help. No method keeps a transaction open after it returns.
+//
+// Fencing: every write after a claim carries its guard (holder, expected state, attempt). A write that
+// misses it is refused, never applied over someone else's newer outcome.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "uppzy/delivery.h"
+#include "uppzy/delivery_write.h"
+#include "uppzy/job.h"
+#include "uppzy/job_write.h"
+#include "uppzy/store_error.h"
+
+namespace uppzy {
+
+// What became of each job of a JobsApplyWrites call; every job is in exactly one list.
+struct ApplyResult {
+  std::vector<int64_t> applied;   // every write of the job was applied
+  std::vector<int64_t> refused;   // a write missed the fencing guard (someone else holds the row now,
+                                  // or it is gone): that write and the job's later ones were not applied
+  std::vector<int64_t> deferred;  // another session holds the row locked (an app's FOR UPDATE or open
+                                  // UPDATE): none of the job's writes from that one on were applied;
+                                  // apply them again later, in order
+};
+
+// What became of each row of a DeliveriesApplyWrites call; every row is in exactly one list (see
+// ApplyResult for the meaning of each).
+struct DeliveryApplyResult {
+  std::vector<DeliveryRef> applied;
+  std::vector<DeliveryRef> refused;   // missed the fencing guard: someone else holds the row now
+  std::vector<DeliveryRef> deferred;  // locked by another session: apply these writes again later
+};
+
+class WorkerJobStore {
+ public:
+  virtual ~WorkerJobStore() = default;
+
+  // queued/retrying rows with run_at <= now() -> submitting, attempts + 1, locked by `worker`.
+  // Concurrent claimers never take the same row. Best first; at most `limit` rows.
+  virtual std::vector<ClaimedJob> JobsClaimQueued(const std::string& worker, int lease_ms, int limit) = 0;
+  // polling rows whose lease ended (crashed or handed-back holders) -> held by `worker`, same attempt.
+  virtual std::vector<ClaimedJob> JobsAdoptPolling(const std::string& worker, int lease_ms, int limit) = 0;
+  // submitting rows whose lease ended -> retrying (or failed when no attempt is left), error
+  // lease_expired. The POST may have reached Uppzy: this is the one duplicate-submission window.
+  // Returns how many rows were rescued.
+  virtual int JobsRescueExpiredSubmitting(int limit) = 0;
+  // Applies writes in order, guarded; a job appearing twice is applied in two rounds. One transaction.
+  // Never waits on a row lock another session holds: that job is deferred (see ApplyResult).
+  virtual ApplyResult JobsApplyWrites(const std::string& worker, const std::vector<JobWrite>& writes) = 0;
+  // Extends the lease of every listed row still held by `worker`; returns the ids renewed. A row another
+  // session holds locked is skipped, not waited on (it is not in the result).
+  virtual std::vector<int64_t> JobsRenewLeases(const std::string& worker, const std::vector<int64_t>& ids,
+                                               int lease_ms) = 0;
+  // True while any job is queued, retrying, submitting or polling.
+  virtual bool JobsAnyUnfinished() = 0;
+  // Ids of rows held by `worker` whose cancellation was requested (cancel_requested_at set). Throws
+  // StoreError with sqlstate 42703 on a schema without cancellation (before migration 0002).
+  virtual std::vector<int64_t> JobsCancelRequested(const std::string& worker) = 0;
+
+  // Opens the incident for this key unless one is open already. Returns {id, created}.
+  virtual std::pair<int64_t, bool> IncidentsOpen(const std::string& kind, int http_status,
+                                                 const std::string& detail, const std::string& site_id,
+                                                 const std::string& fingerprint,
+                                                 const std::string& worker) = 0;
+  // The id of the open incident for this key fingerprint, if any.
+  virtual std::optional<int64_t> IncidentsOpenFor(const std::string& fingerprint) = 0;
+
+  // Upserts this worker's row in uppzy.workers (heartbeat), or marks it stopped.
+  virtual void WorkersHeartbeat(const std::string& worker, const std::string& host, int pid,
+                                const std::string& site, int lease_ms, int jobs_in_flight,
+                                const std::string& breaker_state) = 0;
+  virtual void WorkersStopped(const std::string& worker) = 0;
+};
+
+// Both delivery tables have the same bookkeeping, so every method serves both kinds: claims are per
+// kind (so the caller can give each kind its share of capacity); writes, renewals and rescue take both
+// kinds at once. Rows are named by DeliveryRef {kind, id}.
+class WorkerDeliveryStore {
+ public:
+  virtual ~WorkerDeliveryStore() = default;
+
+  // queued/retrying rows of `kind` with run_at <= now() -> sending, attempts + 1, locked by `worker`,
+  // lease now + lease_ms. Concurrent claimers never take the same row. Oldest run_at first. Returns at
+  // most `limit` rows (none when limit <= 0).
+  virtual std::vector<ClaimedDelivery> DeliveriesClaim(DeliveryKind kind, const std::string& worker,
+                                                       int lease_ms, int limit) = 0;
+  // Applies the writes (both kinds may be mixed) in one transaction, guarded by id + state 'sending' +
+  // attempts = expected_attempt + locked_by = worker; every write releases its row. A row appearing
+  // twice is applied in two rounds, in order. A row another session holds locked is deferred.
+  virtual DeliveryApplyResult DeliveriesApplyWrites(const std::string& worker,
+                                                    const std::vector<DeliveryWrite>& writes) = 0;
+  // Extends the lease of every listed row still `sending` and held by `worker`; returns those renewed.
+  virtual std::vector<DeliveryRef> DeliveriesRenewLeases(const std::string& worker,
+                                                         const std::vector<DeliveryRef>& held,
+                                                         int lease_ms) = 0;
+  // sending rows of both kinds whose lease ended -> retrying (or failed when no attempt is left), error
+  // lease_expired. At most `limit` rows per table; returns how many were rescued.
+  virtual int DeliveriesRescueExpired(int limit) = 0;
+  // True while any rating or close is queued, retrying or sending.
+  virtual bool DeliveriesAnyUnfinished() = 0;
+};
+
+// The coordinator's stores; `deliveries` may share nothing with `jobs` (the real ones are two
+// connections).
+struct WorkerStores {
+  std::unique_ptr<WorkerJobStore> jobs;
+  std::unique_ptr<WorkerDeliveryStore> deliveries;
+};
+
+// Makes (connects) both stores. Throws StoreError (transient when the database cannot be reached).
+using WorkerStoreFactory = std::function<WorkerStores()>;
+
+}  // namespace uppzy

@@ -1,0 +1,318 @@
+// The coordinator, one pass at a time, with fake stores and a fake clock: no PostgreSQL, no sleep.
+// Each test feeds it through the mailbox as the engine would and checks the calls the stores saw, what
+// it handed the engine and its counters.
+#include <gtest/gtest.h>
+
+#include <memory>
+
+#include "runtime/coordinator.h"
+#include "runtime/mailbox.h"
+#include "support/runtime_fakes.h"
+
+namespace uppzy::runtime {
+namespace {
+
+using test::FakeClock;
+using test::FakeDb;
+
+class CoordinatorTest : public ::testing::Test {
+ protected:
+  CoordinatorTest() {
+    config.worker_id = "w1";
+    config.site.site_id = "site-1";
+    config.site.key_fingerprint = "0123456789ab";
+    config.max_in_flight = 10;
+    config.claim_batch = 4;
+    config.lease_ms = 3000;  // renewals every second
+    config.fetch_interval_ms = 1000;
+    config.rescue_interval_ms = 2000;
+    config.shutdown_grace_ms = 1000;
+    coordinator = std::make_unique<Coordinator>(config, WorkerOptions{}, mailbox, counters,
+                                                test::FakeStores(db), clock);
+  }
+
+  void Pass() { ASSERT_TRUE(coordinator->RunOnce(all_done)); }
+  // Ids of the jobs handed to the engine since the last call.
+  std::vector<int64_t> Claimed() {
+    std::vector<int64_t> ids;
+    for (const auto& j : mailbox.TakeJobs()) ids.push_back(j.id);
+    return ids;
+  }
+  // Moves the clock to the next lease renewal and runs a pass; returns the ids renewed (sorted).
+  std::vector<int64_t> Renewed() {
+    const size_t before = db.renewals.size();
+    clock.Advance(Millis(config.lease_ms / 3));
+    coordinator->RunOnce(all_done);
+    return db.renewals.size() > before ? db.renewals.back() : std::vector<int64_t>{};
+  }
+  // Claims `n` jobs (ids 1..n on a fresh FakeDb).
+  void Hold(int n) {
+    db.queued = n;
+    mailbox.WakeDb();
+    Pass();
+    ASSERT_EQ(Claimed().size(), static_cast<size_t>(n));
+  }
+  JobWrite Accepted(int64_t id) {
+    HeldJob h{id, JobState::kSubmitting, 1, {}, 0};
+    return WriteAccepted(h, "req-" + std::to_string(id), clock.Now(), clock.Now() + Millis(45000));
+  }
+  static JobWrite Completed(int64_t id, std::string answer = "the answer") {
+    HeldJob h{id, JobState::kPolling, 1, "req-" + std::to_string(id), 1};
+    return WriteCompleted(h, std::move(answer), "{}");
+  }
+  static std::vector<int64_t> Ids(const std::vector<JobWrite>& batch) {
+    std::vector<int64_t> ids;
+    for (const auto& w : batch) ids.push_back(w.id);
+    return ids;
+  }
+
+  Config config;
+  Mailbox mailbox;
+  WorkerCounters counters;
+  FakeDb db;
+  FakeClock clock;
+  std::atomic<bool> all_done{false};
+  std::unique_ptr<Coordinator> coordinator;
+};
+
+TEST_F(CoordinatorTest, ClaimsAreSizedToFreeCapacity) {
+  db.queued = 20;
+  mailbox.WakeDb();
+  Pass();  // rescue's adoption round, then the woken claim: each a batch of 4
+  EXPECT_EQ(db.connects, 1);
+  EXPECT_EQ(db.claim_limits, (std::vector<int>{4, 4}));
+  EXPECT_EQ(Claimed().size(), 8u);
+
+  Pass();  // the last claim filled its batch: claim again at once, only what fits
+  EXPECT_EQ(db.claim_limits, (std::vector<int>{4, 4, 2}));
+  EXPECT_EQ(Claimed().size(), 2u);
+
+  Pass();  // full: no claim at all
+  EXPECT_EQ(db.claim_limits.size(), 3u);
+
+  mailbox.PushWrite(Completed(1));  // one row leaves our hands: room for one
+  Pass();
+  EXPECT_EQ(db.claim_limits, (std::vector<int>{4, 4, 2, 1}));
+  EXPECT_EQ(Claimed(), (std::vector<int64_t>{11}));
+}
+
+TEST_F(CoordinatorTest, AdoptsExpiredPollingRowsBeforeClaimingNewOnes) {
+  db.adoptable = {db.NewClaim(JobState::kPolling), db.NewClaim(JobState::kPolling)};
+  db.queued = 10;
+  mailbox.WakeDb();
+  Pass();
+  ASSERT_FALSE(db.adopt_limits.empty());
+  EXPECT_EQ(db.adopt_limits[0], 4);
+  EXPECT_EQ(db.claim_limits[0], 2);  // the batch less the two adopted
+}
+
+TEST_F(CoordinatorTest, AnOpenIncidentPausesClaimsUntilResolved) {
+  db.open_incident = 7;
+  db.queued = 5;
+  mailbox.WakeDb();
+  Pass();
+  EXPECT_TRUE(mailbox.paused.load());
+  EXPECT_TRUE(db.claim_limits.empty());
+  EXPECT_TRUE(db.delivery_claims.empty());
+
+  db.open_incident.reset();  // an operator resolved it
+  clock.Advance(Millis(1000));
+  Pass();
+  EXPECT_TRUE(mailbox.paused.load());  // the check that found it open was on the 5 s schedule
+  clock.Advance(Millis(4000));
+  Pass();
+  EXPECT_FALSE(mailbox.paused.load());
+  EXPECT_EQ(Claimed().size(), 5u);
+}
+
+TEST_F(CoordinatorTest, AnIncidentReportOpensTheIncidentAndPauses) {
+  Pass();
+  mailbox.PushIncident(IncidentReport{ErrorKind::kForbidden, 403, "HTTP 403"});
+  Pass();
+  EXPECT_EQ(db.incidents_opened, (std::vector<std::string>{"forbidden"}));
+  EXPECT_TRUE(mailbox.paused.load());
+  EXPECT_EQ(mailbox.reports_processed.load(), 1u);
+}
+
+TEST_F(CoordinatorTest, OpenBreakerClaimsNoSubmissionsButStillAdoptsPolls) {
+  mailbox.breaker_state = BreakerState::kOpen;
+  db.adoptable = {db.NewClaim(JobState::kPolling)};
+  db.queued = 5;
+  db.deliveries_queued[DeliveryKind::kFeedback] = 3;
+  mailbox.WakeDb();
+  Pass();
+  EXPECT_TRUE(db.claim_limits.empty());
+  EXPECT_TRUE(db.delivery_claims.empty());
+  EXPECT_EQ(Claimed().size(), 1u);
+  ASSERT_FALSE(db.heartbeats.empty());
+  EXPECT_EQ(db.heartbeats.back(), "open");
+}
+
+TEST_F(CoordinatorTest, HalfOpenBreakerGetsOneProbeClaim) {
+  mailbox.breaker_state = BreakerState::kHalfOpen;
+  db.queued = 5;
+  mailbox.WakeDb();
+  Pass();
+  EXPECT_EQ(db.claim_limits, (std::vector<int>{1}));
+  EXPECT_EQ(Claimed().size(), 1u);
+
+  mailbox.WakeDb();
+  Pass();
+  clock.Advance(Millis(config.fetch_interval_ms));
+  Pass();
+  EXPECT_EQ(db.claim_limits, (std::vector<int>{1}));  // the probe is out: nothing more
+
+  mailbox.breaker_state = BreakerState::kClosed;  // the probe succeeded
+  mailbox.WakeDb();
+  Pass();
+  EXPECT_EQ(db.claim_limits.back(), 4);
+}
+
+TEST_F(CoordinatorTest, RefusedWritesAreCountedAndReleasedFromHeld) {
+  Hold(3);
+  db.on_apply = [](const std::vector<JobWrite>&) {
+    ApplyResult r;
+    r.applied = {1};
+    r.refused = {2};  // someone else holds job 2 now
+    return r;
+  };
+  mailbox.PushWrite(Accepted(1));
+  mailbox.PushWrite(Accepted(2));
+  Pass();
+  EXPECT_EQ(counters.fenced_writes.load(), 1);
+  // Job 1 is still ours (accepted keeps the lock), job 2 is not, job 3 was never written.
+  EXPECT_EQ(Renewed(), (std::vector<int64_t>{1, 3}));
+}
+
+TEST_F(CoordinatorTest, DeferredWritesAreKeptInOrderAndRetried) {
+  Hold(2);
+  int round = 0;
+  db.on_apply = [&round](const std::vector<JobWrite>& batch) {
+    ApplyResult r;
+    for (const auto& w : batch) {
+      auto& list = (round == 0 && w.id == 1) ? r.deferred : r.applied;  // an app holds row 1 once
+      if (std::find(list.begin(), list.end(), w.id) == list.end()) list.push_back(w.id);
+    }
+    ++round;
+    return r;
+  };
+  mailbox.PushWrite(Accepted(1));
+  mailbox.PushWrite(Completed(1));
+  mailbox.PushWrite(Accepted(2));
+  Pass();
+  ASSERT_EQ(db.job_batches.size(), 1u);
+  mailbox.PushWrite(Completed(2));  // arrives while row 1 waits: it goes after row 1's writes
+  clock.Advance(Millis(250));
+  Pass();
+  ASSERT_EQ(db.job_batches.size(), 2u);
+  const auto& retried = db.job_batches[1];
+  ASSERT_EQ(Ids(retried), (std::vector<int64_t>{1, 1, 2}));
+  EXPECT_EQ(retried[0].new_state, JobState::kPolling);
+  EXPECT_EQ(retried[1].new_state, JobState::kCompleted);
+  EXPECT_EQ(retried[2].new_state, JobState::kCompleted);
+  EXPECT_EQ(counters.fenced_writes.load(), 0);
+  clock.Advance(Millis(250));
+  Pass();
+  EXPECT_EQ(db.job_batches.size(), 2u);  // nothing left to write
+}
+
+TEST_F(CoordinatorTest, AWriteRefusedForGoodIsReplacedByTheFailureWrite) {
+  Hold(3);
+  db.on_apply = [](const std::vector<JobWrite>& batch) {
+    for (const auto& w : batch) {
+      if (w.answer && *w.answer == "poison") {
+        throw StoreError("invalid byte sequence for encoding \"UTF8\"", /*transient=*/false, "22021");
+      }
+    }
+    ApplyResult r;
+    for (const auto& w : batch) r.applied.push_back(w.id);
+    return r;
+  };
+  mailbox.PushWrite(Completed(1));
+  mailbox.PushWrite(Completed(2, "poison"));
+  mailbox.PushWrite(Completed(3));
+  Pass();
+  // The batch, then one write at a time; job 2's write is replaced by a guarded failure.
+  ASSERT_EQ(db.job_batches.size(), 5u);
+  EXPECT_EQ(Ids(db.job_batches[0]), (std::vector<int64_t>{1, 2, 3}));
+  EXPECT_EQ(Ids(db.job_batches[1]), (std::vector<int64_t>{1}));
+  EXPECT_EQ(Ids(db.job_batches[2]), (std::vector<int64_t>{2}));
+  const JobWrite& fallback = db.job_batches[3].at(0);
+  EXPECT_EQ(fallback.id, 2);
+  EXPECT_EQ(fallback.expected_state, JobState::kPolling);
+  EXPECT_EQ(fallback.new_state, JobState::kFailed);
+  EXPECT_FALSE(fallback.answer);
+  ASSERT_TRUE(fallback.error);
+  EXPECT_EQ(fallback.error->kind, ErrorKind::kInvalidResponse);
+  EXPECT_NE(fallback.error->message.find("SQLSTATE 22021"), std::string::npos) << fallback.error->message;
+  EXPECT_EQ(Ids(db.job_batches[4]), (std::vector<int64_t>{3}));
+  EXPECT_EQ(counters.rejected_writes.load(), 1);
+  EXPECT_EQ(counters.fenced_writes.load(), 0);
+  EXPECT_EQ(db.connects, 1);  // not an outage
+}
+
+TEST_F(CoordinatorTest, ATransientErrorKeepsEveryWriteAndReconnects) {
+  Hold(2);
+  bool fail = true;
+  db.on_apply = [&fail](const std::vector<JobWrite>& batch) {
+    if (fail) {
+      fail = false;
+      throw StoreError("server closed the connection unexpectedly", /*transient=*/true);
+    }
+    ApplyResult r;
+    for (const auto& w : batch) r.applied.push_back(w.id);
+    return r;
+  };
+  mailbox.PushWrite(Accepted(1));
+  mailbox.PushWrite(Completed(2));
+  db.down = true;
+  Pass();
+  EXPECT_EQ(db.job_batches.size(), 1u);
+  EXPECT_EQ(counters.rejected_writes.load(), 0);
+
+  clock.Advance(Millis(100));
+  Pass();  // still down: nothing tried, nothing lost
+  EXPECT_EQ(db.job_batches.size(), 1u);
+  db.down = false;
+  clock.Advance(Millis(200));  // the reconnect delay doubled
+  Pass();
+  EXPECT_EQ(db.connects, 2);
+  ASSERT_EQ(db.job_batches.size(), 2u);
+  EXPECT_EQ(Ids(db.job_batches[1]), (std::vector<int64_t>{1, 2}));
+  EXPECT_EQ(db.job_batches[1][0].new_state, JobState::kPolling);
+  // After an outage the leases are renewed at once: job 1 is still ours.
+  ASSERT_FALSE(db.renewals.empty());
+  EXPECT_EQ(db.renewals.back(), (std::vector<int64_t>{1}));
+}
+
+TEST_F(CoordinatorTest, CancellationsOfHeldRowsArePassedToTheEngine) {
+  Hold(2);
+  db.cancel_requested = {2};
+  clock.Advance(Millis(1000));
+  Pass();
+  EXPECT_EQ(mailbox.TakeCancels(), (std::vector<int64_t>{2}));
+}
+
+TEST_F(CoordinatorTest, StopsOnceTheEngineIsDoneAndEverythingIsStored) {
+  Hold(1);
+  mailbox.PushWrite(Completed(1));
+  mailbox.engine_done = true;
+  Pass();  // the write is stored first
+  EXPECT_EQ(db.job_batches.size(), 1u);
+  EXPECT_FALSE(coordinator->RunOnce(all_done));
+  EXPECT_TRUE(db.stopped);
+}
+
+TEST_F(CoordinatorTest, DeliveriesAreClaimedPerKindWithinTheirShare) {
+  db.deliveries_queued[DeliveryKind::kFeedback] = 10;
+  db.deliveries_queued[DeliveryKind::kSessionClose] = 1;
+  mailbox.WakeDb();
+  Pass();
+  ASSERT_EQ(db.delivery_claims.size(), 2u);
+  EXPECT_EQ(db.delivery_claims[0], std::make_pair(DeliveryKind::kFeedback, 4));
+  EXPECT_EQ(db.delivery_claims[1], std::make_pair(DeliveryKind::kSessionClose, 4));
+  EXPECT_EQ(mailbox.TakeDeliveries().size(), 5u);
+}
+
+}  // namespace
+}  // namespace uppzy::runtime

@@ -1,0 +1,452 @@
+// The engine, one pass at a time, with a fake Uppzy client and a fake clock: no process, no socket, no
+// sleep. Each test claims jobs through the mailbox as the coordinator would, answers the exchanges the
+// engine started, and checks what it sent back (row writes, incident reports) and its counters.
+#include <gtest/gtest.h>
+
+#include <map>
+#include <memory>
+
+#include "runtime/engine.h"
+#include "runtime/mailbox.h"
+#include "support/runtime_fakes.h"
+
+namespace uppzy::runtime {
+namespace {
+
+using test::FakeClock;
+using test::FakeUpstream;
+
+class EngineTest : public ::testing::Test {
+ protected:
+  EngineTest() {
+    config.site.site_id = "site-1";
+    config.site.key_fingerprint = "0123456789ab";
+    config.policy.poll_interval = Millis(1000);
+    config.policy.poll_timeout = Millis(10000);
+    config.policy.backoff_base = Millis(1000);
+    config.policy.backoff_max = Millis(8000);
+    config.http_max_connections = 4;
+    config.shutdown_grace_ms = 500;
+    config.breaker.failures = 3;
+    config.breaker.cool_down = Millis(5000);
+    engine = std::make_unique<Engine>(config, mailbox, counters, client, clock);
+  }
+
+  static ClaimedJob Job(int64_t id, int attempt = 1, int max_attempts = 3) {
+    ClaimedJob j;
+    j.id = id;
+    j.session_id = "s" + std::to_string(id);
+    j.message = "hello";
+    j.response_language = "en";
+    j.state = JobState::kSubmitting;
+    j.attempt = attempt;
+    j.max_attempts = max_attempts;
+    return j;
+  }
+  static ClaimedDelivery Delivery(DeliveryKind kind, int64_t id) {
+    ClaimedDelivery d;
+    d.id = id;
+    d.kind = kind;
+    d.session_id = "s" + std::to_string(id);
+    if (kind == DeliveryKind::kFeedback) {
+      d.request_id = "req-9";
+      d.feedback = "good";
+    }
+    d.attempt = 1;
+    d.max_attempts = 3;
+    return d;
+  }
+
+  // What the engine sent the coordinator since the last Take().
+  struct Sent {
+    std::vector<JobWrite> writes;
+    std::vector<DeliveryWrite> deliveries;
+    std::vector<IncidentReport> reports;
+  };
+  Sent Take() {
+    Sent s;
+    mailbox.TakeForDb(&s.writes, &s.deliveries, &s.reports);
+    return s;
+  }
+
+  void Pass() { ASSERT_TRUE(engine->RunOnce()); }
+  // Hands the engine a claimed job and runs a pass: its submission starts.
+  void Claim(ClaimedJob job) {
+    mailbox.PushJobs({std::move(job)});
+    Pass();
+  }
+  // Finishes the last exchange started with `o` and runs a pass, which carries out the outcome.
+  void Answer(Outcome o) {
+    client.Answer(client.Last().tag, std::move(o));
+    Pass();
+  }
+  // Claims `job` and has its submission accepted as "req-<id>"; the accepted write is taken.
+  void Accept(ClaimedJob job) {
+    const int64_t id = job.id;
+    Claim(std::move(job));
+    Answer(Outcome::Accepted("req-" + std::to_string(id)));
+    ASSERT_EQ(Take().writes.size(), 1u);
+  }
+  // Moves the clock to the next poll and runs a pass: the poll starts.
+  void NextPoll() {
+    clock.Advance(config.policy.poll_interval);
+    Pass();
+    ASSERT_EQ(client.Last().kind, RequestKind::kStatus);
+  }
+
+  Config config;
+  Mailbox mailbox;
+  WorkerCounters counters;
+  FakeUpstream client;
+  FakeClock clock;
+  std::unique_ptr<Engine> engine;
+};
+
+TEST_F(EngineTest, AcceptedStoresTheRequestIdAtOnceAndSchedulesTheFirstPoll) {
+  Claim(Job(1));
+  ASSERT_EQ(client.calls.size(), 1u);
+  EXPECT_EQ(client.Last().kind, RequestKind::kSubmit);
+  EXPECT_EQ(client.Last().job_id, 1);
+  EXPECT_EQ(client.Last().attempt, 1);
+  EXPECT_EQ(counters.submissions.load(), 1);
+  EXPECT_EQ(counters.in_flight.load(), 1);
+
+  const TimePoint accepted_at = clock.Now();
+  Answer(Outcome::Accepted("req-1"));
+  Sent s = Take();
+  ASSERT_EQ(s.writes.size(), 1u);
+  const JobWrite& w = s.writes[0];
+  EXPECT_EQ(w.id, 1);
+  EXPECT_EQ(w.expected_state, JobState::kSubmitting);
+  EXPECT_EQ(w.new_state, JobState::kPolling);
+  EXPECT_TRUE(w.keep_lock);
+  EXPECT_EQ(w.request_id, "req-1");
+  EXPECT_EQ(w.poll_deadline, accepted_at + config.policy.poll_timeout);
+  EXPECT_EQ(counters.in_flight.load(), 1);
+
+  // The first poll waits for the poll interval, and the engine sleeps exactly that long meanwhile.
+  Pass();
+  EXPECT_EQ(client.waits.back(), config.policy.poll_interval.count());
+  clock.Advance(config.policy.poll_interval - Millis(1));
+  Pass();
+  EXPECT_EQ(client.calls.size(), 1u);
+  clock.Advance(Millis(1));
+  Pass();
+  ASSERT_EQ(client.calls.size(), 2u);
+  EXPECT_EQ(client.Last().kind, RequestKind::kStatus);
+  EXPECT_EQ(client.Last().request_id, "req-1");
+  EXPECT_EQ(counters.polls.load(), 1);
+}
+
+TEST_F(EngineTest, ProcessingWritesNothingAndPollsAgain) {
+  Accept(Job(1));
+  NextPoll();
+  Answer(Outcome::Status("processing"));
+  EXPECT_TRUE(Take().writes.empty());
+  NextPoll();
+  EXPECT_EQ(counters.polls.load(), 2);
+  EXPECT_EQ(counters.in_flight.load(), 1);
+}
+
+TEST_F(EngineTest, CompletedWritesTheAnswerAndThePollCount) {
+  Accept(Job(1));
+  NextPoll();
+  Answer(Outcome::Status("processing"));
+  NextPoll();
+  Outcome done = Outcome::Status("completed", "the answer");
+  done.result_json = R"({"sources":[]})";
+  Answer(done);
+  Sent s = Take();
+  ASSERT_EQ(s.writes.size(), 1u);
+  const JobWrite& w = s.writes[0];
+  EXPECT_EQ(w.expected_state, JobState::kPolling);
+  EXPECT_EQ(w.new_state, JobState::kCompleted);
+  EXPECT_EQ(w.answer, "the answer");
+  EXPECT_EQ(w.result_json, R"({"sources":[]})");
+  EXPECT_EQ(w.polls, 2);
+  EXPECT_TRUE(w.Releases());
+  EXPECT_EQ(counters.completed.load(), 1);
+  EXPECT_EQ(counters.in_flight.load(), 0);
+}
+
+TEST_F(EngineTest, UpstreamFailedFailsTheJob) {
+  Accept(Job(1));
+  NextPoll();
+  Answer(Outcome::Status("failed", "", "model overloaded"));
+  Sent s = Take();
+  ASSERT_EQ(s.writes.size(), 1u);
+  EXPECT_EQ(s.writes[0].new_state, JobState::kFailed);
+  ASSERT_TRUE(s.writes[0].error);
+  EXPECT_EQ(s.writes[0].error->kind, ErrorKind::kUpstreamFailed);
+  EXPECT_EQ(s.writes[0].error->message, "model overloaded");
+  EXPECT_EQ(counters.failed.load(), 1);
+  EXPECT_EQ(counters.in_flight.load(), 0);
+}
+
+TEST_F(EngineTest, RetryableErrorWithAttemptsLeftRetriesAfterABackoff) {
+  Claim(Job(1, /*attempt=*/1, /*max_attempts=*/3));
+  Answer(Outcome::Of(OutcomeKind::kServerError, 503));
+  Sent s = Take();
+  ASSERT_EQ(s.writes.size(), 1u);
+  const JobWrite& w = s.writes[0];
+  EXPECT_EQ(w.new_state, JobState::kRetrying);
+  ASSERT_TRUE(w.run_at);
+  // The first backoff is base/2 .. base (equal jitter).
+  EXPECT_GE(*w.run_at, clock.Now() + config.policy.backoff_base / 2);
+  EXPECT_LE(*w.run_at, clock.Now() + config.policy.backoff_base);
+  ASSERT_TRUE(w.error);
+  EXPECT_EQ(w.error->kind, ErrorKind::kServerError);
+  EXPECT_EQ(w.error->http_status, 503);
+  EXPECT_EQ(counters.retries.load(), 1);
+  EXPECT_EQ(counters.failed.load(), 0);
+  EXPECT_EQ(counters.in_flight.load(), 0);
+}
+
+TEST_F(EngineTest, RetryableErrorOnTheLastAttemptFails) {
+  Claim(Job(1, /*attempt=*/3, /*max_attempts=*/3));
+  Answer(Outcome::Of(OutcomeKind::kRateLimited, 429));
+  Sent s = Take();
+  ASSERT_EQ(s.writes.size(), 1u);
+  EXPECT_EQ(s.writes[0].new_state, JobState::kFailed);
+  ASSERT_TRUE(s.writes[0].error);
+  EXPECT_EQ(s.writes[0].error->kind, ErrorKind::kRateLimited);
+  EXPECT_EQ(counters.retries.load(), 0);
+  EXPECT_EQ(counters.failed.load(), 1);
+}
+
+TEST_F(EngineTest, BadRequestFailsAtOnceWithAttemptsLeft) {
+  Claim(Job(1, /*attempt=*/1, /*max_attempts=*/3));
+  Answer(Outcome::Of(OutcomeKind::kBadRequest, 422, "HTTP 422: message too long"));
+  Sent s = Take();
+  ASSERT_EQ(s.writes.size(), 1u);
+  EXPECT_EQ(s.writes[0].new_state, JobState::kFailed);
+  ASSERT_TRUE(s.writes[0].error);
+  EXPECT_EQ(s.writes[0].error->kind, ErrorKind::kBadRequest);
+  EXPECT_EQ(s.writes[0].error->http_status, 422);
+  EXPECT_EQ(counters.failed.load(), 1);
+}
+
+class EngineIncidentTest : public EngineTest, public ::testing::WithParamInterface<int> {};
+
+TEST_P(EngineIncidentTest, ReportsTheIncidentHandsBackUnchargedAndPauses) {
+  const int status = GetParam();
+  const OutcomeKind kind = status == 401 ? OutcomeKind::kUnauthorized : OutcomeKind::kForbidden;
+  const ErrorKind error = status == 401 ? ErrorKind::kUnauthorized : ErrorKind::kForbidden;
+  Claim(Job(1, /*attempt=*/2));
+  Answer(Outcome::Of(kind, status));
+  Sent s = Take();
+  ASSERT_EQ(s.reports.size(), 1u);
+  EXPECT_EQ(s.reports[0].kind, error);
+  EXPECT_EQ(s.reports[0].http_status, status);
+  ASSERT_EQ(s.writes.size(), 1u);
+  const JobWrite& w = s.writes[0];
+  EXPECT_EQ(w.new_state, JobState::kRetrying);  // attempt 2 returned: back to where it was
+  EXPECT_EQ(w.attempts_delta, -1);
+  ASSERT_TRUE(w.error);
+  EXPECT_EQ(w.error->kind, error);
+  EXPECT_EQ(counters.failed + counters.retries.load(), 0);
+
+  // Until the coordinator has processed the report, a new claim is handed back unsent, uncharged.
+  Claim(Job(2));
+  s = Take();
+  ASSERT_EQ(s.writes.size(), 1u);
+  EXPECT_EQ(s.writes[0].id, 2);
+  EXPECT_EQ(s.writes[0].new_state, JobState::kQueued);
+  EXPECT_EQ(s.writes[0].attempts_delta, -1);
+  EXPECT_EQ(client.calls.size(), 1u);
+
+  // Resolved: the coordinator caught up and the incident is closed.
+  mailbox.reports_processed = 1;
+  mailbox.paused = false;
+  Claim(Job(3));
+  EXPECT_EQ(client.calls.size(), 2u);
+  EXPECT_EQ(client.Last().job_id, 3);
+}
+
+INSTANTIATE_TEST_SUITE_P(UnauthorizedAndForbidden, EngineIncidentTest, ::testing::Values(401, 403));
+
+TEST_F(EngineTest, IncidentOnAPollKeepsTheRequestIdForAdoption) {
+  Accept(Job(1));
+  NextPoll();
+  Answer(Outcome::Of(OutcomeKind::kUnauthorized, 401));
+  Sent s = Take();
+  ASSERT_EQ(s.reports.size(), 1u);
+  ASSERT_EQ(s.writes.size(), 1u);
+  EXPECT_EQ(s.writes[0].new_state, JobState::kPolling);
+  EXPECT_TRUE(s.writes[0].expire_lease);
+  EXPECT_EQ(s.writes[0].attempts_delta, 0);
+}
+
+TEST_F(EngineTest, PollErrorThenPollTimeoutNamesTheLastPollError) {
+  Accept(Job(1, /*attempt=*/1, /*max_attempts=*/3));
+  const TimePoint deadline = clock.Now() + config.policy.poll_timeout;
+  NextPoll();
+  Answer(Outcome::Of(OutcomeKind::kServerError, 503));
+  EXPECT_TRUE(Take().writes.empty());  // a failed poll costs nothing and writes nothing
+  EXPECT_EQ(counters.retries.load(), 0);
+
+  // The next poll is never scheduled past the deadline; at the deadline one last poll is made.
+  clock.Advance(std::chrono::duration_cast<Millis>(deadline - clock.Now()));
+  Pass();
+  ASSERT_EQ(client.Last().kind, RequestKind::kStatus);
+  EXPECT_EQ(counters.polls.load(), 2);
+  Answer(Outcome::Status("processing"));
+  Sent s = Take();
+  ASSERT_EQ(s.writes.size(), 1u);
+  const JobWrite& w = s.writes[0];
+  EXPECT_EQ(w.expected_state, JobState::kPolling);
+  EXPECT_EQ(w.new_state, JobState::kRetrying);
+  ASSERT_TRUE(w.error);
+  EXPECT_EQ(w.error->kind, ErrorKind::kPollTimeout);
+  EXPECT_NE(w.error->message.find("the last poll failed: HTTP 503"), std::string::npos) << w.error->message;
+  EXPECT_EQ(counters.retries.load(), 1);
+  EXPECT_EQ(counters.in_flight.load(), 0);
+}
+
+TEST_F(EngineTest, CancellationRequestedWhileSubmittingStoresTheAcceptanceThenCancels) {
+  Claim(Job(1));
+  mailbox.PushCancels({1});
+  Pass();  // the call is in flight: nothing to write yet
+  EXPECT_TRUE(Take().writes.empty());
+
+  Answer(Outcome::Accepted("req-1"));
+  Sent s = Take();
+  ASSERT_EQ(s.writes.size(), 2u);
+  EXPECT_EQ(s.writes[0].new_state, JobState::kPolling);
+  EXPECT_EQ(s.writes[0].request_id, "req-1");
+  EXPECT_EQ(s.writes[1].expected_state, JobState::kPolling);
+  EXPECT_EQ(s.writes[1].new_state, JobState::kCancelled);
+  ASSERT_TRUE(s.writes[1].error);
+  EXPECT_EQ(s.writes[1].error->kind, ErrorKind::kCancelled);
+  EXPECT_EQ(counters.in_flight.load(), 0);
+  clock.Advance(config.policy.poll_interval);
+  Pass();
+  EXPECT_EQ(client.calls.size(), 1u);  // no poll of a cancelled job
+}
+
+TEST_F(EngineTest, CancellationOfAJobWaitingForItsPollIsImmediate) {
+  Accept(Job(1));
+  mailbox.PushCancels({1, 99});  // 99 is not ours: ignored
+  Pass();
+  Sent s = Take();
+  ASSERT_EQ(s.writes.size(), 1u);
+  EXPECT_EQ(s.writes[0].id, 1);
+  EXPECT_EQ(s.writes[0].new_state, JobState::kCancelled);
+  EXPECT_EQ(counters.in_flight.load(), 0);
+}
+
+TEST_F(EngineTest, DeliveriesOfBothKindsWithTheSameIdAreToldApart) {
+  mailbox.PushDeliveries({Delivery(DeliveryKind::kFeedback, 5), Delivery(DeliveryKind::kSessionClose, 5)});
+  Pass();
+  ASSERT_EQ(client.calls.size(), 2u);
+  std::map<RequestKind, uint64_t> tags;
+  for (const auto& c : client.calls) {
+    tags[c.kind] = c.tag;
+    if (c.kind == RequestKind::kFeedback) {
+      EXPECT_EQ(c.feedback, "good");
+    }
+  }
+  ASSERT_EQ(tags.size(), 2u);
+
+  client.Answer(tags[RequestKind::kFeedback], Outcome::Of(OutcomeKind::kDelivered, 200));
+  client.Answer(tags[RequestKind::kSessionClose], Outcome::Of(OutcomeKind::kDelivered, 204));
+  Pass();
+  Sent s = Take();
+  ASSERT_EQ(s.deliveries.size(), 2u);
+  for (const auto& w : s.deliveries) {
+    EXPECT_EQ(w.id, 5);
+    EXPECT_EQ(w.new_state, DeliveryState::kDelivered);
+    EXPECT_EQ(w.delivered_http_status, w.kind == DeliveryKind::kFeedback ? 200 : 204);
+  }
+  EXPECT_NE(s.deliveries[0].kind, s.deliveries[1].kind);
+  EXPECT_TRUE(s.writes.empty());
+}
+
+TEST_F(EngineTest, DeliveryFailedOrRetried) {
+  mailbox.PushDeliveries({Delivery(DeliveryKind::kFeedback, 5)});
+  Pass();
+  Answer(Outcome::Of(OutcomeKind::kBadRequest, 404));
+  mailbox.PushDeliveries({Delivery(DeliveryKind::kSessionClose, 6)});
+  Pass();
+  Answer(Outcome::Of(OutcomeKind::kServerError, 502));
+  Sent s = Take();
+  ASSERT_EQ(s.deliveries.size(), 2u);
+  EXPECT_EQ(s.deliveries[0].new_state, DeliveryState::kFailed);
+  ASSERT_TRUE(s.deliveries[0].error);
+  EXPECT_EQ(s.deliveries[0].error->kind, ErrorKind::kBadRequest);
+  EXPECT_EQ(s.deliveries[1].new_state, DeliveryState::kRetrying);
+  EXPECT_TRUE(s.deliveries[1].run_at);
+}
+
+TEST_F(EngineTest, DeliveryIncidentIsReportedAndHandedBackUncharged) {
+  mailbox.PushDeliveries({Delivery(DeliveryKind::kFeedback, 5)});
+  Pass();
+  Answer(Outcome::Of(OutcomeKind::kForbidden, 403));
+  Sent s = Take();
+  ASSERT_EQ(s.reports.size(), 1u);
+  EXPECT_EQ(s.reports[0].kind, ErrorKind::kForbidden);
+  ASSERT_EQ(s.deliveries.size(), 1u);
+  EXPECT_EQ(s.deliveries[0].new_state, DeliveryState::kQueued);
+  EXPECT_EQ(s.deliveries[0].attempts_delta, -1);
+}
+
+TEST_F(EngineTest, BreakerOpensAfterFailuresAndHandsBackUnsentClaimsUncharged) {
+  mailbox.PushJobs({Job(1), Job(2), Job(3)});
+  Pass();
+  ASSERT_EQ(client.calls.size(), 3u);
+  for (const auto& c : client.calls) client.Answer(c.tag, Outcome::Of(OutcomeKind::kNetwork, 0, "reset"));
+  Pass();
+  EXPECT_EQ(Take().writes.size(), 3u);
+  EXPECT_EQ(mailbox.breaker_state.load(), BreakerState::kOpen);
+  EXPECT_EQ(counters.breaker_state.load(), BreakerState::kOpen);
+
+  Claim(Job(4));
+  EXPECT_EQ(client.calls.size(), 3u);
+  Sent s = Take();
+  ASSERT_EQ(s.writes.size(), 1u);
+  EXPECT_EQ(s.writes[0].id, 4);
+  EXPECT_EQ(s.writes[0].attempts_delta, -1);
+
+  clock.Advance(config.breaker.cool_down);
+  Pass();
+  EXPECT_EQ(mailbox.breaker_state.load(), BreakerState::kHalfOpen);
+  Claim(Job(5));  // the probe
+  EXPECT_EQ(client.Last().job_id, 5);
+  Answer(Outcome::Accepted("req-5"));
+  EXPECT_EQ(mailbox.breaker_state.load(), BreakerState::kClosed);
+}
+
+TEST_F(EngineTest, StopHandsBackIdleRowsAndWaitsForCallsInFlight) {
+  Accept(Job(1));  // polling, waiting for its timer
+  Claim(Job(2));   // submission in flight
+  mailbox.stopping = true;
+  Pass();
+  Sent s = Take();
+  ASSERT_EQ(s.writes.size(), 1u);
+  EXPECT_EQ(s.writes[0].id, 1);
+  EXPECT_TRUE(s.writes[0].expire_lease);
+
+  Answer(Outcome::Accepted("req-2"));  // its outcome is stored
+  EXPECT_FALSE(engine->RunOnce());     // then handed back, and nothing is left in flight
+  engine->Shutdown();
+  s = Take();
+  ASSERT_EQ(s.writes.size(), 2u);
+  EXPECT_EQ(s.writes[0].new_state, JobState::kPolling);
+  EXPECT_EQ(s.writes[1].id, 2);
+  EXPECT_TRUE(s.writes[1].expire_lease);
+  EXPECT_TRUE(mailbox.engine_done.load());
+}
+
+TEST_F(EngineTest, SubmissionStillInFlightAfterTheGraceIsLeftToItsLease) {
+  Claim(Job(1));
+  mailbox.stopping = true;
+  Pass();
+  clock.Advance(Millis(config.shutdown_grace_ms));
+  EXPECT_FALSE(engine->RunOnce());
+  engine->Shutdown();
+  EXPECT_TRUE(Take().writes.empty());  // its POST may have reached Uppzy: rescue charges the attempt
+  EXPECT_TRUE(mailbox.engine_done.load());
+}
+
+}  // namespace
+}  // namespace uppzy::runtime
