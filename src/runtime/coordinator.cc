@@ -281,8 +281,9 @@ void Coordinator::RenewLeases() {
 void Coordinator::CheckIncident() {
   const auto now = clock_.SteadyNow();
   if (now < next_incident_check_) return;
-  next_incident_check_ = now + Millis(mailbox_.paused ? 1000 : 5000);
   const bool open = store_->IncidentsOpenFor(config_.site.key_fingerprint).has_value();
+  // While paused, look every second, so a resolved incident resumes work within a second.
+  next_incident_check_ = now + Millis(open ? 1000 : 5000);
   if (open && !mailbox_.paused) {
     LogEvent(spdlog::level::err, "paused_by_open_incident",
              {{"api_key_fingerprint", config_.site.key_fingerprint},
