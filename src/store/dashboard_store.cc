@@ -41,7 +41,7 @@ std::string Iso(const pqxx::field& f) {
     year = year * 10 + (s[i] - '0');
   }
   if (bc) year = 1 - year;  // 1 BC is year 0, 2 BC is year -1
-  char y[32];  // room for any long long, so no compiler sees a truncation
+  char y[32];               // room for any long long, so no compiler sees a truncation
   if (year >= 0 && year <= 9999) {
     std::snprintf(y, sizeof y, "%04lld", year);
   } else {

@@ -82,45 +82,74 @@ FROM c WHERE j.id = c.id
 RETURNING j.id
 )sql";
 
-// $1 worker, $2 jsonb array of writes (see JobWrite). Guarded by holder, state and attempt. Never waits
-// on another session's lock: a row an app holds (SELECT ... FOR UPDATE, an open UPDATE) is skipped and
-// its write kept for the next round. Returns one row per write: id, exists, locked (by us now),
-// applied. `u` is materialized once (it is referenced several times), so the batch is parsed once
-// whatever plan joins it to the table.
-inline constexpr const char* kJobsApplyWrites = R"sql(
+// The batch of writes ($2) as rows, for both forms of the batched write.
+#define UPPZY_APPLY_BATCH                                                                      \
+  "SELECT * FROM jsonb_to_recordset($2::jsonb) AS u("                                          \
+  "id bigint, expected_state text, expected_attempt int, new_state text, attempts_delta int, " \
+  "keep_lock boolean, expire_lease boolean, clear_request boolean, request_id text, "          \
+  "submitted_at_ms double precision, poll_deadline_ms double precision, polls int, "           \
+  "run_at_ms double precision, answer text, result jsonb, error_kind text, last_error text, "  \
+  "last_http_status int, error_entry jsonb)"
+
+// The SET list of both forms of the batched write (u: the write, j: the row).
+#define UPPZY_APPLY_SET                                                                                      \
+  "state = u.new_state, "                                                                                    \
+  "attempts = j.attempts + u.attempts_delta, "                                                               \
+  "request_id = CASE WHEN u.request_id IS NOT NULL THEN u.request_id "                                       \
+  "WHEN u.clear_request THEN NULL ELSE j.request_id END, "                                                   \
+  "submitted_at = CASE WHEN u.submitted_at_ms IS NOT NULL THEN to_timestamp(u.submitted_at_ms / 1000.0) "    \
+  "WHEN u.clear_request THEN NULL ELSE j.submitted_at END, "                                                 \
+  "poll_deadline = CASE WHEN u.poll_deadline_ms IS NOT NULL THEN to_timestamp(u.poll_deadline_ms / 1000.0) " \
+  "WHEN u.clear_request THEN NULL ELSE j.poll_deadline END, "                                                \
+  "polls = coalesce(u.polls, j.polls), "                                                                     \
+  "run_at = coalesce(to_timestamp(u.run_at_ms / 1000.0), j.run_at), "                                        \
+  "answer = coalesce(u.answer, j.answer), "                                                                  \
+  "result = coalesce(u.result, j.result), "                                                                  \
+  "error_kind = coalesce(u.error_kind, j.error_kind), "                                                      \
+  "last_error = CASE WHEN u.error_kind IS NOT NULL THEN u.last_error ELSE j.last_error END, "                \
+  "last_http_status = CASE WHEN u.error_kind IS NOT NULL THEN u.last_http_status ELSE j.last_http_status "   \
+  "END, "                                                                                                    \
+  "errors = CASE WHEN u.error_entry IS NULL THEN j.errors ELSE j.errors || "                                 \
+  "jsonb_build_array(u.error_entry) END, "                                                                   \
+  "locked_by = CASE WHEN u.keep_lock THEN j.locked_by END, "                                                 \
+  "lease_expires_at = CASE WHEN u.keep_lock THEN j.lease_expires_at WHEN u.expire_lease THEN now() END, "    \
+  "finished_at = CASE WHEN u.new_state IN ('completed', 'failed', 'cancelled') THEN now() END, "             \
+  "updated_at = now() "
+
+// $1 worker, $2 jsonb array of writes: the same change as kJobsApplyWritesSkipLocked, as one plain
+// guarded UPDATE that returns the ids applied. Run under a short lock_timeout: if a row is locked by
+// another session it fails with 55P03 and the store redoes the batch with the skip-locked form.
+inline constexpr const char* kJobsApplyWritesFast = R"sql(
+WITH u AS MATERIALIZED (
+  )sql" UPPZY_APPLY_BATCH R"sql(
+)
+UPDATE uppzy.chat_jobs j
+SET )sql" UPPZY_APPLY_SET R"sql(
+FROM u
+WHERE j.id = u.id AND j.state = u.expected_state AND j.attempts = u.expected_attempt AND j.locked_by = $1
+RETURNING j.id
+)sql";
+
+// The fast form's lock wait, set for its transaction only.
+inline constexpr const char* kApplyWritesFastLockTimeout = "SET LOCAL lock_timeout = '100ms'";
+
+// $1 worker, $2 jsonb array of writes (see JobWrite). Guarded by holder, state and attempt. This is the
+// skip-locked form: it never waits on another session's lock. A row an app holds (SELECT ... FOR UPDATE,
+// an open UPDATE) is skipped and its write kept for the next round. Returns one row per write: id,
+// exists, locked (by us now), applied. `u` is materialized once (it is referenced several times), so the
+// batch is parsed once whatever plan joins it to the table. Locking first costs a row lock per write,
+// so the store tries kJobsApplyWritesFast first (see Store::JobsApplyWrites).
+inline constexpr const char* kJobsApplyWritesSkipLocked = R"sql(
 WITH u AS (
-  SELECT * FROM jsonb_to_recordset($2::jsonb) AS u(
-    id bigint, expected_state text, expected_attempt int, new_state text, attempts_delta int,
-    keep_lock boolean, expire_lease boolean, clear_request boolean, request_id text,
-    submitted_at_ms double precision, poll_deadline_ms double precision, polls int, run_at_ms double precision,
-    answer text, result jsonb, error_kind text, last_error text, last_http_status int, error_entry jsonb)
+  )sql" UPPZY_APPLY_BATCH R"sql(
 ), l AS (
-  SELECT j.id FROM uppzy.chat_jobs j WHERE j.id IN (SELECT u.id FROM u) FOR UPDATE SKIP LOCKED
+  -- The writes whose rows we could lock now; rows another session holds are skipped, not waited on.
+  SELECT u.* FROM u JOIN uppzy.chat_jobs j ON j.id = u.id FOR UPDATE OF j SKIP LOCKED
 ), w AS (
   UPDATE uppzy.chat_jobs j
-  SET state = u.new_state,
-      attempts = j.attempts + u.attempts_delta,
-      request_id = CASE WHEN u.request_id IS NOT NULL THEN u.request_id
-                        WHEN u.clear_request THEN NULL ELSE j.request_id END,
-      submitted_at = CASE WHEN u.submitted_at_ms IS NOT NULL THEN to_timestamp(u.submitted_at_ms / 1000.0)
-                          WHEN u.clear_request THEN NULL ELSE j.submitted_at END,
-      poll_deadline = CASE WHEN u.poll_deadline_ms IS NOT NULL THEN to_timestamp(u.poll_deadline_ms / 1000.0)
-                           WHEN u.clear_request THEN NULL ELSE j.poll_deadline END,
-      polls = coalesce(u.polls, j.polls),
-      run_at = coalesce(to_timestamp(u.run_at_ms / 1000.0), j.run_at),
-      answer = coalesce(u.answer, j.answer),
-      result = coalesce(u.result, j.result),
-      error_kind = coalesce(u.error_kind, j.error_kind),
-      last_error = CASE WHEN u.error_kind IS NOT NULL THEN u.last_error ELSE j.last_error END,
-      last_http_status = CASE WHEN u.error_kind IS NOT NULL THEN u.last_http_status ELSE j.last_http_status END,
-      errors = CASE WHEN u.error_entry IS NULL THEN j.errors ELSE j.errors || jsonb_build_array(u.error_entry) END,
-      locked_by = CASE WHEN u.keep_lock THEN j.locked_by END,
-      lease_expires_at = CASE WHEN u.keep_lock THEN j.lease_expires_at WHEN u.expire_lease THEN now() END,
-      finished_at = CASE WHEN u.new_state IN ('completed', 'failed', 'cancelled') THEN now() END,
-      updated_at = now()
-  FROM u
-  WHERE j.id = u.id AND j.id IN (SELECT l.id FROM l)
-    AND j.state = u.expected_state AND j.attempts = u.expected_attempt AND j.locked_by = $1
+  SET )sql" UPPZY_APPLY_SET R"sql(
+  FROM l AS u
+  WHERE j.id = u.id AND j.state = u.expected_state AND j.attempts = u.expected_attempt AND j.locked_by = $1
   RETURNING j.id
 )
 SELECT u.id,

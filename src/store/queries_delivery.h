@@ -37,7 +37,7 @@ WITH u AS (
     sent_feedback text, delivered_http_status int, feedback_submitted_at_ms double precision,
     error_kind text, last_error text, last_http_status int, error_entry jsonb)
 ), l AS (
-  SELECT j.id FROM uppzy.{table} j WHERE j.id IN (SELECT u.id FROM u) FOR UPDATE SKIP LOCKED
+  SELECT u.* FROM u JOIN uppzy.{table} j ON j.id = u.id FOR UPDATE OF j SKIP LOCKED
 ), w AS (
   UPDATE uppzy.{table} j
   SET state = CASE WHEN {resend} THEN 'queued' ELSE u.new_state END,
@@ -53,9 +53,8 @@ WITH u AS (
       finished_at = CASE WHEN u.new_state IN ('delivered', 'failed') AND NOT {resend} THEN now() END,
       {extra}
       locked_by = NULL, lease_expires_at = NULL, updated_at = now()
-  FROM u
-  WHERE j.id = u.id AND j.id IN (SELECT l.id FROM l)
-    AND j.state = 'sending' AND j.attempts = u.expected_attempt AND j.locked_by = $1
+  FROM l AS u
+  WHERE j.id = u.id AND j.state = 'sending' AND j.attempts = u.expected_attempt AND j.locked_by = $1
   RETURNING j.id, j.state = 'queued' AND u.new_state IN ('delivered', 'failed') AS requeued
 )
 SELECT u.id,
