@@ -18,6 +18,7 @@
 #include <string_view>
 
 #include "uppzy/delivery.h"
+#include "uppzy/iso_time.h"  // ParseIsoTimestamp: how feedback_submitted_at is read
 #include "uppzy/outcome.h"
 #include "uppzy/policy.h"
 
@@ -54,11 +55,5 @@ std::string_view ToString(DeliveryAction a);
 // Decides what one outcome means for the delivery. `jitter01` in [0, 1) feeds Backoff (policy.h).
 DeliveryTransition DecideDelivery(const DeliveryContext& delivery, const Outcome& outcome, TimePoint now,
                                   const Policy& policy, double jitter01);
-
-// Reads an ISO 8601 / RFC 3339 timestamp such as "2025-03-01T12:00:00Z", "2025-03-01T12:00:00.123Z",
-// "2025-03-01 12:00:00+02:00" or "...+0200". A missing offset means UTC. Returns nullopt for anything
-// else, and for years before 1970 or after 2200: TimePoint holds nanoseconds since 1970 and would
-// wrap (year 0 came back as 1753), and no Uppzy reply means such a time. Exposed for tests.
-std::optional<TimePoint> ParseIsoTimestamp(std::string_view s);
 
 }  // namespace uppzy

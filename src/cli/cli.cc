@@ -34,8 +34,6 @@ std::string DatabaseUrlOrComplain(const Io& io) {
   return cfg.config.database_url;
 }
 
-std::string FirstLine(const std::string& what) { return what.substr(0, what.find('\n')); }
-
 int RunCli(int argc, char** argv, const EnvLookup& env, std::ostream& out, std::ostream& err) {
   CLI::App app{"uppzy-worker: a PostgreSQL-backed job runner for Uppzy's async chat API"};
   app.require_subcommand(1);

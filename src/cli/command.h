@@ -13,6 +13,7 @@
 
 #include "cli/cli.h"
 #include "uppzy/config.h"
+#include "uppzy/error_text.h"
 
 namespace uppzy::cli {
 
@@ -36,9 +37,6 @@ int ConfigProblems(const std::vector<std::string>& problems, std::ostream& err);
 
 // The database URL for commands that need only the database; prints problems and returns "" if unset.
 std::string DatabaseUrlOrComplain(const Io& io);
-
-// The first line of a store error (PostgreSQL's DETAIL lines may quote row data, e.g. message text).
-std::string FirstLine(const std::string& what);
 
 Command AddMigrate(CLI::App& app);
 Command AddRun(CLI::App& app);

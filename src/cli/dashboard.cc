@@ -1,5 +1,5 @@
 // uppzy-worker dashboard [--listen HOST:PORT] [--show-text]: the operators' web dashboard (see
-// src/http/dashboard_server.h). Needs only DATABASE_URL; runs as a login with the uppzy_operator role.
+// src/dashboard/dashboard_server.h). Needs only DATABASE_URL; runs as a login with the uppzy_operator role.
 //
 //   UPPZY_DASHBOARD_ADDR   host:port, default 127.0.0.1:8080 (--listen overrides; port 0 picks a free
 //                          one, printed in the dashboard_listening log line as http_port=)
@@ -14,8 +14,8 @@
 #include <thread>
 
 #include "cli/command.h"
-#include "http/dashboard_params.h"
-#include "http/dashboard_server.h"
+#include "dashboard/dashboard_server.h"
+#include "dashboard/params.h"
 #include "uppzy/dashboard_store.h"
 #include "uppzy/log.h"
 
@@ -32,7 +32,7 @@ int Run(const Options& o, const Io& io) {
   problems = db.problems;
   const std::string addr = io.env("UPPZY_DASHBOARD_ADDR").value_or("127.0.0.1:8080");
   const std::string token = io.env("UPPZY_DASHBOARD_TOKEN").value_or("");
-  for (auto& p : http::DashboardSettingsProblems(addr, token)) problems.push_back(std::move(p));
+  for (auto& p : dashboard::DashboardSettingsProblems(addr, token)) problems.push_back(std::move(p));
   const std::string level = io.env("UPPZY_LOG_LEVEL").value_or("info");
   const std::string format = io.env("UPPZY_LOG_FORMAT").value_or("text");
   if (level != "trace" && level != "debug" && level != "info" && level != "warn" && level != "error") {
@@ -62,11 +62,11 @@ int Run(const Options& o, const Io& io) {
   sigaddset(&set, SIGTERM);
   pthread_sigmask(SIG_BLOCK, &set, nullptr);
 
-  http::DashboardServer server(http::DashboardOptions{.database_url = db.config.database_url,
-                                                      .listen = addr,
-                                                      .token = token,
-                                                      .show_text = o.show_text,
-                                                      .overview_cache_ms = cache_ms});
+  dashboard::DashboardServer server(dashboard::DashboardOptions{.database_url = db.config.database_url,
+                                                                .listen = addr,
+                                                                .token = token,
+                                                                .show_text = o.show_text,
+                                                                .overview_cache_ms = cache_ms});
   try {
     server.Start();
   } catch (const std::invalid_argument& e) {

@@ -5,6 +5,7 @@
 #include "cli/command.h"
 #include "cli/table.h"
 #include "cli/validators.h"
+#include "dashboard/json_views.h"
 #include "uppzy/duration.h"
 #include "uppzy/ops_store.h"
 
@@ -32,22 +33,7 @@ int Run(const Options& o, const Io& io) {
     const auto jobs = ops.JobsList(f);
     if (o.json) {
       nlohmann::json j = nlohmann::json::array();
-      for (const auto& x : jobs) {
-        auto opt = [](const std::string& s) {
-          return s.empty() ? nlohmann::json(nullptr) : nlohmann::json(s);
-        };
-        j.push_back({{"id", x.id},
-                     {"job_key", opt(x.job_key)},
-                     {"session_id", x.session_id},
-                     {"state", x.state},
-                     {"attempts", x.attempts},
-                     {"max_attempts", x.max_attempts},
-                     {"error_kind", opt(x.error_kind)},
-                     {"last_http_status", x.last_http_status ? nlohmann::json(x.last_http_status) : nullptr},
-                     {"request_id", opt(x.request_id)},
-                     {"created_at", x.created_at},
-                     {"finished_at", opt(x.finished_at)}});
-      }
+      for (const auto& x : jobs) j.push_back(dashboard::JobSummaryJson(x));
       io.out << j.dump(2) << "\n";
       return kExitOk;
     }

@@ -3,11 +3,14 @@
 #include <nlohmann/json.hpp>
 
 #include "cli/command.h"
+#include "dashboard/json_views.h"
 #include "uppzy/ops_store.h"
 
 namespace uppzy::cli {
 namespace {
 
+using dashboard::JobDetailJson;
+using dashboard::ParsedOr;
 using nlohmann::json;
 
 struct Options {
@@ -15,14 +18,6 @@ struct Options {
   bool show_text = false;
   bool json = false;
 };
-
-json Opt(const std::string& s) { return s.empty() ? json(nullptr) : json(s); }
-
-json ParsedOr(const std::string& text, json fallback) {
-  if (text.empty()) return fallback;
-  json j = json::parse(text, nullptr, false);
-  return j.is_discarded() ? json(text) : j;
-}
 
 std::string Field(const json& e, const char* key) {
   if (!e.contains(key) || e[key].is_null()) return "-";
@@ -42,31 +37,7 @@ int Run(const Options& o, const Io& io) {
     const JobDetail& j = *found;
     const json errors = ParsedOr(j.errors_json, json::array());
     if (o.json) {
-      json out = {{"id", j.id},
-                  {"job_key", Opt(j.job_key)},
-                  {"session_id", j.session_id},
-                  {"response_language", j.response_language},
-                  {"state", j.state},
-                  {"priority", j.priority},
-                  {"attempts", j.attempts},
-                  {"max_attempts", j.max_attempts},
-                  {"request_id", Opt(j.request_id)},
-                  {"polls", j.polls},
-                  {"error_kind", Opt(j.error_kind)},
-                  {"last_error", Opt(j.last_error)},
-                  {"last_http_status", j.last_http_status ? json(j.last_http_status) : json(nullptr)},
-                  {"errors", errors},
-                  {"metadata", ParsedOr(j.metadata_json, json::object())},
-                  {"result", ParsedOr(j.result_json, json(nullptr))},
-                  {"run_at", Opt(j.run_at)},
-                  {"created_at", Opt(j.created_at)},
-                  {"updated_at", Opt(j.updated_at)},
-                  {"submitted_at", Opt(j.submitted_at)},
-                  {"poll_deadline", Opt(j.poll_deadline)},
-                  {"finished_at", Opt(j.finished_at)},
-                  {"cancel_requested_at", Opt(j.cancel_requested_at)},
-                  {"locked_by", Opt(j.locked_by)},
-                  {"lease_expires_at", Opt(j.lease_expires_at)}};
+      json out = JobDetailJson(j);
       if (o.show_text) {
         out["message"] = j.message ? json(*j.message) : json(nullptr);
         out["answer"] = j.answer ? json(*j.answer) : json(nullptr);

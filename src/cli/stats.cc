@@ -5,15 +5,17 @@
 
 #include "cli/command.h"
 #include "cli/table.h"
+#include "dashboard/json_views.h"
 #include "uppzy/ops_store.h"
 #include "uppzy/store.h"
 
 namespace uppzy::cli {
 namespace {
 
+using dashboard::HealthWindowJson;
+using dashboard::Opt;
+using dashboard::StateCountJson;
 using nlohmann::json;
-
-json Opt(const std::optional<double>& v) { return v ? json(*v) : json(nullptr); }
 
 std::string Percent(const std::optional<double>& rate) {
   if (!rate) return "-";
@@ -42,28 +44,15 @@ int Run(bool as_json, const Io& io) {
 
     if (as_json) {
       json j = {{"states", json::array()}, {"health", json::array()}, {"open_incidents", json::array()}};
-      for (const auto& s : states) {
-        j["states"].push_back(
-            {{"state", s.state}, {"jobs", s.jobs}, {"oldest_age_seconds", Opt(s.oldest_age_seconds)}});
-      }
+      for (const auto& s : states) j["states"].push_back(StateCountJson(s));
       for (const auto& h : health) {
-        j["health"].push_back({{"period", h.period},
-                               {"finished", h.finished},
-                               {"completed", h.completed},
-                               {"failed", h.failed},
-                               {"cancelled", h.cancelled},
-                               {"poll_timeouts", h.poll_timeouts},
-                               {"timeout_rate", Opt(h.timeout_rate)},
-                               {"retried", h.retried},
-                               {"retry_rate", Opt(h.retry_rate)},
-                               {"p50_seconds", Opt(h.p50_seconds)},
-                               {"p95_seconds", Opt(h.p95_seconds)},
-                               {"failures_by_kind", json::parse(h.failures_by_kind_json, nullptr, false)},
-                               {"feedback_delivered", h.feedback_delivered},
-                               {"feedback_failed", h.feedback_failed},
-                               {"feedback_good", h.feedback_good},
-                               {"feedback_bad", h.feedback_bad},
-                               {"feedback_good_ratio", Opt(h.feedback_good_ratio)}});
+        json window = HealthWindowJson(h);
+        window["feedback_delivered"] = h.feedback_delivered;
+        window["feedback_failed"] = h.feedback_failed;
+        window["feedback_good"] = h.feedback_good;
+        window["feedback_bad"] = h.feedback_bad;
+        window["feedback_good_ratio"] = Opt(h.feedback_good_ratio);
+        j["health"].push_back(std::move(window));
       }
       for (const auto& i : incidents) {
         j["open_incidents"].push_back({{"id", i.id},

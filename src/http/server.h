@@ -1,5 +1,5 @@
 // A small HTTP/1.1 server on libmicrohttpd, shared by the worker's endpoint (health_server.cc) and the
-// operators' dashboard (dashboard_server.cc). It is event-driven: one internal thread watches every
+// operators' dashboard (src/dashboard). It is event-driven: one internal thread watches every
 // socket with epoll, so an idle or slow client holds a socket and a little memory, never a thread.
 // A request reaches the handler only once its headers and body are complete.
 //

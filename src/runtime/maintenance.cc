@@ -3,16 +3,12 @@
 #include <nlohmann/json.hpp>
 
 #include "uppzy/duration.h"
+#include "uppzy/error_text.h"
 #include "uppzy/log.h"
 #include "uppzy/metrics.h"
 #include "uppzy/ops_store.h"
 
 namespace uppzy::runtime {
-namespace {
-
-std::string FirstLine(const std::string& s) { return s.substr(0, s.find('\n')); }
-
-}  // namespace
 
 Maintenance::Maintenance(const Config& config) : config_(config) {}
 

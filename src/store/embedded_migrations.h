@@ -1,4 +1,4 @@
-// The migrations/ files, compiled into the binary by cmake/embed_migrations.cmake.
+// The migrations/ files, compiled into the binary by cmake/embed_files.cmake.
 #pragma once
 
 #include <string>

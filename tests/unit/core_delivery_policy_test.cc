@@ -138,44 +138,6 @@ TEST(DecideDelivery, MessagesNameTheStatus) {
             "HTTP 409: request not completed");
 }
 
-struct IsoCase {
-  const char* text;
-  long long unix_ms;  // -1: refused
-};
-
-class IsoTable : public ::testing::TestWithParam<IsoCase> {};
-
-TEST_P(IsoTable, Parses) {
-  const IsoCase& c = GetParam();
-  auto t = ParseIsoTimestamp(c.text);
-  if (c.unix_ms < 0) {
-    EXPECT_FALSE(t.has_value()) << c.text;
-  } else {
-    ASSERT_TRUE(t.has_value()) << c.text;
-    EXPECT_EQ(std::chrono::duration_cast<milliseconds>(t->time_since_epoch()).count(), c.unix_ms) << c.text;
-  }
-}
-
-const IsoCase kIsoCases[] = {
-    {"2025-03-01T12:00:00Z", 1740830400000LL},
-    {"2025-03-01T12:00:00.123Z", 1740830400123LL},
-    {"2025-03-01T12:00:00.123456789Z", 1740830400123LL},
-    {"2025-03-01 12:00:00", 1740830400000LL},
-    {"2025-03-01T14:00:00+02:00", 1740830400000LL},
-    {"2025-03-01T07:00:00-0500", 1740830400000LL},
-    {"1970-01-01T00:00:00Z", 0},
-    {"2024-02-29T00:00:00Z", 1709164800000LL},
-    {"2025-02-29T00:00:00Z", -1},
-    {"2025-03-01", -1},
-    {"2025-03-01T25:00:00Z", -1},
-    {"2025-03-01T12:00:00.Z", -1},
-    {"2025-03-01T12:00:00Zjunk", -1},
-    {"", -1},
-    {"not a date", -1},
-};
-
-INSTANTIATE_TEST_SUITE_P(Table, IsoTable, ::testing::ValuesIn(kIsoCases));
-
 ClaimedDelivery Claimed(DeliveryKind kind, int attempt) {
   ClaimedDelivery d;
   d.id = 7;

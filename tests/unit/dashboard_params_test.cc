@@ -1,11 +1,11 @@
-// The dashboard's input rules (src/http/dashboard_params.h), one row per edge.
-#include "http/dashboard_params.h"
+// The dashboard's input rules (src/dashboard/params.h), one row per edge.
+#include "dashboard/params.h"
 
 #include <gtest/gtest.h>
 
 #include <map>
 
-namespace uppzy::http {
+namespace uppzy::dashboard {
 namespace {
 
 // 2024-05-01T12:00:00Z
@@ -57,6 +57,8 @@ TEST(DashboardParams, ParseTime) {
       {"2024-05-01T12:00:00Zjunk", std::nullopt},
       {"2024-5-1", std::nullopt},
       {"1969-12-31", std::nullopt},
+      {"2201-01-01", std::nullopt},  // the years 1970 to 2200 (uppzy/iso_time.h)
+      {"2999-01-01T00:00:00+02:00", std::nullopt},
       {"２０２４-05-01", std::nullopt},
   };
   for (const auto& c : cases) EXPECT_EQ(ParseTime(c.text, kNow), c.want) << c.text;
@@ -172,4 +174,4 @@ TEST(DashboardParams, ConstantTimeEquals) {
 }
 
 }  // namespace
-}  // namespace uppzy::http
+}  // namespace uppzy::dashboard

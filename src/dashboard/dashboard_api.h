@@ -10,13 +10,16 @@
 #include <cstddef>
 #include <string>
 
-#include "http/dashboard_json.h"
-#include "http/dashboard_server.h"
-#include "http/dashboard_snapshots.h"
-#include "http/dashboard_store_pool.h"
+#include "dashboard/dashboard_server.h"
+#include "dashboard/json_views.h"
+#include "dashboard/overview_snapshots.h"
+#include "dashboard/store_pool.h"
 #include "http/server.h"
 
-namespace uppzy::http {
+namespace uppzy::dashboard {
+
+using http::Request;
+using http::Response;
 
 // Ids one action takes (README), and the body limit of an action: 10,000 ids of 19 digits fit in
 // either encoding (about 220 KB as JSON, 200 KB as a form) with room to spare.
@@ -38,8 +41,9 @@ class DashboardApi {
   void Overview(Response& res);
   void JobsList(const Request& req, Response& res);
   void JobGet(const std::string& id_text, Response& res);
-  void JobsAct(const Request& req, Response& res, bool retry);
-  void JobAct(const std::string& id_text, Response& res, bool retry);
+  // POST /api/jobs/retry | cancel (`id_text` "": the ids or filter of the body) and
+  // /api/jobs/{id}/retry | cancel (`id_text` the path's id: 404/409 say why the job cannot be acted on).
+  void JobsAct(const Request& req, Response& res, bool retry, const std::string& id_text);
   void IncidentResolve(const std::string& id_text, Response& res);
 
  private:
@@ -50,4 +54,4 @@ class DashboardApi {
   OverviewSnapshots& overview_;
 };
 
-}  // namespace uppzy::http
+}  // namespace uppzy::dashboard

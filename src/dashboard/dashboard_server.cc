@@ -1,6 +1,4 @@
-#include "http/dashboard_server.h"
-
-#include <openssl/rand.h>
+#include "dashboard/dashboard_server.h"
 
 #include <chrono>
 #include <condition_variable>
@@ -10,24 +8,25 @@
 #include <regex>
 #include <stdexcept>
 #include <thread>
-#include <unordered_map>
 #include <vector>
 
-#include "http/dashboard_api.h"
-#include "http/dashboard_assets.h"
-#include "http/dashboard_params.h"
+#include "dashboard/assets.h"
+#include "dashboard/dashboard_api.h"
+#include "dashboard/params.h"
+#include "dashboard/sessions.h"
 #include "http/server.h"
 #include "uppzy/config.h"
+#include "uppzy/error_text.h"
 #include "uppzy/log.h"
 
-namespace uppzy::http {
+namespace uppzy::dashboard {
 namespace {
 
-using SteadyClock = std::chrono::steady_clock;
+using http::Request;
+using http::Response;
+using http::Server;
+using http::ServerOptions;
 
-constexpr const char* kCookieName = "uppzy_dashboard_session";
-constexpr auto kSessionLifetime = std::chrono::hours(12);
-constexpr size_t kMaxSessions = 1000;
 constexpr const char* kReadOnlyError =
     "read-only: this dashboard was started without UPPZY_DASHBOARD_TOKEN, so it cannot retry, cancel or "
     "resolve";
@@ -37,19 +36,6 @@ constexpr const char* kReadOnlyError =
 constexpr int kHandlerThreads = 8;
 // Bodies: an action with 10,000 ids (kMaxActionBodyBytes); anything else is small (the login form).
 constexpr size_t kSmallBodyBytes = 16 * 1024;
-
-std::string RandomHex(size_t bytes) {
-  std::vector<unsigned char> buf(bytes);
-  if (RAND_bytes(buf.data(), static_cast<int>(buf.size())) != 1)
-    throw std::runtime_error("RAND_bytes failed");
-  static constexpr char kHex[] = "0123456789abcdef";
-  std::string out;
-  for (unsigned char b : buf) {
-    out += kHex[b >> 4];
-    out += kHex[b & 15];
-  }
-  return out;
-}
 
 std::string HtmlEscape(std::string_view s) {
   std::string out;
@@ -96,41 +82,11 @@ std::string HostName(const std::string& host_header) {
   return host_header;
 }
 
-std::string CookieValue(const Request& req, std::string_view name) {
-  for (const std::string& header : req.Headers("Cookie")) {
-    size_t pos = 0;
-    while (pos < header.size()) {
-      size_t end = header.find(';', pos);
-      if (end == std::string::npos) end = header.size();
-      std::string_view part(header.data() + pos, end - pos);
-      while (!part.empty() && part.front() == ' ') part.remove_prefix(1);
-      if (part.size() > name.size() && part.substr(0, name.size()) == name && part[name.size()] == '=') {
-        return std::string(part.substr(name.size() + 1));
-      }
-      pos = end + 1;
-    }
-  }
-  return {};
-}
-
 bool StartsWith(std::string_view s, std::string_view prefix) { return s.substr(0, prefix.size()) == prefix; }
 
 void SetHeader(Response& res, std::string name, std::string value) {
   res.headers.emplace_back(std::move(name), std::move(value));
 }
-
-struct Session {
-  std::string csrf;
-  SteadyClock::time_point expires;
-};
-
-// Who is asking: nobody (read-only mode or not signed in), a browser session, or a script with the token.
-struct Caller {
-  bool authenticated = false;
-  bool bearer = false;
-  std::string session_id;
-  std::string csrf;
-};
 
 using RouteFn = std::function<void(const Request&, const std::smatch&, Response&)>;
 
@@ -149,7 +105,8 @@ struct DashboardServer::Impl {
         overview([this] { return api.ComputeOverview(); },
                  [this](const std::string& full) { return api.PatchOverview(full); },
                  std::chrono::milliseconds(options.overview_cache_ms)),
-        api(options, pool, overview) {}
+        api(options, pool, overview),
+        sessions(options.token) {}
 
   DashboardOptions options;
   StorePool pool;
@@ -157,56 +114,13 @@ struct DashboardServer::Impl {
   DashboardApi api;
   std::vector<Route> routes;
   std::unique_ptr<Server> server;
-
-  std::mutex sessions_mu;
-  std::unordered_map<std::string, Session> sessions;
+  Sessions sessions;
 
   std::mutex serve_mu;
   std::condition_variable serve_cv;
   bool stopped = false;  // guarded by serve_mu
 
   bool read_only() const { return options.token.empty(); }
-
-  Caller CallerOf(const Request& req) {
-    Caller c;
-    if (read_only()) return c;
-    const std::string auth = req.Header("Authorization");
-    if (StartsWith(auth, "Bearer ") && ConstantTimeEquals(auth.substr(7), options.token)) {
-      c.authenticated = c.bearer = true;
-      return c;
-    }
-    const std::string sid = CookieValue(req, kCookieName);
-    if (sid.empty()) return c;
-    std::lock_guard lock(sessions_mu);
-    auto it = sessions.find(sid);
-    if (it == sessions.end()) return c;
-    if (it->second.expires < SteadyClock::now()) {
-      sessions.erase(it);
-      return c;
-    }
-    c.authenticated = true;
-    c.session_id = sid;
-    c.csrf = it->second.csrf;
-    return c;
-  }
-
-  std::string NewSession() {
-    const std::string sid = RandomHex(32);
-    std::lock_guard lock(sessions_mu);
-    const auto now = SteadyClock::now();
-    for (auto it = sessions.begin(); it != sessions.end();) {
-      it = it->second.expires < now ? sessions.erase(it) : std::next(it);
-    }
-    if (sessions.size() >= kMaxSessions) {
-      auto oldest = sessions.begin();
-      for (auto it = sessions.begin(); it != sessions.end(); ++it) {
-        if (it->second.expires < oldest->second.expires) oldest = it;
-      }
-      sessions.erase(oldest);
-    }
-    sessions[sid] = Session{RandomHex(32), now + kSessionLifetime};
-    return sid;
-  }
 
   // ---- Gatekeeping, before any route and before the body is read ---------------------------------
 
@@ -222,20 +136,13 @@ struct DashboardServer::Impl {
         return res;
       }
     }
-    if (req.method == "POST") {
-      const std::string origin = req.Header("Origin");
-      if (!origin.empty()) {
-        const auto scheme_end = origin.find("://");
-        const std::string origin_host = scheme_end == std::string::npos ? "" : origin.substr(scheme_end + 3);
-        if (origin_host != req.Header("Host")) {
-          SendError(res, 403, "cross-origin request refused");
-          return res;
-        }
-      }
+    if (req.method == "POST" && !Sessions::SameOrigin(req)) {
+      SendError(res, 403, "cross-origin request refused");
+      return res;
     }
     const bool open =
         path == "/healthz" || path == "/login" || path == "/favicon.ico" || StartsWith(path, "/static/");
-    const Caller caller = CallerOf(req);
+    const Caller caller = sessions.Identify(req);
     if (!read_only() && !open && !caller.authenticated) {
       if (api_path || req.method != "GET") {
         SendError(res, 401, "sign in first (the login form at /login, or Authorization: Bearer <token>)");
@@ -250,12 +157,9 @@ struct DashboardServer::Impl {
         SendError(res, 403, kReadOnlyError);
         return res;
       }
-      if (!caller.bearer) {
-        const std::string sent = req.Header("X-CSRF-Token");
-        if (sent.empty() || !ConstantTimeEquals(sent, caller.csrf)) {
-          SendError(res, 403, "missing or wrong X-CSRF-Token header (reload the page)");
-          return res;
-        }
+      if (!Sessions::CsrfOk(req, caller)) {
+        SendError(res, 403, "missing or wrong X-CSRF-Token header (reload the page)");
+        return res;
       }
     }
     return std::nullopt;
@@ -274,7 +178,7 @@ struct DashboardServer::Impl {
 
   void SendPage(const Request& req, Response& res, assets::Page page, const std::string& title,
                 const std::string& page_name, std::string_view extra = {}) {
-    const Caller caller = CallerOf(req);
+    const Caller caller = sessions.Identify(req);
     std::string html(assets::Layout());
     std::string banner;
     std::string session;
@@ -340,7 +244,7 @@ struct DashboardServer::Impl {
     });
 
     Add("GET", "/login", [this](const Request& req, const std::smatch&, Response& res) {
-      if (read_only() || CallerOf(req).authenticated) {
+      if (read_only() || sessions.Identify(req).authenticated) {
         res.status = 303;
         SetHeader(res, "Location", "/");
         return;
@@ -349,13 +253,7 @@ struct DashboardServer::Impl {
     });
     Add("POST", "/login", [this](const Request& req, const std::smatch&, Response& res) { Login(req, res); });
     Add("POST", "/logout", [this](const Request& req, const std::smatch&, Response& res) {
-      const Caller caller = CallerOf(req);
-      if (!caller.session_id.empty()) {
-        std::lock_guard lock(sessions_mu);
-        sessions.erase(caller.session_id);
-      }
-      SetHeader(res, "Set-Cookie",
-                std::string(kCookieName) + "=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0");
+      SetHeader(res, "Set-Cookie", sessions.Close(sessions.Identify(req)));
       SendJson(res, 200, json{{"signed_out", true}});
     });
 
@@ -365,12 +263,9 @@ struct DashboardServer::Impl {
         [this](const Request& req, const std::smatch&, Response& res) { api.JobsList(req, res); });
     Add("GET", "/api/jobs/([^/]+)",
         [this](const Request&, const std::smatch& m, Response& res) { api.JobGet(m[1].str(), res); });
-    Add("POST", "/api/jobs/(retry|cancel)", [this](const Request& req, const std::smatch& m, Response& res) {
-      api.JobsAct(req, res, m[1].str() == "retry");
-    });
-    Add("POST", "/api/jobs/([^/]+)/(retry|cancel)",
-        [this](const Request&, const std::smatch& m, Response& res) {
-          api.JobAct(m[1].str(), res, m[2].str() == "retry");
+    Add("POST", "/api/jobs/(?:([^/]+)/)?(retry|cancel)",
+        [this](const Request& req, const std::smatch& m, Response& res) {
+          api.JobsAct(req, res, m[2].str() == "retry", m[1].matched ? m[1].str() : std::string());
         });
     Add("POST", "/api/incidents/([^/]+)/resolve",
         [this](const Request&, const std::smatch& m, Response& res) {
@@ -384,14 +279,14 @@ struct DashboardServer::Impl {
       return;
     }
     std::string token;
-    for (const auto& [name, value] : ParseForm(req.body)) {
+    for (const auto& [name, value] : http::ParseForm(req.body)) {
       if (name == "token") {
         token = value;
         break;
       }
     }
     if (token.empty()) token = req.Param("token").value_or("");
-    if (token.empty() || !ConstantTimeEquals(token, options.token)) {
+    if (token.empty() || !sessions.TokenMatches(token)) {
       std::this_thread::sleep_for(std::chrono::milliseconds(300));  // slows guessing
       LogEvent(spdlog::level::warn, "dashboard_login_refused", {{"remote_addr", req.peer}});
       res.status = 401;
@@ -399,12 +294,10 @@ struct DashboardServer::Impl {
                "<p class=\"error\" id=\"login-error\" role=\"alert\">That token is not right.</p>");
       return;
     }
-    const std::string sid = NewSession();
+    const std::string cookie = sessions.Open();
     LogEvent(spdlog::level::info, "dashboard_login", {{"remote_addr", req.peer}});
     res.status = 303;
-    SetHeader(res, "Set-Cookie",
-              std::string(kCookieName) + "=" + sid + "; Path=/; HttpOnly; SameSite=Strict; Max-Age=" +
-                  std::to_string(std::chrono::seconds(kSessionLifetime).count()));
+    SetHeader(res, "Set-Cookie", cookie);
     SetHeader(res, "Location", "/");
   }
 
@@ -495,4 +388,4 @@ void DashboardServer::Stop() {
   impl_->serve_cv.notify_all();
 }
 
-}  // namespace uppzy::http
+}  // namespace uppzy::dashboard

@@ -14,7 +14,7 @@
 
 #include "uppzy/log.h"
 
-namespace uppzy::http {
+namespace uppzy::dashboard {
 
 // The overview aggregates a day of finished jobs: with a million finished rows that is 0.6 s of
 // database work when they span a week, 3 s when all of them finished within the day
@@ -155,4 +155,4 @@ class OverviewSnapshots {
   std::chrono::steady_clock::duration last_compute_{};
 };
 
-}  // namespace uppzy::http
+}  // namespace uppzy::dashboard

@@ -1,6 +1,8 @@
 // The operators' web dashboard (`uppzy-worker dashboard`): pages, their JSON, and the actions, on
-// http::Server (server.h, libmicrohttpd). Every asset is compiled in (dashboard_assets.cc); the data
-// comes from DashboardStore; the JSON API is dashboard_api.cc.
+// http::Server (src/http/server.h, libmicrohttpd). The rooms of src/dashboard/: this file routes and
+// gates; sessions.h signs in and checks CSRF; dashboard_api.h answers /api/*; json_views.h shapes the
+// JSON; params.h reads the input; store_pool.h and overview_snapshots.h reach the database
+// (DashboardStore); assets.h serves the files of assets/, compiled in at build time.
 //
 //   page        JSON                          actions (POST, JSON body)
 //   /           /api/overview                 /api/incidents/{id}/resolve
@@ -38,7 +40,7 @@
 #include <memory>
 #include <string>
 
-namespace uppzy::http {
+namespace uppzy::dashboard {
 
 struct DashboardOptions {
   std::string database_url;
@@ -70,4 +72,4 @@ class DashboardServer {
   std::unique_ptr<Impl> impl_;
 };
 
-}  // namespace uppzy::http
+}  // namespace uppzy::dashboard

@@ -1,12 +1,16 @@
-#include "http/dashboard_json.h"
+#include "dashboard/json_views.h"
 
 #include "uppzy/job.h"
 
-namespace uppzy::http {
+namespace uppzy::dashboard {
 namespace {
 
+json StatusOrNull(int http_status) { return http_status ? json(http_status) : json(nullptr); }
+
+}  // namespace
+
 json Opt(const std::string& s) { return s.empty() ? json(nullptr) : json(s); }
-json Opt(const std::optional<double>& d) { return d ? json(*d) : json(nullptr); }
+json Opt(const std::optional<double>& v) { return v ? json(*v) : json(nullptr); }
 
 json ParsedOr(const std::string& text, json fallback) {
   if (text.empty()) return fallback;
@@ -14,13 +18,8 @@ json ParsedOr(const std::string& text, json fallback) {
   return j.is_discarded() ? json(text) : j;
 }
 
-}  // namespace
-
-std::string Dump(const json& j) { return j.dump(-1, ' ', false, json::error_handler_t::replace); }
-
-std::string FirstLine(const std::string& s) { return s.substr(0, s.find('\n')); }
-
-json JobSummaryJson(const DashboardJobRow& j) {
+// nlohmann::json objects keep their keys sorted, so the fields a view adds land where they belong.
+json JobSummaryJson(const JobSummary& j) {
   return {{"id", j.id},
           {"job_key", Opt(j.job_key)},
           {"session_id", j.session_id},
@@ -28,12 +27,17 @@ json JobSummaryJson(const DashboardJobRow& j) {
           {"attempts", j.attempts},
           {"max_attempts", j.max_attempts},
           {"error_kind", Opt(j.error_kind)},
-          {"last_http_status", j.last_http_status ? json(j.last_http_status) : json(nullptr)},
-          {"last_error", Opt(j.last_error)},
+          {"last_http_status", StatusOrNull(j.last_http_status)},
           {"request_id", Opt(j.request_id)},
           {"created_at", Opt(j.created_at)},
-          {"finished_at", Opt(j.finished_at)},
-          {"cancel_requested_at", Opt(j.cancel_requested_at)}};
+          {"finished_at", Opt(j.finished_at)}};
+}
+
+json JobRowJson(const DashboardJobRow& j) {
+  json out = JobSummaryJson(j);
+  out["last_error"] = Opt(j.last_error);
+  out["cancel_requested_at"] = Opt(j.cancel_requested_at);
+  return out;
 }
 
 bool Finished(const std::string& state) {
@@ -41,13 +45,7 @@ bool Finished(const std::string& state) {
   return s && IsTerminal(*s);
 }
 
-json JobDetailJson(const DashboardJobDetail& j) {
-  json notification = nullptr;
-  if (!j.notification_payload.empty()) {
-    notification = {{"channel", "uppzy_chat_jobs"},
-                    {"payload", ParsedOr(j.notification_payload, json(nullptr))},
-                    {"text", j.notification_payload}};
-  }
+json JobDetailJson(const JobDetail& j) {
   return {{"id", j.id},
           {"job_key", Opt(j.job_key)},
           {"session_id", j.session_id},
@@ -60,7 +58,7 @@ json JobDetailJson(const DashboardJobDetail& j) {
           {"polls", j.polls},
           {"error_kind", Opt(j.error_kind)},
           {"last_error", Opt(j.last_error)},
-          {"last_http_status", j.last_http_status ? json(j.last_http_status) : json(nullptr)},
+          {"last_http_status", StatusOrNull(j.last_http_status)},
           {"errors", ParsedOr(j.errors_json, json::array())},
           {"metadata", ParsedOr(j.metadata_json, json::object())},
           {"result", ParsedOr(j.result_json, json(nullptr))},
@@ -72,33 +70,47 @@ json JobDetailJson(const DashboardJobDetail& j) {
           {"finished_at", Opt(j.finished_at)},
           {"cancel_requested_at", Opt(j.cancel_requested_at)},
           {"locked_by", Opt(j.locked_by)},
-          {"lease_expires_at", Opt(j.lease_expires_at)},
-          {"notification", notification},
-          {"actions",
-           {{"retry", Finished(j.state)}, {"cancel", !Finished(j.state) && j.cancel_requested_at.empty()}}}};
+          {"lease_expires_at", Opt(j.lease_expires_at)}};
+}
+
+json DashboardJobDetailJson(const DashboardJobDetail& j) {
+  json out = JobDetailJson(j);
+  json notification = nullptr;
+  if (!j.notification_payload.empty()) {
+    notification = {{"channel", "uppzy_chat_jobs"},
+                    {"payload", ParsedOr(j.notification_payload, json(nullptr))},
+                    {"text", j.notification_payload}};
+  }
+  out["notification"] = notification;
+  out["actions"] = {{"retry", Finished(j.state)},
+                    {"cancel", !Finished(j.state) && j.cancel_requested_at.empty()}};
+  return out;
+}
+
+json StateCountJson(const StateCount& s) {
+  return {{"state", s.state}, {"jobs", s.jobs}, {"oldest_age_seconds", Opt(s.oldest_age_seconds)}};
+}
+
+json HealthWindowJson(const HealthWindow& h) {
+  return {{"period", h.period},
+          {"finished", h.finished},
+          {"completed", h.completed},
+          {"failed", h.failed},
+          {"cancelled", h.cancelled},
+          {"poll_timeouts", h.poll_timeouts},
+          {"timeout_rate", Opt(h.timeout_rate)},
+          {"retried", h.retried},
+          {"retry_rate", Opt(h.retry_rate)},
+          {"p50_seconds", Opt(h.p50_seconds)},
+          {"p95_seconds", Opt(h.p95_seconds)},
+          {"failures_by_kind", ParsedOr(h.failures_by_kind_json, json::object())}};
 }
 
 json OverviewJson(const DashboardOverview& o) {
   json states = json::array();
-  for (const auto& s : o.states) {
-    states.push_back(
-        {{"state", s.state}, {"jobs", s.jobs}, {"oldest_age_seconds", Opt(s.oldest_age_seconds)}});
-  }
+  for (const auto& s : o.states) states.push_back(StateCountJson(s));
   json health = json::array();
-  for (const auto& h : o.health) {
-    health.push_back({{"period", h.period},
-                      {"finished", h.finished},
-                      {"completed", h.completed},
-                      {"failed", h.failed},
-                      {"cancelled", h.cancelled},
-                      {"poll_timeouts", h.poll_timeouts},
-                      {"timeout_rate", Opt(h.timeout_rate)},
-                      {"retried", h.retried},
-                      {"retry_rate", Opt(h.retry_rate)},
-                      {"p50_seconds", Opt(h.p50_seconds)},
-                      {"p95_seconds", Opt(h.p95_seconds)},
-                      {"failures_by_kind", ParsedOr(h.failures_by_kind_json, json::object())}});
-  }
+  for (const auto& h : o.health) health.push_back(HealthWindowJson(h));
   json rows = json::array();
   for (const auto& m : o.minutes)
     rows.push_back({m.minute, m.completed, m.failed, m.cancelled, m.poll_timeouts});
@@ -106,7 +118,7 @@ json OverviewJson(const DashboardOverview& o) {
   for (const auto& i : o.open_incidents) {
     incidents.push_back({{"id", i.id},
                          {"kind", i.kind},
-                         {"http_status", i.http_status ? json(i.http_status) : json(nullptr)},
+                         {"http_status", StatusOrNull(i.http_status)},
                          {"detail", Opt(i.detail)},
                          {"site_id", Opt(i.site_id)},
                          {"api_key_fingerprint", i.api_key_fingerprint},
@@ -161,4 +173,4 @@ json FilterJson(const DashboardJobFilter& f) {
   return j;
 }
 
-}  // namespace uppzy::http
+}  // namespace uppzy::dashboard

@@ -1,14 +1,15 @@
-#include "http/dashboard_params.h"
+#include "dashboard/params.h"
 
 #include <array>
-#include <cctype>
 #include <charconv>
+#include <chrono>
 
 #include "uppzy/config.h"
 #include "uppzy/duration.h"
+#include "uppzy/iso_time.h"
 #include "uppzy/job.h"
 
-namespace uppzy::http {
+namespace uppzy::dashboard {
 namespace {
 
 constexpr std::array<std::string_view, 7> kStateNames = {"queued",    "submitting", "polling",  "retrying",
@@ -29,88 +30,6 @@ std::string JoinErrorKinds() {
     s += (s.empty() ? "" : ", ") + std::string(ToString(k));
   }
   return s;
-}
-
-// Reads exactly `n` digits at `pos`.
-std::optional<int> Digits(std::string_view s, size_t pos, size_t n) {
-  if (pos + n > s.size()) return std::nullopt;
-  int v = 0;
-  for (size_t i = 0; i < n; ++i) {
-    const char c = s[pos + i];
-    if (c < '0' || c > '9') return std::nullopt;
-    v = v * 10 + (c - '0');
-  }
-  return v;
-}
-
-int64_t DaysFromCivil(int64_t y, unsigned m, unsigned d) {
-  y -= m <= 2;
-  const int64_t era = (y >= 0 ? y : y - 399) / 400;
-  const unsigned yoe = static_cast<unsigned>(y - era * 400);
-  const unsigned doy = (153 * (m > 2 ? m - 3 : m + 9) + 2) / 5 + d - 1;
-  const unsigned doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-  return era * 146097 + static_cast<int64_t>(doe) - 719468;
-}
-
-bool LeapYear(int y) { return (y % 4 == 0 && y % 100 != 0) || y % 400 == 0; }
-
-int DaysInMonth(int y, int m) {
-  static constexpr int kDays[] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
-  return m == 2 && LeapYear(y) ? 29 : kDays[m - 1];
-}
-
-std::optional<int64_t> ParseIsoTime(std::string_view s) {
-  // YYYY-MM-DD
-  auto y = Digits(s, 0, 4);
-  auto mo = Digits(s, 5, 2);
-  auto d = Digits(s, 8, 2);
-  if (!y || !mo || !d || s.size() < 10 || s[4] != '-' || s[7] != '-') return std::nullopt;
-  if (*y < 1970 || *mo < 1 || *mo > 12 || *d < 1 || *d > DaysInMonth(*y, *mo)) return std::nullopt;
-  int64_t us = DaysFromCivil(*y, static_cast<unsigned>(*mo), static_cast<unsigned>(*d)) * 86400 * 1000000LL;
-  if (s.size() == 10) return us;
-  // THH:MM[:SS[.f+]]
-  if (s[10] != 'T' && s[10] != 't' && s[10] != ' ') return std::nullopt;
-  auto h = Digits(s, 11, 2);
-  auto mi = Digits(s, 14, 2);
-  if (!h || !mi || s.size() < 16 || s[13] != ':' || *h > 23 || *mi > 59) return std::nullopt;
-  us += (*h * 3600LL + *mi * 60LL) * 1000000LL;
-  size_t pos = 16;
-  if (pos < s.size() && s[pos] == ':') {
-    auto sec = Digits(s, pos + 1, 2);
-    if (!sec || *sec > 59) return std::nullopt;
-    us += *sec * 1000000LL;
-    pos += 3;
-    if (pos < s.size() && (s[pos] == '.' || s[pos] == ',')) {
-      ++pos;
-      int64_t scale = 100000;
-      const size_t start = pos;
-      while (pos < s.size() && std::isdigit(static_cast<unsigned char>(s[pos]))) {
-        us += (s[pos] - '0') * scale;
-        scale /= 10;
-        ++pos;
-      }
-      if (pos == start || pos - start > 9) return std::nullopt;
-    }
-  }
-  if (pos == s.size()) return us;  // no zone: UTC
-  if ((s[pos] == 'Z' || s[pos] == 'z') && pos + 1 == s.size()) return us;
-  if (s[pos] == '+' || s[pos] == '-') {
-    const int sign = s[pos] == '+' ? 1 : -1;
-    auto oh = Digits(s, pos + 1, 2);
-    if (!oh || *oh > 23) return std::nullopt;
-    size_t p = pos + 3;
-    int om = 0;
-    if (p < s.size() && s[p] == ':') ++p;
-    if (p < s.size()) {
-      auto m = Digits(s, p, 2);
-      if (!m || *m > 59 || p + 2 != s.size()) return std::nullopt;
-      om = *m;
-    } else if (p != s.size()) {
-      return std::nullopt;
-    }
-    return us - sign * (*oh * 3600LL + om * 60LL) * 1000000LL;
-  }
-  return std::nullopt;
 }
 
 constexpr char kB64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
@@ -174,7 +93,9 @@ constexpr std::string_view kCursorPrefix = "v1:";
 std::optional<int64_t> ParseTime(std::string_view text, int64_t now_us) {
   if (text.empty() || text.size() > 64) return std::nullopt;
   if (auto d = ParseDuration(text)) return now_us - static_cast<int64_t>(d->count()) * 1000000LL;
-  return ParseIsoTime(text);
+  const auto t = ParseIsoDateOrTimestamp(text);
+  if (!t) return std::nullopt;
+  return std::chrono::duration_cast<std::chrono::microseconds>(t->time_since_epoch()).count();
 }
 
 std::string EncodeCursor(const DashboardJobCursor& c) {
@@ -226,22 +147,15 @@ ParsedJobQuery ParseJobQuery(const ParamLookup& params, int64_t now_us, bool pag
     if (v.size() > 255) return fail(std::string(name) + ": at most 255 characters");
     (std::string_view(name) == "job_key" ? q.filter.job_key : q.filter.session_id) = v;
   }
-  const std::string since = get("since");
-  if (!since.empty()) {
-    q.filter.since_us = ParseTime(since, now_us);
-    if (!q.filter.since_us) {
-      return fail(
-          "since: not a time; use a duration back from now (90s, 30m, 1h, 7d), a date (2024-05-01) or "
-          "an ISO 8601 time (2024-05-01T12:00:00Z)");
-    }
-  }
-  const std::string until = get("until");
-  if (!until.empty()) {
-    q.filter.until_us = ParseTime(until, now_us);
-    if (!q.filter.until_us) {
-      return fail(
-          "until: not a time; use a duration back from now (90s, 30m, 1h, 7d), a date (2024-05-01) or "
-          "an ISO 8601 time (2024-05-01T12:00:00Z)");
+  for (const char* name : {"since", "until"}) {
+    const std::string text = get(name);
+    if (text.empty()) continue;
+    std::optional<int64_t>& us = std::string_view(name) == "since" ? q.filter.since_us : q.filter.until_us;
+    us = ParseTime(text, now_us);
+    if (!us) {
+      return fail(std::string(name) +
+                  ": not a time; use a duration back from now (90s, 30m, 1h, 7d), a date (2024-05-01) or an "
+                  "ISO 8601 time (2024-05-01T12:00:00Z), in the years 1970 to 2200");
     }
   }
   if (q.filter.since_us && q.filter.until_us && *q.filter.since_us >= *q.filter.until_us) {
@@ -324,4 +238,4 @@ bool ConstantTimeEquals(std::string_view a, std::string_view b) {
   return diff == 0;
 }
 
-}  // namespace uppzy::http
+}  // namespace uppzy::dashboard

@@ -12,7 +12,7 @@
 
 #include "uppzy/dashboard_store.h"
 
-namespace uppzy::http {
+namespace uppzy::dashboard {
 
 class StorePool {
  public:
@@ -72,4 +72,4 @@ class StorePool {
   std::vector<std::unique_ptr<DashboardStore>> idle_;
 };
 
-}  // namespace uppzy::http
+}  // namespace uppzy::dashboard

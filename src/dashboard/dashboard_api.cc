@@ -1,12 +1,14 @@
-#include "http/dashboard_api.h"
+#include "dashboard/dashboard_api.h"
 
 #include <chrono>
 #include <set>
 
-#include "http/dashboard_params.h"
+#include "dashboard/params.h"
+#include "uppzy/error_text.h"
+#include "uppzy/json_text.h"
 #include "uppzy/log.h"
 
-namespace uppzy::http {
+namespace uppzy::dashboard {
 namespace {
 
 using SteadyClock = std::chrono::steady_clock;
@@ -37,6 +39,109 @@ void SendStoreError(Response& res, const StoreError& e) {
     LogEvent(spdlog::level::err, "dashboard_store_error", {{"sqlstate", state}});
     SendError(res, 500, "database error: " + FirstLine(e.what()));
   }
+}
+
+// What an action acts on: one job named in the path, the ids of a body, or every job that matches
+// the filter of a body.
+struct ActionTarget {
+  bool one = false;
+  std::vector<int64_t> ids;
+  std::optional<DashboardJobFilter> filter;
+};
+
+ActionTarget ParseActionPath(const std::string& id_text, std::string* error) {
+  ActionTarget t;
+  auto id = ParseId(id_text);
+  if (!id) {
+    *error = "not a job id: use a positive whole number";
+    return t;
+  }
+  t.one = true;
+  t.ids = {*id};
+  return t;
+}
+
+// The body of POST /api/jobs/retry | cancel: {"ids": [..]} or {"filter": {..}} as JSON, or the form
+// ids=1,2,3.
+ActionTarget ParseActionBody(const Request& req, std::string* error) {
+  ActionTarget t;
+  json body;
+  if (req.Header("Content-Type").rfind("application/x-www-form-urlencoded", 0) == 0) {
+    ParsedFormIds form = ParseFormIds(http::ParseForm(req.body), kMaxActionIds);
+    *error = std::move(form.error);
+    t.ids = std::move(form.ids);
+    return t;
+  }
+  if (req.body.find_first_not_of(" \t\r\n") == std::string::npos) {
+    *error = kActionBodyHelp;
+    return t;
+  }
+  body = json::parse(req.body, nullptr, false);
+  if (body.is_discarded() || !body.is_object()) {
+    *error = "the body must be a JSON object: {\"ids\": [1, 2]} or {\"filter\": {\"state\": \"failed\"}}";
+    return t;
+  }
+  for (const auto& [key, value] : body.items()) {
+    if (key != "ids" && key != "filter") {
+      *error = "unknown field '" + key.substr(0, 64) + "'; give \"ids\" or \"filter\"";
+      return t;
+    }
+  }
+  const bool has_ids = body.contains("ids");
+  if (has_ids == body.contains("filter")) {
+    *error = "give either \"ids\" (a list of job ids) or \"filter\" (all jobs that match it)";
+    return t;
+  }
+  if (has_ids) {
+    const json& ids_json = body["ids"];
+    bool ok = ids_json.is_array() && !ids_json.empty() && ids_json.size() <= kMaxActionIds;
+    for (const auto& v : ids_json) {
+      if (!ok) break;
+      if (!v.is_number_integer() || v.get<int64_t>() <= 0) {
+        ok = false;
+        break;
+      }
+      t.ids.push_back(v.get<int64_t>());
+    }
+    if (!ok) {
+      t.ids.clear();
+      *error = "ids: a list of 1 to " + std::to_string(kMaxActionIds) + " job ids (positive whole numbers)";
+    }
+    return t;
+  }
+  const json& f = body["filter"];
+  if (!f.is_object()) {
+    *error = "filter: an object such as {\"state\": \"failed\", \"error_kind\": \"server_error\"}";
+    return t;
+  }
+  static const std::set<std::string> kKnown = {"state",      "error_kind", "job_key",
+                                               "session_id", "since",      "until"};
+  for (const auto& [key, value] : f.items()) {
+    if (!kKnown.count(key)) {
+      *error = "filter: unknown field '" + key.substr(0, 64) +
+               "'; use state, error_kind, job_key, session_id, since, until";
+      return t;
+    }
+    if (!value.is_string()) {
+      *error = "filter." + key + ": a string";
+      return t;
+    }
+  }
+  const ParsedJobQuery q = ParseJobQuery(
+      [&](std::string_view name) -> std::optional<std::string> {
+        const std::string key(name);
+        if (!f.contains(key)) return std::nullopt;
+        return f[key].get<std::string>();
+      },
+      NowMicros(), false);
+  if (!q.error.empty()) {
+    *error = "filter." + q.error;
+  } else if (q.filter.empty()) {
+    *error = "filter: give at least one of state, error_kind, job_key, session_id, since, until";
+  } else {
+    t.filter = q.filter;
+  }
+  return t;
 }
 
 }  // namespace
@@ -111,7 +216,7 @@ void DashboardApi::JobsList(const Request& req, Response& res) {
     const DashboardJobPage page =
         pool_.With([&](DashboardStore& s) { return s.JobsPage(q.filter, q.after, q.limit); });
     json jobs = json::array();
-    for (const auto& j : page.jobs) jobs.push_back(JobSummaryJson(j));
+    for (const auto& j : page.jobs) jobs.push_back(JobRowJson(j));
     SendJson(res, 200,
              json{{"jobs", jobs},
                   {"next", page.next ? json(EncodeCursor(*page.next)) : json(nullptr)},
@@ -134,7 +239,7 @@ void DashboardApi::JobGet(const std::string& id_text, Response& res) {
       SendError(res, 404, "no job with id " + std::to_string(*id));
       return;
     }
-    json j = JobDetailJson(*job);
+    json j = DashboardJobDetailJson(*job);
     if (options_.show_text) {
       try {
         auto text = pool_.With([&](DashboardStore& s) { return s.JobsText(*id); });
@@ -155,158 +260,71 @@ void DashboardApi::JobGet(const std::string& id_text, Response& res) {
   }
 }
 
-// POST /api/jobs/retry | /api/jobs/cancel with {"ids": [..]} or {"filter": {..}}.
-void DashboardApi::JobsAct(const Request& req, Response& res, bool retry) {
-  json body;
-  if (req.Header("Content-Type").rfind("application/x-www-form-urlencoded", 0) == 0) {
-    const ParsedFormIds form = ParseFormIds(ParseForm(req.body), kMaxActionIds);
-    if (!form.error.empty()) {
-      SendError(res, 400, form.error);
-      return;
-    }
-    body = json{{"ids", form.ids}};
-  } else if (req.body.find_first_not_of(" \t\r\n") == std::string::npos) {
-    SendError(res, 400, kActionBodyHelp);
-    return;
-  } else {
-    body = json::parse(req.body, nullptr, false);
-  }
-  if (body.is_discarded() || !body.is_object()) {
-    SendError(res, 400,
-              "the body must be a JSON object: {\"ids\": [1, 2]} or {\"filter\": {\"state\": \"failed\"}}");
-    return;
-  }
-  for (const auto& [key, value] : body.items()) {
-    if (key != "ids" && key != "filter") {
-      SendError(res, 400, "unknown field '" + key.substr(0, 64) + "'; give \"ids\" or \"filter\"");
-      return;
-    }
-  }
-  const bool has_ids = body.contains("ids");
-  const bool has_filter = body.contains("filter");
-  if (has_ids == has_filter) {
-    SendError(res, 400, "give either \"ids\" (a list of job ids) or \"filter\" (all jobs that match it)");
+void DashboardApi::JobsAct(const Request& req, Response& res, bool retry, const std::string& id_text) {
+  std::string error;
+  const ActionTarget target =
+      id_text.empty() ? ParseActionBody(req, &error) : ParseActionPath(id_text, &error);
+  if (!error.empty()) {
+    SendError(res, 400, error);
     return;
   }
   const char* done_key = retry ? "requeued" : "cancelled";
   try {
-    if (has_ids) {
-      const json& ids_json = body["ids"];
-      std::vector<int64_t> ids;
-      bool ok = ids_json.is_array() && !ids_json.empty() && ids_json.size() <= kMaxActionIds;
-      for (const auto& v : ids_json) {
-        if (!ok) break;
-        if (!v.is_number_integer() || v.get<int64_t>() <= 0) {
-          ok = false;
-          break;
-        }
-        ids.push_back(v.get<int64_t>());
-      }
-      if (!ok) {
-        SendError(
-            res, 400,
-            "ids: a list of 1 to " + std::to_string(kMaxActionIds) + " job ids (positive whole numbers)");
-        return;
-      }
-      const int n =
-          pool_.With([&](DashboardStore& s) { return retry ? s.JobsRetry(ids) : s.JobsCancel(ids); }, false);
+    if (target.filter) {
+      const int n = pool_.With(
+          [&](DashboardStore& s) {
+            return retry ? s.JobsRetryMatching(*target.filter, kMatchingCap)
+                         : s.JobsCancelMatching(*target.filter, kMatchingCap);
+          },
+          false);
       overview_.Invalidate();
+      LogEvent(spdlog::level::info, retry ? "dashboard_retry_matching" : "dashboard_cancel_matching",
+               {{done_key, std::to_string(n)}});
+      SendJson(res, 200,
+               json{{done_key, n}, {"filter", FilterJson(*target.filter)}, {"capped", n >= kMatchingCap}});
+      return;
+    }
+    // One job named in the path: say why when the action does not apply to it.
+    if (target.one) {
+      const int64_t id = target.ids.front();
+      auto job = pool_.With([&](DashboardStore& s) { return s.JobsGet(id); });
+      if (!job) {
+        SendError(res, 404, "no job with id " + std::to_string(id));
+        return;
+      }
+      const bool finished = Finished(job->state);
+      if (retry && !finished) {
+        SendError(res, 409,
+                  "job " + std::to_string(id) + " is " + job->state +
+                      "; only completed, failed or cancelled jobs can be retried");
+        return;
+      }
+      if (!retry && finished) {
+        SendError(
+            res, 409,
+            "job " + std::to_string(id) + " is " + job->state + "; only unfinished jobs can be cancelled");
+        return;
+      }
+    }
+    const int n = pool_.With(
+        [&](DashboardStore& s) { return retry ? s.JobsRetry(target.ids) : s.JobsCancel(target.ids); }, false);
+    overview_.Invalidate();
+    if (!target.one) {
       LogEvent(spdlog::level::info, retry ? "dashboard_retry" : "dashboard_cancel",
-               {{"requested", std::to_string(ids.size())}, {done_key, std::to_string(n)}});
-      SendJson(res, 200, json{{"requested", ids.size()}, {done_key, n}});
+               {{"requested", std::to_string(target.ids.size())}, {done_key, std::to_string(n)}});
+      SendJson(res, 200, json{{"requested", target.ids.size()}, {done_key, n}});
       return;
     }
-    const json& f = body["filter"];
-    if (!f.is_object()) {
-      SendError(res, 400,
-                "filter: an object such as {\"state\": \"failed\", \"error_kind\": \"server_error\"}");
-      return;
-    }
-    for (const auto& [key, value] : f.items()) {
-      static const std::set<std::string> kKnown = {"state",      "error_kind", "job_key",
-                                                   "session_id", "since",      "until"};
-      if (!kKnown.count(key)) {
-        SendError(res, 400,
-                  "filter: unknown field '" + key.substr(0, 64) +
-                      "'; use state, error_kind, job_key, session_id, since, until");
-        return;
-      }
-      if (!value.is_string()) {
-        SendError(res, 400, "filter." + key + ": a string");
-        return;
-      }
-    }
-    const ParsedJobQuery q = ParseJobQuery(
-        [&](std::string_view name) -> std::optional<std::string> {
-          const std::string key(name);
-          if (!f.contains(key)) return std::nullopt;
-          return f[key].get<std::string>();
-        },
-        NowMicros(), false);
-    if (!q.error.empty()) {
-      SendError(res, 400, "filter." + q.error);
-      return;
-    }
-    if (q.filter.empty()) {
-      SendError(res, 400,
-                "filter: give at least one of state, error_kind, job_key, session_id, since, until");
-      return;
-    }
-    const int n = pool_.With(
-        [&](DashboardStore& s) {
-          return retry ? s.JobsRetryMatching(q.filter, kMatchingCap)
-                       : s.JobsCancelMatching(q.filter, kMatchingCap);
-        },
-        false);
-    overview_.Invalidate();
-    LogEvent(spdlog::level::info, retry ? "dashboard_retry_matching" : "dashboard_cancel_matching",
-             {{done_key, std::to_string(n)}});
-    SendJson(res, 200, json{{done_key, n}, {"filter", FilterJson(q.filter)}, {"capped", n >= kMatchingCap}});
-  } catch (const StoreError& e) {
-    SendStoreError(res, e);
-  }
-}
-
-// POST /api/jobs/{id}/retry | cancel.
-void DashboardApi::JobAct(const std::string& id_text, Response& res, bool retry) {
-  auto id = ParseId(id_text);
-  if (!id) {
-    SendError(res, 400, "not a job id: use a positive whole number");
-    return;
-  }
-  try {
-    auto job = pool_.With([&](DashboardStore& s) { return s.JobsGet(*id); });
-    if (!job) {
-      SendError(res, 404, "no job with id " + std::to_string(*id));
-      return;
-    }
-    const bool finished = Finished(job->state);
-    if (retry && !finished) {
-      SendError(res, 409,
-                "job " + std::to_string(*id) + " is " + job->state +
-                    "; only completed, failed or cancelled jobs can be retried");
-      return;
-    }
-    if (!retry && finished) {
-      SendError(
-          res, 409,
-          "job " + std::to_string(*id) + " is " + job->state + "; only unfinished jobs can be cancelled");
-      return;
-    }
-    const int n = pool_.With(
-        [&](DashboardStore& s) { return retry ? s.JobsRetry({*id}) : s.JobsCancel({*id}); }, false);
-    overview_.Invalidate();
+    const int64_t id = target.ids.front();
     if (n == 0) {
-      SendError(res, 409, "job " + std::to_string(*id) + " changed meanwhile; reload it");
+      SendError(res, 409, "job " + std::to_string(id) + " changed meanwhile; reload it");
       return;
     }
-    auto after = pool_.With([&](DashboardStore& s) { return s.JobsGet(*id); });
+    auto after = pool_.With([&](DashboardStore& s) { return s.JobsGet(id); });
     LogEvent(spdlog::level::info, retry ? "dashboard_retry" : "dashboard_cancel",
-             {{"job_id", std::to_string(*id)}});
+             {{"job_id", std::to_string(id)}});
     SendJson(res, 200,
-             json{{"id", *id},
-                  {retry ? "requeued" : "cancelled", n},
-                  {"state", after ? json(after->state) : json(nullptr)}});
+             json{{"id", id}, {done_key, n}, {"state", after ? json(after->state) : json(nullptr)}});
   } catch (const StoreError& e) {
     SendStoreError(res, e);
   }
@@ -338,4 +356,4 @@ void DashboardApi::IncidentResolve(const std::string& id_text, Response& res) {
   }
 }
 
-}  // namespace uppzy::http
+}  // namespace uppzy::dashboard

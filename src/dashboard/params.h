@@ -13,7 +13,7 @@
 
 #include "uppzy/dashboard_store.h"
 
-namespace uppzy::http {
+namespace uppzy::dashboard {
 
 // A filter value by name ("state", "error_kind", ...); nullopt or "" when not given.
 using ParamLookup = std::function<std::optional<std::string>(std::string_view name)>;
@@ -40,7 +40,8 @@ ParsedJobQuery ParseJobQuery(const ParamLookup& params, int64_t now_us, bool pag
 
 // A time for since/until: a duration back from now ("90s", "30m", "1h", "7d"), a date ("2024-05-01",
 // midnight UTC) or an ISO 8601 date and time ("2024-05-01T12:00:00Z", "2024-05-01T14:00:00.5+02:00";
-// without a zone it is UTC). Returns microseconds since the Unix epoch, nullopt when unreadable.
+// without a zone it is UTC), read by ParseIsoDateOrTimestamp (uppzy/iso_time.h: years 1970 to 2200).
+// Returns microseconds since the Unix epoch, nullopt when unreadable.
 std::optional<int64_t> ParseTime(std::string_view text, int64_t now_us);
 
 // The opaque cursor text of a page's "next" (URL-safe), and back. DecodeCursor returns nullopt for
@@ -69,4 +70,4 @@ std::vector<std::string> DashboardSettingsProblems(const std::string& addr, cons
 // Compares two secrets in time that depends only on their lengths.
 bool ConstantTimeEquals(std::string_view a, std::string_view b);
 
-}  // namespace uppzy::http
+}  // namespace uppzy::dashboard
