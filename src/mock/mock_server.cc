@@ -378,7 +378,8 @@ MHD_Result MockServer::Impl::Respond(MHD_Connection* connection, const char* url
     delay = std::chrono::milliseconds(options_.hang_max_ms);
     a.kind = Answer::Kind::kReset;  // when resumed: close without a response
   } else if (a.delayable) {
-    delay = api_.RandomDelay(options_.latency_ms);
+    delay = options_.latency_fixed ? std::chrono::milliseconds(options_.latency_ms)
+                                   : api_.RandomDelay(options_.latency_ms);
   }
   if (delay.count() == 0) return Deliver(connection, a);
 

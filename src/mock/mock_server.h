@@ -75,8 +75,11 @@ struct MockOptions {
   double fault_rate_429 = 0.0;
   // Probability (0..1) that an unscripted /api/v1 call is answered 503. Default: 0.
   double fault_rate_5xx = 0.0;
-  // Each /api/v1 answer is delayed by a uniform random 0..latency_ms milliseconds. Default: 0.
+  // Each /api/v1 answer is delayed by latency_ms milliseconds: a uniform random 0..latency_ms, or
+  // exactly latency_ms with latency_fixed (a stand-in for a network round trip: the connection stays
+  // busy meanwhile, as it would over a slow link). Default: 0, not fixed.
   int64_t latency_ms = 0;
+  bool latency_fixed = false;
   // A `hang` answer holds the connection this long, then closes it without a response. Default: 120000.
   int64_t hang_max_ms = 120000;
   // Server threads, each with its own epoll loop, sharing the listening socket. 1 is enough for

@@ -592,6 +592,20 @@ TEST_F(MockServerTest, KeepAliveConnectionsSendingTogetherNeverStall) {
   }
 }
 
+TEST_F(MockServerTest, FixedLatencyDelaysEveryAnswerByExactlyThatLong) {
+  MockOptions o = TestOptions();
+  o.latency_ms = 300;
+  o.latency_fixed = true;
+  Restart(o);
+  for (int i = 0; i < 3; ++i) {
+    Reply r = Submit("s" + std::to_string(i), "m");
+    EXPECT_EQ(r.status, 202);
+    EXPECT_GE(r.took, std::chrono::milliseconds(300));
+    EXPECT_LT(r.took, std::chrono::milliseconds(900));
+  }
+  EXPECT_LT(Get("/_mock/healthz").took, std::chrono::milliseconds(300)) << "/_mock is never delayed";
+}
+
 TEST(MockServerStartTest, ThrowsWhenThePortIsTaken) {
   MockServer first(TestOptions());
   first.Start();
