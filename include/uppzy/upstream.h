@@ -23,6 +23,29 @@ struct UpstreamConfig {
   long total_timeout_ms = 10000;
   long max_response_bytes = 1048576;  // larger bodies are cut off: kInvalidResponse
   int max_connections = 16;           // per host; requests beyond are queued in order
+  // PEM file of CA certificates that Uppzy's certificate must chain to (CURLOPT_CAINFO), e.g. a test CA
+  // or a corporate proxy's. Empty: libcurl's default bundle. Certificate and host name checks are
+  // always on; nothing here turns them off.
+  std::string ca_file;
+};
+
+// What the client has seen of the network since it was built: for metrics and the sizing hint.
+struct UpstreamStats {
+  // Exchanges started and waiting in the client's queue: every connection (or, over HTTP/2, every
+  // stream) is busy. Their timeout has not started.
+  size_t waiting = 0;
+  // Total time exchanges spent in that queue.
+  double waited_seconds = 0;
+  // Exchanges that got an HTTP answer, and their total time on the wire (from handing them to curl to
+  // the last byte): the mean is the round trip plus Uppzy's own time.
+  uint64_t answered = 0;
+  double answered_seconds = 0;
+  // True once an answer came over HTTP/2: exchanges are then multiplexed, kStreamsPerConnection per
+  // connection. False over HTTP/1.1, where each connection carries one exchange at a time.
+  bool multiplexing = false;
+  // Exchanges handed to curl at once: max_connections, times the streams per connection when
+  // multiplexing.
+  size_t capacity = 0;
 };
 
 enum class RequestKind { kSubmit, kStatus, kFeedback, kSessionClose };
@@ -69,6 +92,9 @@ class UppzyClient {
 
   // Exchanges started and not yet returned by Perform (queued ones included).
   size_t InFlight() const;
+
+  // Counters and the current queue; cheap (no system call).
+  UpstreamStats Stats() const;
 
  private:
   struct Impl;
