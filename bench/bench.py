@@ -17,6 +17,8 @@ How each figure is measured (also written into docs/benchmarks.md):
   - S1 throughput: jobs / (max(finished_at) - min(submitted_at)): from the first accepted submission
     to the last finish, both stamped by the worker. "wall" is jobs / (worker exit - worker spawn).
   - S3 latency: submitted_at - created_at per job (see the docs for the approximation).
+  - S8 network: S2 at a 100 ms round trip (mock --latency-ms 100 --latency-fixed), over plain HTTP/1.1
+    and over TLS with HTTP/2 (nginx, scripts/tls-front); connections are sampled with `ss`.
 """
 from __future__ import annotations
 
@@ -27,7 +29,9 @@ import os
 import pathlib
 import platform
 import re
+import shutil
 import signal
+import socket
 import statistics
 import subprocess
 import sys
@@ -40,8 +44,12 @@ END = "__BENCH_END__"
 API_KEY = "bench-key"
 
 # Full sizes (the issue's) and quick sizes (--quick: 1/10 for S1, S2 and S4).
-FULL = {"S1": 20000, "S2": 20000, "S3": 300, "S4": 20000, "idle_s": 20}
-QUICK = {"S1": 2000, "S2": 2000, "S3": 60, "S4": 2000, "idle_s": 5}
+FULL = {"S1": 20000, "S2": 20000, "S3": 300, "S4": 20000, "S8": 20000, "idle_s": 20}
+QUICK = {"S1": 2000, "S2": 2000, "S3": 60, "S4": 2000, "S8": 2000, "idle_s": 5}
+S8_ROUND_TRIP_MS = 100
+# S8's plain HTTP/1.1 run: the connections the README's sizing gives for S2's peak at 100 ms (about
+# 8,000 requests/s x 0.1 s), within UPPZY_HTTP_MAX_CONNECTIONS' maximum. Over HTTP/2 the defaults.
+S8_H1_CONNECTIONS = 1024
 S3_RATE = 20.0  # INSERTs per second in S3
 
 TARGETS = {
@@ -52,6 +60,8 @@ TARGETS = {
     "S1.row_writes_per_job": ("S1", "row_writes_per_job", "<=", 3.0, "≤ 3 + lease renewals"),
     "S2.drain_s": ("S2", "drain_s", "<=", 12.0, "≤ 12 s"),
     "S2.worker_peak_rss_mb": ("S2", "worker_peak_rss_mb", "<=", 150.0, "≤ 150 MB"),
+    "S8.h1_ratio_to_S2": ("S8", "h1_ratio_to_S2", "<=", 1.5, "≤ 1.5 × S2"),
+    "S8.h2_ratio_to_S2": ("S8", "h2_ratio_to_S2", "<=", 1.5, "≤ 1.5 × S2"),
     "S3.p50_ms": ("S3", "p50_ms", "<=", 10.0, "≤ 10 ms"),
     "S3.p99_ms": ("S3", "p99_ms", "<=", 50.0, "≤ 50 ms"),
     "idle.cpu_pct_of_core": ("idle", "cpu_pct_of_core", "<", 1.0, "< 1% of a core"),
@@ -243,11 +253,11 @@ class Proc:
 
 
 class Mock:
-    def __init__(self, bench: "Bench", ready_after_ms: int, tag: str):
+    def __init__(self, bench: "Bench", ready_after_ms: int, tag: str, extra: list[str] | None = None):
         port_file = bench.tmp / f"mock-{tag}.port"
         port_file.unlink(missing_ok=True)
         self.proc = Proc([str(bench.build / "uppzy-mock"), "--port", "0", "--port-file", str(port_file),
-                          "--api-key", API_KEY, "--ready-after-ms", str(ready_after_ms)],
+                          "--api-key", API_KEY, "--ready-after-ms", str(ready_after_ms)] + (extra or []),
                          bench.clean_env(), bench.tmp / f"mock-{tag}.log")
         bench.children.append(self.proc)
         deadline = time.time() + 10
@@ -267,6 +277,46 @@ class Mock:
         return self.proc.cpu_s()
 
 
+class TlsFront:
+    """nginx terminating TLS in front of a mock (scripts/tls-front): HTTP/1.1 only, or HTTP/2 too."""
+
+    def __init__(self, bench: "Bench", mock: Mock, http2: bool, tag: str):
+        d = bench.tmp / f"tls-{tag}"
+        shutil.rmtree(d, ignore_errors=True)
+        argv = ["bash", str(bench.root / "scripts" / "tls-front"), str(d), str(mock.port)] + (["--http2"] if http2 else [])
+        for _ in range(3):  # the port is picked free just before nginx binds it: it may lose the race
+            (d / "port").unlink(missing_ok=True)
+            self.proc = Proc(argv, bench.clean_env(), bench.tmp / f"nginx-{tag}.log")
+            bench.children.append(self.proc)
+            deadline = time.time() + 30
+            while self.proc.popen.poll() is None and time.time() < deadline:
+                if (d / "port").exists() and (d / "port").read_text().strip():
+                    self.port = int((d / "port").read_text().strip())
+                    try:
+                        socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                        self.base_url = f"https://localhost:{self.port}/api/v1"
+                        self.ca_file = str(d / "ca.pem")
+                        return
+                    except OSError:
+                        pass
+                time.sleep(0.05)
+            self.proc.stop(timeout=5)
+        raise BenchError("nginx (scripts/tls-front) did not start; see " + str(bench.tmp / f"nginx-{tag}.log"))
+
+    def stop(self) -> None:
+        self.proc.stop(timeout=10)
+
+
+def established(port: int) -> int:
+    """Established TCP connections to 127.0.0.1:port (client side), from `ss`."""
+    try:
+        r = subprocess.run(["ss", "-Htn", "state", "established", f"( dport = :{port} )"], capture_output=True,
+                           text=True)
+    except FileNotFoundError:  # iproute2 missing: the figure reads 0, the run goes on
+        return 0
+    return len([line for line in r.stdout.splitlines() if line.strip()])
+
+
 # ---------------------------------------------------------------------------------------------------
 # The benchmark
 
@@ -281,7 +331,7 @@ class Bench:
         self.children: list[Proc] = []
         sizes = dict(QUICK if a.quick else FULL)
         for key, env in (("S1", "BENCH_S1_JOBS"), ("S2", "BENCH_S2_JOBS"), ("S3", "BENCH_S3_JOBS"),
-                         ("S4", "BENCH_S4_JOBS"), ("idle_s", "BENCH_IDLE_S")):
+                         ("S4", "BENCH_S4_JOBS"), ("S8", "BENCH_S8_JOBS"), ("idle_s", "BENCH_IDLE_S")):
             if os.environ.get(env):
                 sizes[key] = int(os.environ[env])
         self.sizes = sizes
@@ -437,6 +487,62 @@ class Bench:
         }
         d = self.deltas(before, after, n)
         out.update({k: d[k] for k in ("db_xacts_per_job", "row_writes_per_job", "machine_busy_cores")})
+        return out
+
+    def s8_mode(self, run: int, tls: bool) -> dict:
+        """S2's jobs at a 100 ms round trip: plain HTTP/1.1 with the documented sizing, or TLS + HTTP/2."""
+        n = self.sizes["S8"]
+        mode = "h2" if tls else "h1"
+        tag = f"s8-{mode}-{run}"
+        self.reset_db()
+        self.insert_jobs(n, "s8")
+        mock = Mock(self, 3000, tag, ["--latency-ms", str(S8_ROUND_TRIP_MS), "--latency-fixed"])
+        front = TlsFront(self, mock, http2=True, tag=tag) if tls else None
+        settings = {"UPPZY_MAX_IN_FLIGHT": 20000}
+        if front:
+            settings["UPPZY_CA_FILE"] = front.ca_file
+        else:
+            settings["UPPZY_HTTP_MAX_CONNECTIONS"] = S8_H1_CONNECTIONS
+        env = self.worker_env(mock, tag, **settings)
+        if front:
+            env["UPPZY_BASE_URL"] = front.base_url
+        port = front.port if front else mock.port
+        w = self.start_worker(env, tag, until_empty=True)
+        peak = {"connections": 0}
+        done = threading.Event()
+
+        def sample() -> None:
+            while not done.is_set():
+                peak["connections"] = max(peak["connections"], established(port))
+                done.wait(0.1)
+
+        t = threading.Thread(target=sample, daemon=True)
+        t.start()
+        rc = w.wait(timeout=900)
+        done.set()
+        t.join()
+        stats = mock.stats()
+        if front:
+            front.stop()
+        mock.stop()
+        js = self.job_summary()
+        self.check(rc == 0, f"S8 {mode} run {run}: worker exit code {rc}")
+        self.check(js["completed"] == n, f"S8 {mode} run {run}: {js['completed']} of {n} jobs completed")
+        self.check(stats.get("duplicate_submissions") == 0, f"S8 {mode} run {run}: duplicate submissions")
+        self.check(js["not_one_attempt"] == 0,
+                   f"S8 {mode} run {run}: {js['not_one_attempt']} jobs took more than one attempt")
+        drain = js["last_finished"] - w.t_spawn
+        requests = stats.get("submits", 0) + stats.get("polls", 0)
+        conns = max(1, peak["connections"])
+        return {f"{mode}_drain_s": drain, f"{mode}_connections": peak["connections"],
+                f"{mode}_requests_per_s": requests / drain if drain > 0 else 0.0,
+                f"{mode}_requests_per_s_per_connection": requests / drain / conns if drain > 0 else 0.0,
+                f"{mode}_worker_cpu_s": w.cpu_s()}
+
+    def s8(self, run: int) -> dict:
+        out = {"jobs": self.sizes["S8"], "round_trip_ms": S8_ROUND_TRIP_MS}
+        out.update(self.s8_mode(run, tls=False))
+        out.update(self.s8_mode(run, tls=True))
         return out
 
     def s3(self, run: int) -> dict:
@@ -700,8 +806,11 @@ def machine_info() -> dict:
 
 
 def fmt(v: float, key: str) -> str:
-    if key in ("jobs_per_s", "wall_jobs_per_s", "peak_in_flight", "wal_bytes_per_job"):
+    if key in ("jobs_per_s", "wall_jobs_per_s", "peak_in_flight", "wal_bytes_per_job", "h1_requests_per_s",
+               "h2_requests_per_s", "h1_connections", "h2_connections"):
         return f"{v:,.0f}"
+    if key in ("h1_ratio_to_S2", "h2_ratio_to_S2"):
+        return f"{v:.2f}×"
     if key == "ratio_to_S4":
         return f"{100 * v:.0f}%"
     if key.endswith("_pct") or key == "cpu_pct_of_core" or key == "hot_update_pct":
@@ -764,6 +873,45 @@ ROWS = [
 ]
 
 
+S8_ROWS = [
+    # metric, label, target key (or None)
+    ("h1_drain_s", f"plain HTTP/1.1, {S8_H1_CONNECTIONS:,} connections at most: drain, spawn → last finish (s)", None),
+    ("h1_ratio_to_S2", "… / S2's drain in the same session", "S8.h1_ratio_to_S2"),
+    ("h1_connections", "… connections used (peak, sampled every 100 ms)", None),
+    ("h1_requests_per_s", "… requests/s (submits + polls over the drain)", None),
+    ("h1_requests_per_s_per_connection", "… requests/s per connection", None),
+    ("h2_drain_s", "TLS + HTTP/2 (nginx), default connections (16): drain (s)", None),
+    ("h2_ratio_to_S2", "… / S2's drain in the same session", "S8.h2_ratio_to_S2"),
+    ("h2_connections", "… connections used (peak)", None),
+    ("h2_requests_per_s", "… requests/s", None),
+    ("h2_requests_per_s_per_connection", "… requests/s per connection", None),
+]
+
+
+def render_s8(res: dict) -> str:
+    s = res["summary"]
+    m = res["machine"]
+    la = ", ".join(f"{x:.2f}" for x in m["load_average_at_start"])
+    s2 = s.get("S2", {}).get("drain_s")
+    pg = f"`BENCH_PG_SET={','.join(res['pg_settings'])}` " if res.get("pg_settings") else ""
+    lines = [f"Generated by {pg}`{res['command']}` on {res['date']} (UTC), {m['cores']} cores, load average at start "
+             f"{la}. {res['sizes']['S8']:,} jobs answered after 3 s (S2), every answer delayed by "
+             f"{S8_ROUND_TRIP_MS} ms; {res['runs']} run(s); medians with the range."
+             + (f" S2 in the same session: {fmt(s2['median'], 'drain_s')} s." if s2 else " S2 was not run: no ratio."),
+             ""]
+    if res.get("quick"):
+        lines += ["**Quick run (1/10 sizes): indicative only.**", ""]
+    lines += ["| figure | median | range | target | verdict |", "|---|---|---|---|---|"]
+    for metric, label, tkey in S8_ROWS:
+        v = s.get("S8", {}).get(metric)
+        if not v:
+            continue
+        rng = f"{fmt(v['min'], metric)} – {fmt(v['max'], metric)}" if res["runs"] > 1 else "(1 run)"
+        target, verdict_text = verdict(s, tkey) if tkey else ("", "")
+        lines.append(f"| {label} | {fmt(v['median'], metric)} | {rng} | {target} | {verdict_text} |")
+    return "\n".join(lines) + "\n"
+
+
 def render_markdown(res: dict) -> str:
     m = res["machine"]
     s = res["summary"]
@@ -811,14 +959,19 @@ BEGIN = "<!-- bench:begin: generated by scripts/bench; edits inside are overwrit
 END_MARK = "<!-- bench:end -->"
 
 
-def update_docs(root: pathlib.Path, body: str) -> None:
+S8_BEGIN = "<!-- bench-s8:begin: generated by scripts/bench; edits inside are overwritten -->"
+S8_END = "<!-- bench-s8:end -->"
+
+
+def update_docs(root: pathlib.Path, body: str, begin: str = BEGIN, end: str = END_MARK,
+                heading: str = "## Latest run of `scripts/bench`") -> None:
     path = root / "docs" / "benchmarks.md"
     text = path.read_text()
-    block = BEGIN + "\n" + body + END_MARK
-    if BEGIN in text and END_MARK in text:
-        text = text[:text.index(BEGIN)] + block + text[text.index(END_MARK) + len(END_MARK):]
+    block = begin + "\n" + body + end
+    if begin in text and end in text:
+        text = text[:text.index(begin)] + block + text[text.index(end) + len(end):]
     else:
-        text = text.rstrip("\n") + "\n\n## Latest run of `scripts/bench`\n\n" + block + "\n"
+        text = text.rstrip("\n") + "\n\n" + heading + "\n\n" + block + "\n"
     path.write_text(text)
 
 
@@ -846,7 +999,7 @@ def main() -> int:
 
     b = Bench(a)
     only = {x.strip().upper() for x in a.only.split(",") if x.strip()}
-    wanted = [sc for sc in ("S4", "S1", "S2", "S3", "idle") if not only or sc.upper() in only]
+    wanted = [sc for sc in ("S4", "S1", "S2", "S3", "idle", "S8") if not only or sc.upper() in only]
     if a.soak or "S5" in only:
         wanted.append("S5")
     results_dir = b.root / "bench" / "results"
@@ -857,6 +1010,15 @@ def main() -> int:
            "machine": machine_info(), "quick": a.quick, "runs": b.runs, "sizes": b.sizes,
            "scenarios": {}, "summary": {}, "note": a.note}
     try:
+        # BENCH_PG_SET="name=value,...": server settings for a diagnostic run (e.g. enable_nestloop=off),
+        # applied with ALTER SYSTEM to the throwaway server and named in the results.
+        for setting in filter(None, os.environ.get("BENCH_PG_SET", "").split(",")):
+            name, _, value = setting.partition("=")
+            if not re.fullmatch(r"[a-z_]+", name) or not re.fullmatch(r"[A-Za-z0-9_.]+", value):
+                raise BenchError(f"BENCH_PG_SET: cannot use {setting!r}")
+            psql_once(b.db_url, f"ALTER SYSTEM SET {name} = '{value}'")
+            psql_once(b.db_url, "SELECT pg_reload_conf()")
+            res["pg_settings"] = res.get("pg_settings", []) + [setting]
         r = subprocess.run([str(b.build / "uppzy-worker"), "migrate"],
                            env={**b.clean_env(), "DATABASE_URL": b.db_url}, capture_output=True, text=True)
         if r.returncode != 0:
@@ -880,6 +1042,12 @@ def main() -> int:
                      zip(res["scenarios"]["S1"]["runs"], res["scenarios"]["S4"]["runs"]) if y["jobs_per_s"]]
             ratio = res["summary"]["S1"]["jobs_per_s"]["median"] / res["summary"]["S4"]["jobs_per_s"]["median"]
             res["summary"]["S1"]["ratio_to_S4"] = {"median": ratio, "min": min(pairs), "max": max(pairs)}
+        if "S8" in res["summary"] and "S2" in res["summary"]:
+            s2 = res["summary"]["S2"]["drain_s"]["median"]
+            for mode in ("h1", "h2"):
+                vals = [r[f"{mode}_drain_s"] / s2 for r in res["scenarios"]["S8"]["runs"]]
+                res["summary"]["S8"][f"{mode}_ratio_to_S2"] = {
+                    "median": res["summary"]["S8"][f"{mode}_drain_s"]["median"] / s2, "min": min(vals), "max": max(vals)}
         if a.profile:
             log("profile: S1 under callgrind")
             res["profile"] = b.profile()
@@ -897,7 +1065,14 @@ def main() -> int:
     log(f"results written to {out_path}")
     md = render_markdown(res)
     print(md)
-    if not a.no_docs and res["summary"]:
+    if "S8" in res["summary"]:
+        md8 = render_s8(res)
+        print(md8)
+        if not a.no_docs:
+            update_docs(b.root, md8, S8_BEGIN, S8_END, "## S8: a 100 ms round trip")
+            log("docs/benchmarks.md updated (S8)")
+    # The main table is regenerated only by runs that include S1: `--only S2,S8` must not wipe it.
+    if not a.no_docs and "S1" in res["summary"]:
         update_docs(b.root, md)
         log("docs/benchmarks.md updated")
     if b.failures:

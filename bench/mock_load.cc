@@ -5,8 +5,15 @@
 // It prints one line of results: pairs/s, requests/s, latency percentiles, the longest stall, errors,
 // how many TCP connections were opened, and its own CPU time.
 //
+// --burst: the connections work in lockstep rounds instead of each at its own pace. Round 1 opens every
+// connection at the same moment (a burst of connects, as when a worker with many connections starts);
+// each later round waits until every pair of the round is done, then all connections send their next
+// submit together on their kept-alive connections (many requests ready at the same instant: what
+// stalled libmicrohttpd's own epoll thread at 128 and 256 connections, issue 15).
+//
 //   uppzy-mock --port-file /tmp/mock.port &
 //   mock_load --url http://127.0.0.1:$(cat /tmp/mock.port)/api/v1 --connections 16 --pairs 40000
+//   mock_load --url ... --connections 500 --pairs 5000 --burst
 //
 // Exit status: 0 if every request got a 2xx answer, 1 otherwise, 2 on a usage error.
 #include <curl/curl.h>
@@ -30,6 +37,7 @@ struct Config {
   std::string site = "load";
   long connections = 16;
   long pairs = 40000;
+  bool burst = false;
 };
 
 // One connection's worth of work: an easy handle that runs pairs back to back.
@@ -48,14 +56,20 @@ size_t Collect(char* data, size_t size, size_t n, void* user) {
 }
 
 void Usage() {
-  std::fprintf(stderr,
-               "usage: mock_load [--url BASE] [--key KEY] [--site SITE] [--connections N] [--pairs M]\n"
-               "  BASE defaults to http://127.0.0.1:8080/api/v1; N to 16; M to 40000\n");
+  std::fprintf(
+      stderr,
+      "usage: mock_load [--url BASE] [--key KEY] [--site SITE] [--connections N] [--pairs M] [--burst]\n"
+      "  BASE defaults to http://127.0.0.1:8080/api/v1; N to 16; M to 40000\n"
+      "  --burst: every connection opened at once, then rounds in which all send together\n");
 }
 
 bool ParseArgs(int argc, char** argv, Config* c) {
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
+    if (a == "--burst") {
+      c->burst = true;
+      continue;
+    }
     if (i + 1 >= argc) return false;
     std::string v = argv[++i];
     if (a == "--url") {
@@ -163,6 +177,8 @@ int main(int argc, char** argv) {
   for (Slot& s : slots) start_submit(s);
 
   long connects = 0;
+  long rounds = 1;
+  std::vector<Slot*> idle;  // --burst: slots whose pair is done, waiting for the round to end
   while (in_flight > 0) {
     int running = 0;
     curl_multi_perform(multi, &running);
@@ -199,7 +215,19 @@ int main(int argc, char** argv) {
       } else {
         ++pairs_done;
       }
-      if (next_pair < cfg.pairs) start_submit(*s);
+      if (next_pair >= cfg.pairs) continue;
+      if (!cfg.burst) {
+        start_submit(*s);
+        continue;
+      }
+      idle.push_back(s);
+      if (in_flight == 0) {  // the round is over: every connection sends at once
+        ++rounds;
+        for (Slot* next : idle) {
+          if (next_pair < cfg.pairs) start_submit(*next);
+        }
+        idle.clear();
+      }
     }
     if (in_flight > 0) curl_multi_poll(multi, nullptr, 0, 1000, nullptr);
   }
@@ -214,11 +242,12 @@ int main(int argc, char** argv) {
   };
   std::printf(
       "connections=%ld pairs=%ld errors=%ld elapsed_s=%.2f pairs_per_s=%.0f requests_per_s=%.0f "
-      "p50_ms=%.2f p99_ms=%.2f max_ms=%.1f tcp_connects=%ld client_cpu_s=%.2f\n",
+      "p50_ms=%.2f p99_ms=%.2f max_ms=%.1f tcp_connects=%ld client_cpu_s=%.2f%s\n",
       static_cast<long>(slots.size()), pairs_done, errors, secs, pairs_done / secs, requests_done / secs,
       pct(0.50), pct(0.99), latencies_ms.empty() ? 0.0f : latencies_ms.back(), connects,
       CpuSeconds(ru1.ru_utime) + CpuSeconds(ru1.ru_stime) - CpuSeconds(ru0.ru_utime) -
-          CpuSeconds(ru0.ru_stime));
+          CpuSeconds(ru0.ru_stime),
+      cfg.burst ? (" burst_rounds=" + std::to_string(rounds)).c_str() : "");
 
   for (Slot& s : slots) curl_easy_cleanup(s.easy);
   curl_slist_free_all(headers);

@@ -20,6 +20,8 @@ namespace uppzy {
 
 // A key file larger than this is refused: it holds one key, and /dev/zero must not be read whole.
 inline constexpr size_t kMaxKeyFileBytes = 4096;
+// A CA file larger than this is refused (a full system bundle is about 200 KiB).
+inline constexpr size_t kMaxCaFileBytes = 16 * 1024 * 1024;
 
 // One Uppzy site and the key that serves it. A deployment has one today; the shape leaves room for
 // several sites, each with its own key.
@@ -64,6 +66,10 @@ struct Config {
   // of /readyz are refreshed (one cheap query on the worker's maintenance connection).
   int stats_interval_ms = 5000;
   BreakerPolicy breaker;  // UPPZY_BREAKER_FAILURES [1, 100000], UPPZY_BREAKER_COOLDOWN_MS [100, 3600000]
+  // UPPZY_CA_FILE: a PEM file of CA certificates Uppzy's certificate must chain to (a test CA, a
+  // corporate TLS proxy's), in place of libcurl's default bundle file. Empty: the default. Must be a
+  // readable file of at most kMaxCaFileBytes holding at least one certificate.
+  std::string ca_file;
 };
 
 using EnvLookup = std::function<std::optional<std::string>(std::string_view name)>;

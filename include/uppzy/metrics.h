@@ -163,6 +163,12 @@ struct WorkerMetrics {
   Gauge& open_incidents;
   // uppzy_database_up: 1 when the last refresh reached the database.
   Gauge& database_up;
+  // uppzy_http_requests_waiting: requests due to be sent to Uppzy that wait for a free connection (or
+  // HTTP/2 stream), in the client's queue or the engine's ready queues; sampled by the engine.
+  Gauge& http_waiting;
+  // uppzy_http_connection_wait_seconds_total: time requests spent queued in the client for a
+  // connection (their timeout starts only when they leave the queue).
+  Counter& http_connection_wait;
 
   // One call per finished job: counts finished{state, error_kind} (and a poll timeout).
   void JobFinished(JobState state, ErrorKind kind);

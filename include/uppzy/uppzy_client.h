@@ -25,6 +25,10 @@ struct UpstreamConfig {
   long total_timeout_ms = 10000;
   long max_response_bytes = 1048576;  // larger bodies are cut off: kInvalidResponse
   int max_connections = 16;           // per host; requests beyond are queued in order
+  // PEM file of CA certificates that Uppzy's certificate must chain to (CURLOPT_CAINFO), e.g. a test CA
+  // or a corporate proxy's. Empty: libcurl's default bundle. Certificate and host name checks are
+  // always on; nothing here turns them off.
+  std::string ca_file;
 };
 
 // Returns "" when UppzyClient would accept `base_url`, else a readable reason that names
@@ -61,6 +65,7 @@ class UppzyClient final : public UpstreamClient {
 
   // Exchanges started and not yet returned by Perform (queued ones included).
   size_t InFlight() const override;
+  UpstreamStats Stats() const override;
 
  private:
   struct Impl;

@@ -27,6 +27,25 @@ struct Completion {
   Outcome outcome;
 };
 
+// What a client has seen of the network since it was built: for metrics and the sizing hint.
+struct UpstreamStats {
+  // Exchanges started and waiting in the client's queue: every connection (or, over HTTP/2, every
+  // stream) is busy. Their timeout has not started.
+  size_t waiting = 0;
+  // Total time exchanges spent in that queue.
+  double waited_seconds = 0;
+  // Exchanges that got an HTTP answer, and their total time on the wire (from handing them to curl to
+  // the last byte): the mean is the round trip plus Uppzy's own time.
+  uint64_t answered = 0;
+  double answered_seconds = 0;
+  // True once an answer came over HTTP/2: exchanges are then multiplexed over each connection. False
+  // over HTTP/1.1, where each connection carries one exchange at a time.
+  bool multiplexing = false;
+  // Exchanges handed to curl at once: the connections, times the streams per connection when
+  // multiplexing.
+  size_t capacity = 0;
+};
+
 class UpstreamClient {
  public:
   virtual ~UpstreamClient() = default;
@@ -50,6 +69,9 @@ class UpstreamClient {
   virtual void Wakeup() = 0;
   // Exchanges started and not yet returned by Perform (queued ones included).
   virtual size_t InFlight() const = 0;
+
+  // Counters and the current queue; cheap (no system call).
+  virtual UpstreamStats Stats() const = 0;
 };
 
 }  // namespace uppzy

@@ -49,6 +49,8 @@ int main(int argc, char** argv) {
   app.add_option("--latency-ms", options.latency_ms, "Delay each /api/v1 answer by a random 0..N ms")
       ->capture_default_str()
       ->check(CLI::NonNegativeNumber);
+  app.add_flag("--latency-fixed", options.latency_fixed,
+               "Delay each /api/v1 answer by exactly --latency-ms (a network round trip), not 0..N");
   app.add_option("--hang-max-ms", options.hang_max_ms, "Close a `hang` connection after this long")
       ->capture_default_str()
       ->check(CLI::NonNegativeNumber);

@@ -254,6 +254,12 @@ WorkerMetrics* MakeWorkerMetrics() {
           .Get(),
       r.AddGauge("uppzy_database_up", "1 when the last refresh of the database gauges reached the database.")
           .Get(),
+      r.AddGauge("uppzy_http_requests_waiting",
+                 "Requests due to be sent to Uppzy that wait for a free connection (or HTTP/2 stream).")
+          .Get(),
+      r.AddCounter("uppzy_http_connection_wait_seconds_total",
+                   "Seconds requests spent queued in the client for a connection to Uppzy.")
+          .Get(),
   };
   // Every series exists from the start, so rate() and absent() behave before the first event.
   m->finished.With({"completed", "none"});

@@ -1,18 +1,37 @@
 // The HTTP transport of the mock: libmicrohttpd glue. What to answer is decided by MockApi; this file
 // only collects the request, and delivers the answer now, later (suspend + ResumeTimer), or not at all.
+//
+// Why we run libmicrohttpd's event loop ourselves: in libmicrohttpd 0.9.75 (Debian 12), the internal
+// epoll thread (MHD_USE_EPOLL_INTERNAL_THREAD) fetches at most 128 events per epoll_wait() and, when
+// it got exactly 128, calls epoll_wait() again with the same blocking timeout (the idle-connection
+// timeout, 300 s) before it processes the connections it just read. When exactly 128 (or 256, ...)
+// keep-alive connections have a request ready at once, those requests sit read but unanswered until an
+// unrelated event wakes the thread: the client sees "0 bytes received" timeouts. 64 connections never
+// reach 128 ready events, 128 and 256 often hit them exactly (issue 15). So each server thread here
+// runs one daemon without an internal thread (MHD_USE_EPOLL): it waits on the daemon's epoll fd for at
+// most MHD_get_timeout(), then calls MHD_run(), which never blocks. libmicrohttpd does not wake an
+// external loop when a connection is resumed, so Resume() writes the loop's own eventfd. The listen
+// socket is ours, shared by every thread's daemon.
 #include "mock/mock_server.h"
 
 #include <microhttpd.h>
 #include <netdb.h>
+#include <poll.h>
+#include <sys/eventfd.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
+#include <cerrno>
 #include <cstdarg>
 #include <cstring>
 #include <mutex>
 #include <optional>
 #include <stdexcept>
+#include <thread>
+#include <vector>
 
 #include "mock/mock_api.h"
 #include "mock/resume_timer.h"
@@ -88,6 +107,11 @@ void Validate(const MockOptions& o) {
   require(o.idle_timeout_s >= 1, "idle_timeout_s must be >= 1");
 }
 
+// Longest wait of a server thread between two MHD_run() calls; only bounds how late Stop() is seen.
+constexpr int kMaxLoopWaitMs = 1000;
+// Pending connections the kernel queues for accept(): bursts of connects never overflow it.
+constexpr int kListenBacklog = 4096;
+
 // Lets this process hold as many sockets as its hard limit allows.
 void RaiseFileLimit() {
   rlimit lim{};
@@ -102,9 +126,7 @@ void RaiseFileLimit() {
 class MockServer::Impl {
  public:
   explicit Impl(MockOptions options)
-      : options_(std::move(options)),
-        api_(options_),
-        timer_([](MHD_Connection* c) { MHD_resume_connection(c); }) {}
+      : options_(std::move(options)), api_(options_), timer_([this](MHD_Connection* c) { Resume(c); }) {}
 
   void Start();
   void Stop();
@@ -120,11 +142,28 @@ class MockServer::Impl {
   static void OnLog(void* cls, const char* format, va_list ap);
 
   MHD_Result Respond(MHD_Connection* connection, const char* url, const char* method, Exchange* ex);
+  int Listen(const sockaddr_storage& addr, socklen_t addr_len);
+  MHD_Daemon* StartDaemon(unsigned flags);
+  void RunLoop(size_t index);
+  void StopLoops();
+  // Resumes a suspended connection and wakes the server thread that owns it. Any thread.
+  void Resume(MHD_Connection* connection);
+
+  // One server thread and its daemon. Set up in Start() before any connection exists; read-only
+  // until Stop().
+  struct Loop {
+    MHD_Daemon* daemon = nullptr;
+    int resume_fd = -1;  // an eventfd: a connection of this daemon was resumed
+    std::thread thread;
+  };
 
   const MockOptions options_;
   MockApi api_;
   ResumeTimer timer_;
-  MHD_Daemon* daemon_ = nullptr;
+  std::vector<Loop> loops_;  // one per server thread; empty when stopped
+  int listen_fd_ = -1;
+  int wake_fd_ = -1;  // an eventfd, written once by Stop(): every loop sees it and exits
+  std::atomic<bool> stopping_{false};
   int port_ = 0;
 
   std::mutex log_mu_;
@@ -133,7 +172,7 @@ class MockServer::Impl {
 };
 
 void MockServer::Impl::Start() {
-  if (daemon_ != nullptr) throw std::runtime_error("uppzy-mock: already started");
+  if (!loops_.empty()) throw std::runtime_error("uppzy-mock: already started");
   Validate(options_);
   RaiseFileLimit();
 
@@ -147,52 +186,152 @@ void MockServer::Impl::Start() {
     throw std::runtime_error("uppzy-mock: cannot resolve host " + options_.host + ": " + gai_strerror(rc));
   }
   sockaddr_storage addr{};
+  const socklen_t addr_len = found->ai_addrlen;
   std::memcpy(&addr, found->ai_addr, found->ai_addrlen);
   freeaddrinfo(found);
 
-  unsigned flags = MHD_USE_EPOLL_INTERNAL_THREAD | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG;
+  listen_fd_ = Listen(addr, addr_len);
+  if (listen_fd_ < 0) {
+    const std::string why = std::strerror(errno);
+    throw std::runtime_error("uppzy-mock: cannot listen on " + options_.host + ":" + port_text + ": " + why);
+  }
+  wake_fd_ = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  if (wake_fd_ < 0) {
+    close(listen_fd_);
+    listen_fd_ = -1;
+    throw std::runtime_error(std::string("uppzy-mock: eventfd: ") + std::strerror(errno));
+  }
+  stopping_ = false;
+
+  unsigned flags = MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG;
   if (addr.ss_family == AF_INET6) flags |= MHD_USE_IPv6;
-  MHD_OptionItem pool[] = {
-      {options_.threads > 1 ? MHD_OPTION_THREAD_POOL_SIZE : MHD_OPTION_END, options_.threads, nullptr},
-      {MHD_OPTION_END, 0, nullptr},
-  };
   {
     std::lock_guard lock(log_mu_);
     starting_ = true;
     start_error_.clear();
   }
   timer_.Start();
-  daemon_ = MHD_start_daemon(flags, options_.port, nullptr, nullptr, &Impl::OnRequest, this,  //
-                             MHD_OPTION_EXTERNAL_LOGGER, &Impl::OnLog, this,                  //
-                             MHD_OPTION_SOCK_ADDR, reinterpret_cast<sockaddr*>(&addr),        //
-                             MHD_OPTION_CONNECTION_LIMIT, options_.connection_limit,          //
-                             MHD_OPTION_LISTEN_BACKLOG_SIZE, 4096u,                           //
-                             MHD_OPTION_CONNECTION_TIMEOUT, options_.idle_timeout_s,          //
-                             MHD_OPTION_NOTIFY_COMPLETED, &Impl::OnCompleted, this,           //
-                             MHD_OPTION_ARRAY, pool,                                          //
-                             MHD_OPTION_END);
+  loops_.resize(options_.threads);
+  bool started = true;
+  for (Loop& loop : loops_) {
+    loop.resume_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    loop.daemon = loop.resume_fd < 0 ? nullptr : StartDaemon(flags);
+    if (loop.daemon == nullptr) {
+      started = false;
+      break;
+    }
+  }
   std::string error;
   {
     std::lock_guard lock(log_mu_);
     starting_ = false;
     error = start_error_;
   }
-  if (daemon_ == nullptr) {
-    timer_.StopAndFireAll();
-    throw std::runtime_error("uppzy-mock: cannot listen on " + options_.host + ":" + port_text +
+  if (!started) {
+    StopLoops();
+    throw std::runtime_error("uppzy-mock: cannot serve on " + options_.host + ":" + port_text +
                              (error.empty() ? "" : ": " + error));
   }
-  const MHD_DaemonInfo* info = MHD_get_daemon_info(daemon_, MHD_DAEMON_INFO_BIND_PORT);
-  port_ = info != nullptr ? info->port : options_.port;
+  for (size_t i = 0; i < loops_.size(); ++i) loops_[i].thread = std::thread([this, i] { RunLoop(i); });
+
+  sockaddr_storage bound{};
+  socklen_t bound_len = sizeof bound;
+  getsockname(listen_fd_, reinterpret_cast<sockaddr*>(&bound), &bound_len);
+  port_ = ntohs(bound.ss_family == AF_INET6 ? reinterpret_cast<sockaddr_in6*>(&bound)->sin6_port
+                                            : reinterpret_cast<sockaddr_in*>(&bound)->sin_port);
+}
+
+// A non-blocking listening socket with a large backlog, or -1 (errno set).
+int MockServer::Impl::Listen(const sockaddr_storage& addr, socklen_t addr_len) {
+  int fd = socket(addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd < 0) return -1;
+  const int one = 1;
+  setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+  if (addr.ss_family == AF_INET6) setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
+  if (bind(fd, reinterpret_cast<const sockaddr*>(&addr), addr_len) != 0 || listen(fd, kListenBacklog) != 0) {
+    const int saved = errno;
+    close(fd);
+    errno = saved;
+    return -1;
+  }
+  return fd;
+}
+
+MHD_Daemon* MockServer::Impl::StartDaemon(unsigned flags) {
+  return MHD_start_daemon(flags, 0, nullptr, nullptr, &Impl::OnRequest, this,      //
+                          MHD_OPTION_EXTERNAL_LOGGER, &Impl::OnLog, this,          //
+                          MHD_OPTION_LISTEN_SOCKET, listen_fd_,                    //
+                          MHD_OPTION_CONNECTION_LIMIT, options_.connection_limit,  //
+                          MHD_OPTION_CONNECTION_TIMEOUT, options_.idle_timeout_s,  //
+                          MHD_OPTION_NOTIFY_COMPLETED, &Impl::OnCompleted, this,   //
+                          MHD_OPTION_END);
+}
+
+// One server thread: wait for the daemon's epoll fd (or Stop()), then let libmicrohttpd work without
+// blocking. MHD_get_timeout() is 0 while a connection already has data read and not yet processed.
+void MockServer::Impl::RunLoop(size_t index) {
+  MHD_Daemon* daemon = loops_[index].daemon;
+  const int resume_fd = loops_[index].resume_fd;
+  const MHD_DaemonInfo* info = MHD_get_daemon_info(daemon, MHD_DAEMON_INFO_EPOLL_FD);
+  pollfd fds[3] = {
+      {info != nullptr ? info->epoll_fd : -1, POLLIN, 0}, {resume_fd, POLLIN, 0}, {wake_fd_, POLLIN, 0}};
+  while (!stopping_.load(std::memory_order_relaxed)) {
+    MHD_UNSIGNED_LONG_LONG due_ms = 0;
+    int wait_ms = kMaxLoopWaitMs;
+    if (MHD_get_timeout(daemon, &due_ms) == MHD_YES) {
+      wait_ms = static_cast<int>(std::min<MHD_UNSIGNED_LONG_LONG>(due_ms, kMaxLoopWaitMs));
+    }
+    poll(fds, 3, wait_ms);
+    if (stopping_.load(std::memory_order_relaxed)) break;
+    if (fds[1].revents != 0) {
+      uint64_t count = 0;
+      [[maybe_unused]] ssize_t n = read(resume_fd, &count, sizeof count);  // reset before MHD_run
+    }
+    MHD_run(daemon);
+  }
+}
+
+void MockServer::Impl::Resume(MHD_Connection* connection) {
+  const MHD_ConnectionInfo* info = MHD_get_connection_info(connection, MHD_CONNECTION_INFO_DAEMON);
+  MHD_Daemon* daemon = info != nullptr ? info->daemon : nullptr;
+  MHD_resume_connection(connection);
+  for (const Loop& loop : loops_) {
+    if (loop.daemon != daemon) continue;
+    const uint64_t one = 1;
+    [[maybe_unused]] ssize_t n = write(loop.resume_fd, &one, sizeof one);
+  }
+}
+
+// Stops the threads, then the daemons (which close every connection), then the listen socket.
+void MockServer::Impl::StopLoops() {
+  stopping_ = true;
+  if (wake_fd_ >= 0) {
+    const uint64_t one = 1;
+    [[maybe_unused]] ssize_t n = write(wake_fd_, &one, sizeof one);
+  }
+  for (Loop& loop : loops_) {
+    if (loop.thread.joinable()) loop.thread.join();
+  }
+  for (Loop& loop : loops_) {
+    if (loop.daemon != nullptr) {
+      MHD_quiesce_daemon(loop.daemon);  // the listen socket is ours: the daemon must not close it
+      MHD_stop_daemon(loop.daemon);
+    }
+    if (loop.resume_fd >= 0) close(loop.resume_fd);
+  }
+  loops_.clear();
+  if (listen_fd_ >= 0) close(listen_fd_);
+  if (wake_fd_ >= 0) close(wake_fd_);
+  listen_fd_ = wake_fd_ = -1;
+  timer_.StopAndFireAll();
 }
 
 void MockServer::Impl::Stop() {
-  if (daemon_ == nullptr) return;
+  if (loops_.empty()) return;
   // Every suspended connection must be resumed before libmicrohttpd stops. Connections that a server
   // thread suspends from now on see Schedule() fail and resume themselves.
   timer_.StopAndFireAll();
-  MHD_stop_daemon(daemon_);
-  daemon_ = nullptr;
+  StopLoops();
 }
 
 MHD_Result MockServer::Impl::OnRequest(void* cls, MHD_Connection* connection, const char* url,
@@ -239,14 +378,15 @@ MHD_Result MockServer::Impl::Respond(MHD_Connection* connection, const char* url
     delay = std::chrono::milliseconds(options_.hang_max_ms);
     a.kind = Answer::Kind::kReset;  // when resumed: close without a response
   } else if (a.delayable) {
-    delay = api_.RandomDelay(options_.latency_ms);
+    delay = options_.latency_fixed ? std::chrono::milliseconds(options_.latency_ms)
+                                   : api_.RandomDelay(options_.latency_ms);
   }
   if (delay.count() == 0) return Deliver(connection, a);
 
   ex->body = std::string();  // free the body while the connection waits
   ex->pending = std::move(a);
   MHD_suspend_connection(connection);
-  if (!timer_.Schedule(now + delay, connection)) MHD_resume_connection(connection);  // stopping
+  if (!timer_.Schedule(now + delay, connection)) Resume(connection);  // stopping
   return MHD_YES;
 }
 

@@ -2,9 +2,11 @@
 // prefix /api/v1) and whose answers a test scripts per job (see mock_script.h). Tests embed it
 // in-process; `uppzy-mock` runs it as a process for the demo and load benchmarks.
 //
-// Transport: libmicrohttpd with internal epoll thread(s). It holds thousands of keep-alive connections
-// without a thread each. Delayed answers (--latency-ms, `hang`) suspend the connection and a timer
-// thread resumes it when due, so a slow answer never blocks the server thread.
+// Transport: libmicrohttpd in epoll mode, its event loop run by our own server thread(s) (see
+// mock_server.cc for why not libmicrohttpd's internal thread), on one listening socket with a backlog
+// of 4,096. It holds thousands of keep-alive connections without a thread each, and any number of them
+// may send at once. Delayed answers (--latency-ms, `hang`) suspend the connection and a timer thread
+// resumes it when due, so a slow answer never blocks a server thread.
 //
 // Endpoints (every /api/v1 request needs `X-API-Key: <api_key>`, else 401, checked before anything
 // else; an unknown path is 404 and a wrong method 405, both with a JSON `error` body):
@@ -73,11 +75,15 @@ struct MockOptions {
   double fault_rate_429 = 0.0;
   // Probability (0..1) that an unscripted /api/v1 call is answered 503. Default: 0.
   double fault_rate_5xx = 0.0;
-  // Each /api/v1 answer is delayed by a uniform random 0..latency_ms milliseconds. Default: 0.
+  // Each /api/v1 answer is delayed by latency_ms milliseconds: a uniform random 0..latency_ms, or
+  // exactly latency_ms with latency_fixed (a stand-in for a network round trip: the connection stays
+  // busy meanwhile, as it would over a slow link). Default: 0, not fixed.
   int64_t latency_ms = 0;
+  bool latency_fixed = false;
   // A `hang` answer holds the connection this long, then closes it without a response. Default: 120000.
   int64_t hang_max_ms = 120000;
-  // Server threads, each with its own epoll loop. 1 is enough for >10,000 requests/s. Default: 1.
+  // Server threads, each with its own epoll loop, sharing the listening socket. 1 is enough for
+  // >10,000 requests/s. Default: 1.
   unsigned threads = 1;
   // Maximum simultaneous connections. Default: 20000.
   unsigned connection_limit = 20000;

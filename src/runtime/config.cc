@@ -7,6 +7,7 @@
 #include <cctype>
 #include <charconv>
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <sstream>
 
@@ -114,6 +115,27 @@ void ValidateBaseUrl(Reader& r, const std::string& url, bool allow_insecure) {
     r.Problem("UPPZY_BASE_URL must use https:// for a host that is not loopback (got '" + url +
               "'); plain http:// is accepted only for 127.0.0.1, ::1 and localhost");
   }
+}
+
+// "" when `path` is a readable regular file of at most kMaxCaFileBytes with a PEM certificate in it.
+// Checked at start-up so that a wrong path is a configuration error, not every call failing later.
+std::string CheckCaFile(const std::string& path) {
+  std::error_code ec;
+  const auto status = std::filesystem::status(path, ec);
+  if (ec || !std::filesystem::exists(status)) return "'" + path + "' does not exist";
+  if (!std::filesystem::is_regular_file(status)) return "'" + path + "' is not a regular file";
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return "cannot read '" + path + "'";
+  std::string text(kMaxCaFileBytes + 1, '\0');
+  in.read(text.data(), static_cast<std::streamsize>(text.size()));
+  text.resize(static_cast<size_t>(in.gcount()));
+  if (text.size() > kMaxCaFileBytes) {
+    return "'" + path + "' is larger than " + std::to_string(kMaxCaFileBytes) + " bytes";
+  }
+  if (text.find("-----BEGIN CERTIFICATE-----") == std::string::npos) {
+    return "'" + path + "' holds no PEM certificate (-----BEGIN CERTIFICATE-----)";
+  }
+  return {};
 }
 
 bool ValidSiteId(const std::string& s) {
@@ -232,6 +254,10 @@ ConfigResult LoadConfig(const EnvLookup& env) {
   r.Integer("UPPZY_HTTP_TIMEOUT_MS", &c.http_timeout_ms, 100, 600000);
   r.Integer("UPPZY_CONNECT_TIMEOUT_MS", &c.connect_timeout_ms, 10, 60000);
   r.Integer("UPPZY_HTTP_MAX_CONNECTIONS", &c.http_max_connections, 1, 1024);
+  if (auto ca_file = r.Raw("UPPZY_CA_FILE"); ca_file && !ca_file->empty()) {
+    c.ca_file = *ca_file;
+    if (std::string problem = CheckCaFile(*ca_file); !problem.empty()) r.Problem("UPPZY_CA_FILE: " + problem);
+  }
   r.Integer("UPPZY_MAX_RESPONSE_BYTES", &c.max_response_bytes, 1024, 67108864);
   r.Integer("UPPZY_LEASE_MS", &c.lease_ms, 1000, 3600000);
   r.Integer("UPPZY_FETCH_INTERVAL_MS", &c.fetch_interval_ms, 10, 60000);

@@ -135,6 +135,7 @@ void Engine::FireTimers(TimePoint now) {
 
 void Engine::StartReady() {
   const TimePoint now = clock_.Now();
+  max_active_ = client_.Stats().capacity + static_cast<size_t>(config_.http_max_connections) * 3;
   std::vector<int64_t> blocked;
   std::vector<DeliveryRef> blocked_deliveries;
   // Jobs, ratings and session closes take turns for HTTP slots (a fair share for each kind).
@@ -196,6 +197,42 @@ void Engine::StartReady() {
       ready_deliveries_[static_cast<size_t>(ref.kind)].push_back(ref);
     }
   }
+}
+
+void Engine::RecordNetwork(std::chrono::steady_clock::time_point now) {
+  const UpstreamStats s = client_.Stats();
+  size_t ready = ready_.size();
+  for (const auto& q : ready_deliveries_) ready += q.size();
+  auto& m = metrics::WorkerMetrics::Get();
+  m.http_waiting.Set(static_cast<double>(s.waiting + (Paused() ? 0 : ready)));
+  m.http_connection_wait.Inc(std::max(0.0, s.waited_seconds - last_stats_.waited_seconds));
+  last_stats_ = s;
+
+  // Connection-bound: over a window, requests spent longer queued for a connection than a quarter of
+  // their time on the wire. Little's law says why: connections >= requests/s x round trip.
+  constexpr auto kWindow = std::chrono::seconds(60);
+  if (window_start_ == std::chrono::steady_clock::time_point{}) window_start_ = now;
+  if (now - window_start_ < kWindow) return;
+  const double waited = s.waited_seconds - window_stats_.waited_seconds;
+  const double on_wire = s.answered_seconds - window_stats_.answered_seconds;
+  const uint64_t answered = s.answered - window_stats_.answered;
+  const double window_s = std::chrono::duration<double>(now - window_start_).count();
+  window_stats_ = s;
+  window_start_ = now;
+  if (answered == 0 || waited <= 0.25 * on_wire) return;
+  const double round_trip_ms = 1000.0 * on_wire / static_cast<double>(answered);
+  LogEvent(
+      spdlog::level::warn, "connection_bound",
+      {{"connections", std::to_string(config_.http_max_connections)},
+       {"http2", s.multiplexing ? "true" : "false"},
+       {"requests_per_s", std::to_string(static_cast<long long>(static_cast<double>(answered) / window_s))},
+       {"mean_exchange_ms", std::to_string(static_cast<long long>(round_trip_ms))},
+       {"mean_wait_ms",
+        std::to_string(static_cast<long long>(1000.0 * waited / static_cast<double>(answered)))},
+       {"waiting_now", std::to_string(s.waiting + ready)},
+       {"hint",
+        "requests wait for a free connection to Uppzy: raise UPPZY_HTTP_MAX_CONNECTIONS (connections >= "
+        "requests/s x round trip; README, \"Connections to Uppzy\")"}});
 }
 
 bool Engine::StartDelivery(const DeliveryRef& ref, TimePoint now, std::vector<DeliveryRef>* blocked) {
@@ -459,6 +496,7 @@ bool Engine::RunOnce() {
   client_.Perform(wait_ms, &completions_);
   now = clock_.Now();
   for (auto& c : completions_) OnCompletion(c, now);
+  RecordNetwork(clock_.SteadyNow());
   return true;
 }
 

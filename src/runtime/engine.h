@@ -94,6 +94,8 @@ class Engine {
   void OnDeliveryCompletion(const DeliveryRef& ref, Outcome& o, TimePoint now);
   void HandBackDelivery(const DeliveryRef& ref, std::optional<ErrorEntry> error);
   void ReportIncident(const Transition& t, const Outcome& o, const JobLogFields& f);
+  // Publishes the requests waiting for a connection, and says once a minute when they wait a lot.
+  void RecordNetwork(std::chrono::steady_clock::time_point now);
 
   const Config& config_;
   Mailbox& mailbox_;
@@ -104,7 +106,14 @@ class Engine {
   std::unordered_map<int64_t, Held> held_;
   std::priority_queue<Timer, std::vector<Timer>, std::greater<Timer>> timers_;
   std::deque<int64_t> ready_;
+  // Exchanges started in the client at most: what curl carries at once, plus three per connection
+  // queued so no connection idles. Few enough that a pause or a stop leaves most jobs unsent and
+  // cleanly handed back. Follows the client's capacity (it grows when Uppzy speaks HTTP/2).
   size_t max_active_;
+  // The client's counters at the last RecordNetwork() and at the start of the current hint window.
+  UpstreamStats last_stats_;
+  UpstreamStats window_stats_;
+  std::chrono::steady_clock::time_point window_start_{};
   unsigned long long reports_sent_ = 0;
   std::mt19937_64 rng_;
   std::uniform_real_distribution<double> jitter_{0.0, 1.0};

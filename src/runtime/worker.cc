@@ -27,6 +27,7 @@ UpstreamConfig MakeUpstreamConfig(const Config& c) {
   u.total_timeout_ms = c.http_timeout_ms;
   u.max_response_bytes = c.max_response_bytes;
   u.max_connections = c.http_max_connections;
+  u.ca_file = c.ca_file;
   return u;
 }
 

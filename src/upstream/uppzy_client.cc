@@ -1,8 +1,10 @@
 // UppzyClient: the Uppzy API over one libcurl multi handle, driven by the engine's thread.
 //
-// Requests wait in our own FIFO and are handed to curl only while a connection is free (plain
-// HTTP/1.1) or a stream is (HTTP/2 over https): curl counts time spent queued for a connection
-// against CURLOPT_TIMEOUT_MS, so a transfer must not start its clock before it can be sent.
+// Requests wait in our own FIFO and are handed to curl only while a connection is free (HTTP/1.1) or a
+// stream is (HTTP/2): curl counts time spent queued for a connection against CURLOPT_TIMEOUT_MS, so a
+// transfer must not start its clock before it can be sent. Over https we hand curl more than one
+// transfer per connection only once an answer came over HTTP/2: against an HTTP/1.1-only server,
+// 100 x connections transfers in curl would spend their timeout waiting for a connection.
 #include <arpa/inet.h>
 #include <curl/curl.h>
 
@@ -33,8 +35,11 @@ namespace {
 
 using nlohmann::json;
 
-// HTTP/2 streams per connection we allow in flight over https (curl's default stream cap is 100).
+// HTTP/2 streams per connection we allow in flight over https once the server speaks HTTP/2 (curl's
+// default stream cap is 100).
 constexpr int kStreamsPerConnection = 100;
+
+using SteadyClock = std::chrono::steady_clock;
 
 void GlobalInitOnce() {
   static std::once_flag once;
@@ -148,6 +153,7 @@ struct UppzyClient::Impl {
     std::string retry_after;
     bool truncated = false;
     size_t limit = 0;
+    SteadyClock::time_point queued_at;
     char errbuf[CURL_ERROR_SIZE] = {};
 
     ~Exchange() { curl_slist_free_all(own_headers); }
@@ -157,7 +163,11 @@ struct UppzyClient::Impl {
   std::string base;  // base_url without trailing slashes
   bool https = false;
   bool loopback = false;
+  bool multiplexing = false;  // an answer came over HTTP/2 (https only)
   long max_active = 1;
+  double waited_seconds = 0;
+  uint64_t answered = 0;
+  double answered_seconds = 0;
   CURLM* multi = nullptr;
   curl_slist* get_headers = nullptr;
   curl_slist* post_headers = nullptr;
@@ -177,11 +187,14 @@ struct UppzyClient::Impl {
     base = c.base_url;
     while (!base.empty() && base.back() == '/') base.pop_back();
     https = StartsWithIgnoreCase(base, "https://");
-    loopback = !https;  // CheckBaseUrl admits http:// only for loopback
+    {
+      std::unique_ptr<CURLU, CurlUrlDeleter> url(curl_url());
+      if (url && curl_url_set(url.get(), CURLUPART_URL, base.c_str(), 0) == CURLUE_OK)
+        loopback = IsLoopback(UrlPart(url.get(), CURLUPART_HOST));
+    }
     config.max_connections = std::max(1, c.max_connections);
     config.max_response_bytes = std::max(0L, c.max_response_bytes);
-    max_active =
-        https ? static_cast<long>(config.max_connections) * kStreamsPerConnection : config.max_connections;
+    max_active = config.max_connections;  // raised when the server turns out to speak HTTP/2
 
     GlobalInitOnce();
     multi = curl_multi_init();
@@ -236,6 +249,7 @@ struct UppzyClient::Impl {
 
   void Enqueue(std::unique_ptr<Exchange> ex) {
     ex->limit = static_cast<size_t>(config.max_response_bytes);
+    ex->queued_at = SteadyClock::now();
     queued.push_back(std::move(ex));
     StartQueued();
   }
@@ -247,9 +261,11 @@ struct UppzyClient::Impl {
   // Moves queued exchanges into curl while there is room. Returns how many started.
   size_t StartQueued() {
     size_t started = 0;
+    const SteadyClock::time_point now = queued.empty() ? SteadyClock::time_point() : SteadyClock::now();
     while (!queued.empty() && static_cast<long>(active.size()) < max_active) {
       std::unique_ptr<Exchange> ex = std::move(queued.front());
       queued.pop_front();
+      waited_seconds += std::chrono::duration<double>(now - ex->queued_at).count();
       CURL* easy = AcquireEasy();
       if (easy == nullptr) {
         FailNow(*ex, "could not create a curl handle");
@@ -336,6 +352,7 @@ struct UppzyClient::Impl {
     check(curl_easy_setopt(easy, CURLOPT_HEADERFUNCTION, &Impl::OnHeader));
     check(curl_easy_setopt(easy, CURLOPT_HEADERDATA, &ex));
     if (loopback) check(curl_easy_setopt(easy, CURLOPT_PROXY, ""));  // never via an env proxy
+    if (!config.ca_file.empty()) check(curl_easy_setopt(easy, CURLOPT_CAINFO, config.ca_file.c_str()));
     if (https) {
       // Optional: a libcurl without HTTP/2 still works over HTTP/1.1.
       curl_easy_setopt(easy, CURLOPT_HTTP_VERSION, static_cast<long>(CURL_HTTP_VERSION_2TLS));
@@ -382,9 +399,19 @@ struct UppzyClient::Impl {
     curl_easy_getinfo(easy, CURLINFO_RESPONSE_CODE, &status);
     curl_off_t total_us = 0;
     curl_easy_getinfo(easy, CURLINFO_TOTAL_TIME_T, &total_us);
+    if (status != 0) {
+      ++answered;
+      answered_seconds += static_cast<double>(total_us) / 1e6;
+      if (https) NoteHttpVersion(easy);
+    }
     const bool truncated = ex.truncated || result == CURLE_FILESIZE_EXCEEDED;
     std::string error;
     if (result != CURLE_OK) error = ex.errbuf[0] != '\0' ? ex.errbuf : curl_easy_strerror(result);
+    if (result == CURLE_PEER_FAILED_VERIFICATION || result == CURLE_SSL_CACERT_BADFILE) {
+      // Nothing was sent: the server's certificate did not verify (unknown CA, another host name,
+      // expired). Say what to check, since curl's text alone reads like a network fault.
+      error = "TLS certificate refused (check UPPZY_CA_FILE and the host in UPPZY_BASE_URL): " + error;
+    }
     const long long now =
         std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch())
             .count();
@@ -393,6 +420,14 @@ struct UppzyClient::Impl {
                                ex.retry_after, now, config.max_response_bytes, config.api_key)};
     c.outcome.duration = std::chrono::duration_cast<Millis>(std::chrono::microseconds(total_us));
     return c;
+  }
+
+  // Multiplex (many transfers per connection) only while the server answers over HTTP/2.
+  void NoteHttpVersion(CURL* easy) {
+    long version = 0;
+    curl_easy_getinfo(easy, CURLINFO_HTTP_VERSION, &version);
+    multiplexing = version == CURL_HTTP_VERSION_2_0;
+    max_active = static_cast<long>(config.max_connections) * (multiplexing ? kStreamsPerConnection : 1);
   }
 
   size_t Perform(long max_wait_ms, std::vector<Completion>* out) {
@@ -483,6 +518,17 @@ void UppzyClient::Wakeup() { curl_multi_wakeup(impl_->multi); }
 
 size_t UppzyClient::InFlight() const {
   return impl_->active.size() + impl_->queued.size() + impl_->ready.size();
+}
+
+UpstreamStats UppzyClient::Stats() const {
+  UpstreamStats s;
+  s.waiting = impl_->queued.size();
+  s.waited_seconds = impl_->waited_seconds;
+  s.answered = impl_->answered;
+  s.answered_seconds = impl_->answered_seconds;
+  s.multiplexing = impl_->multiplexing;
+  s.capacity = static_cast<size_t>(impl_->max_active);
+  return s;
 }
 
 }  // namespace uppzy

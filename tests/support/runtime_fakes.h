@@ -73,6 +73,11 @@ class FakeUpstream final : public UpstreamClient {
   }
   void Wakeup() override {}
   size_t InFlight() const override { return active_.size(); }
+  UpstreamStats Stats() const override {
+    UpstreamStats s;
+    s.capacity = 64;  // room for every exchange a test starts
+    return s;
+  }
 
   // Finishes the exchange in flight under `tag` with `o`; throws std::logic_error if there is none.
   void Answer(uint64_t tag, Outcome o) {

@@ -87,6 +87,29 @@ TEST(Config, ApiKeyFromFileAndExactlyOneSource) {
   EXPECT_NE(r.problems[0].find("UPPZY_API_KEY_FILE"), std::string::npos);
 }
 
+TEST(Config, CaFileMustBeAReadablePemFileAndIsNamedWhenNot) {
+  const std::string good = testing::TempDir() + "/uppzy-ca.pem";
+  std::ofstream(good) << "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
+  const std::string empty = testing::TempDir() + "/uppzy-empty.pem";
+  std::ofstream(empty) << "";
+  auto env = Minimal();
+  EXPECT_EQ(LoadConfig(Env(env)).config.ca_file, "") << "unset: libcurl's default";
+  env["UPPZY_CA_FILE"] = good;
+  auto r = LoadConfig(Env(env));
+  EXPECT_TRUE(r.problems.empty());
+  EXPECT_EQ(r.config.ca_file, good);
+  for (const auto& [path, why] :
+       std::map<std::string, std::string>{{"/nonexistent/ca.pem", "does not exist"},
+                                          {testing::TempDir(), "not a regular file"},
+                                          {empty, "holds no PEM certificate"}}) {
+    env["UPPZY_CA_FILE"] = path;
+    r = LoadConfig(Env(env));
+    ASSERT_EQ(r.problems.size(), 1u) << path;
+    EXPECT_EQ(r.problems[0].rfind("UPPZY_CA_FILE: ", 0), 0u) << r.problems[0];
+    EXPECT_NE(r.problems[0].find(why), std::string::npos) << r.problems[0];
+  }
+}
+
 TEST(Config, ProblemsNeverEchoTheApiKey) {
   auto env = Minimal();
   env["UPPZY_API_KEY"] = "sk-very-secret";

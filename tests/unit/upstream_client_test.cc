@@ -363,12 +363,23 @@ TEST(UppzyClient, QueuedRequestsDoNotSpendTheirTimeoutWaitingForAConnection) {
   for (uint64_t tag = 1; tag <= 5; ++tag)
     client.StartStatus(tag, "s", std::string("r").append(std::to_string(tag)));
   EXPECT_EQ(client.InFlight(), 5u);
+  UpstreamStats before = client.Stats();
+  EXPECT_EQ(before.capacity, 1u) << "plain HTTP/1.1: one exchange per connection";
+  EXPECT_EQ(before.waiting, 4u) << "the rest wait in the client's queue, their timeout not started";
+  EXPECT_FALSE(before.multiplexing);
   std::vector<Completion> done = RunUntil(client, 5, std::chrono::seconds(5));
   ASSERT_EQ(done.size(), 5u);
   for (size_t i = 0; i < done.size(); ++i) {
     EXPECT_EQ(done[i].tag, i + 1) << "FIFO order";
     EXPECT_EQ(done[i].outcome.kind, OutcomeKind::kStatus) << done[i].outcome.error;
   }
+  UpstreamStats after = client.Stats();
+  EXPECT_EQ(after.waiting, 0u);
+  EXPECT_EQ(after.answered, 5u);
+  EXPECT_GE(after.answered_seconds, 0.7);
+  // The queued ones waited 150, 300, 450 and 600 ms: 1.5 s in all.
+  EXPECT_GE(after.waited_seconds, 1.3);
+  EXPECT_FALSE(after.multiplexing);
 }
 
 TEST(UppzyClient, ConnectionRefusedIsNetwork) {
