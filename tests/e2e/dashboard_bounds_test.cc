@@ -168,8 +168,14 @@ TEST_F(DashboardBounds, SixteenConcurrentViewsStayUnder100MB) {
   std::printf("dashboard VmRSS %ld KiB before, %ld KiB after 16 x 2 concurrent views; peak VmHWM %ld KiB\n",
               before_kib, rss_kib, peak_kib);
   EXPECT_GT(rss_kib, 0);
+#if defined(__SANITIZE_ADDRESS__)
+  // Under AddressSanitizer the process starts above 100 MB (shadow memory) and keeps freed blocks in
+  // quarantine, so bound what the views add: the unbounded dashboard grew by more than 1 GB here.
+  EXPECT_LT(peak_kib - before_kib, 100 * 1024) << "the views' growth, with ASan's quarantine";
+#else
   EXPECT_LT(rss_kib, 100 * 1024);
   EXPECT_LT(peak_kib, 100 * 1024) << "the peak, not only what is left after";
+#endif
 }
 
 TEST_F(DashboardBounds, ShowJsonStillPrintsEveryValueWhole) {
