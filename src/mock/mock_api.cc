@@ -5,25 +5,15 @@
 #include <nlohmann/json.hpp>
 #include <utility>
 
+#include "uppzy/json_text.h"
+
 namespace uppzy::mock {
 namespace {
 
 using nlohmann::json;
 
 constexpr std::string_view kApiPrefix = "/api/v1/";
-
-std::string Dump(const json& j) { return j.dump(-1, ' ', false, json::error_handler_t::replace); }
-
-Answer JsonAnswer(unsigned status, const json& j) {
-  Answer a;
-  a.status = status;
-  a.body = Dump(j);
-  return a;
-}
-
-Answer ErrorAnswer(unsigned status, std::string_view error) {
-  return JsonAnswer(status, json{{"error", error}});
-}
+constexpr std::string_view kSitesPrefix = "m2m/sites/";
 
 enum class Route { kNone, kSubmit, kPoll, kFeedback, kClose };
 
@@ -117,8 +107,14 @@ std::string IsoUtcNow() {
   return buf;
 }
 
-// The parts of an /api/v1 path, or an empty result for an unknown path.
+// The {site} of an /api/v1 path below kApiPrefix (m2m/sites/{site}/...), or "" if it names none.
+std::string_view SiteOf(std::string_view rest) {
+  if (!rest.starts_with(kSitesPrefix)) return {};
+  rest.remove_prefix(kSitesPrefix.size());
+  return rest.substr(0, rest.find('/'));
+}
 
+// The endpoint of an /api/v1 path below kApiPrefix, or Route::kNone for an unknown path.
 Route MatchRoute(std::string_view rest, std::string_view* request_id) {
   std::string_view segs[7];
   size_t n = 0;
@@ -143,12 +139,32 @@ Route MatchRoute(std::string_view rest, std::string_view* request_id) {
 
 }  // namespace
 
-MockApi::MockApi(const MockOptions& options)
-    : api_key_(options.api_key),
+Answer JsonAnswer(unsigned status, const json& j) {
+  Answer a;
+  a.status = status;
+  a.body = Dump(j);
+  return a;
+}
+
+Answer ErrorAnswer(unsigned status, std::string_view error) {
+  return JsonAnswer(status, json{{"error", error}});
+}
+
+MockApi::MockApi(const MockOptions& options, SteadyTime origin)
+    : origin_(origin),
       ready_after_(options.ready_after_ms),
+      gate_(options.sites, options.api_key, options.rate_limits, origin),
       fault_rate_429_(options.fault_rate_429),
       fault_rate_5xx_(options.fault_rate_5xx),
-      rng_(options.seed != 0 ? options.seed : std::random_device{}()) {}
+      rng_(options.seed != 0 ? options.seed : std::random_device{}()),
+      log_(options.request_log_capacity) {
+  if (options.ready_dist) {
+    // Its own generator, so that the n-th accepted request gets the same answer time whatever else
+    // (faults, latencies) drew numbers before it.
+    uint64_t seed = options.seed != 0 ? options.seed : std::random_device{}();
+    ready_sampler_.emplace(*options.ready_dist, seed);
+  }
+}
 
 Answer MockApi::Handle(const ApiRequest& req, SteadyTime now) {
   if (!req.path.starts_with(kApiPrefix)) {
@@ -156,15 +172,20 @@ Answer MockApi::Handle(const ApiRequest& req, SteadyTime now) {
     return ErrorAnswer(404, "not found");
   }
 
-  bool authorized = req.api_key.has_value() && *req.api_key == api_key_;
+  using Verdict = Admission::Verdict;
+  const std::string_view rest = req.path.substr(kApiPrefix.size());
+  const std::string_view site = SiteOf(rest);
+  const Admission admission = gate_.Admit(site, req.api_key, now);
+  const bool authorized =
+      admission.verdict == Verdict::kAdmitted || admission.verdict == Verdict::kRateLimited;
   std::string_view request_id;
-  Route route = authorized ? MatchRoute(req.path.substr(kApiPrefix.size()), &request_id) : Route::kNone;
+  Route route = authorized ? MatchRoute(rest, &request_id) : Route::kNone;
   const char* allow = route == Route::kPoll ? "GET" : "POST";
   bool method_ok = req.method == allow;
   {
     std::lock_guard lock(mu_);
     ++counters_.requests_total;
-    if (!authorized) ++counters_.unauthorized;
+    if (admission.verdict == Verdict::kUnauthorized) ++counters_.unauthorized;
     if (method_ok) {
       if (route == Route::kSubmit) ++counters_.submits;
       if (route == Route::kPoll) ++counters_.polls;
@@ -174,8 +195,13 @@ Answer MockApi::Handle(const ApiRequest& req, SteadyTime now) {
   }
 
   Answer a;
-  if (!authorized) {
+  if (admission.verdict == Verdict::kUnauthorized) {
     a = ErrorAnswer(401, "invalid api key");
+  } else if (admission.verdict == Verdict::kUnknownSite) {
+    a = ErrorAnswer(404, "site not found");
+  } else if (admission.verdict == Verdict::kRateLimited) {
+    a = ErrorAnswer(429, "rate limit exceeded");
+    a.retry_after_s = static_cast<int32_t>(std::min<int64_t>(admission.retry_after_s, INT32_MAX));
   } else if (route == Route::kNone) {
     a = ErrorAnswer(404, "not found");
   } else if (!method_ok) {
@@ -186,13 +212,13 @@ Answer MockApi::Handle(const ApiRequest& req, SteadyTime now) {
   } else {
     switch (route) {
       case Route::kSubmit:
-        a = Submit(req.body, now);
+        a = Submit(site, req.body, now);
         break;
       case Route::kPoll:
-        a = Poll(request_id, now);
+        a = Poll(site, request_id, now);
         break;
       case Route::kFeedback:
-        a = Feedback(req.body, now);
+        a = Feedback(site, req.body, now);
         break;
       case Route::kClose:
         a = Close(req.body);
@@ -205,7 +231,7 @@ Answer MockApi::Handle(const ApiRequest& req, SteadyTime now) {
   return a;
 }
 
-Answer MockApi::Submit(std::string_view body, SteadyTime now) {
+Answer MockApi::Submit(std::string_view site, std::string_view body, SteadyTime now) {
   std::optional<json> j = ParseObject(body);
   if (!j) return ErrorAnswer(400, "body must be a JSON object");
   const std::string* session_id = RequiredString(*j, "session_id");
@@ -220,6 +246,7 @@ Answer MockApi::Submit(std::string_view body, SteadyTime now) {
 
   // Build everything that needs no state before taking the lock.
   Request r;
+  r.site = site;
   r.session_id = *session_id;
   r.message = *message;
   r.ready_at = now + (d->ready_ms ? std::chrono::milliseconds(*d->ready_ms) : ready_after_);
@@ -244,6 +271,9 @@ Answer MockApi::Submit(std::string_view body, SteadyTime now) {
     std::snprintf(suffix, sizeof suffix, "%llu_%012llx", static_cast<unsigned long long>(next_request_++),
                   static_cast<unsigned long long>(rng_() & 0xffffffffffffull));
     request_id += suffix;
+    if (!d->ready_ms && ready_sampler_) r.ready_at = now + std::chrono::milliseconds(ready_sampler_->Next());
+    r.record = log_.Add(
+        {.request_id = request_id, .site = r.site, .submitted_ms = MsOf(now), .ready_ms = MsOf(r.ready_at)});
     requests_.emplace(request_id, std::move(r));
     ++submits_by_session_[*session_id];
     if (++pair.accepted > 1) ++counters_.duplicate_submissions;
@@ -251,14 +281,17 @@ Answer MockApi::Submit(std::string_view body, SteadyTime now) {
   return JsonAnswer(202, json{{"session_id", *session_id}, {"request_id", request_id}, {"status", "queued"}});
 }
 
-Answer MockApi::Poll(std::string_view request_id, SteadyTime now) {
+Answer MockApi::Poll(std::string_view site, std::string_view request_id, SteadyTime now) {
   std::string session_id, detail;
   Status status;
   {
     std::lock_guard lock(mu_);
     auto it = requests_.find(std::string(request_id));
-    if (it == requests_.end()) return ErrorAnswer(404, "request not found");
+    if (it == requests_.end() || it->second.site != site) return ErrorAnswer(404, "request not found");
     Request& r = it->second;
+    if (RequestRecord* record = log_.Find(r.record); record && record->status_calls < UINT32_MAX) {
+      ++record->status_calls;
+    }
     if (r.poll_script) {
       ScriptStep step = StepThenLast(*r.poll_script, r.polls);
       if (r.polls < UINT32_MAX) ++r.polls;
@@ -271,6 +304,7 @@ Answer MockApi::Poll(std::string_view request_id, SteadyTime now) {
     } else {
       status = StatusOf(r, now);
     }
+    NoteStatusCallLocked(r, status, now);
     session_id = r.session_id;
     if (status == Status::kCompleted) detail = "echo: " + r.message;
     if (status == Status::kFailed) detail = r.fail.empty() ? "mock failure" : r.fail;
@@ -295,7 +329,7 @@ Answer MockApi::Poll(std::string_view request_id, SteadyTime now) {
   return JsonAnswer(200, j);
 }
 
-Answer MockApi::Feedback(std::string_view body, SteadyTime now) {
+Answer MockApi::Feedback(std::string_view site, std::string_view body, SteadyTime now) {
   std::optional<json> j = ParseObject(body);
   if (!j) return ErrorAnswer(400, "body must be a JSON object");
   const std::string* session_id = RequiredString(*j, "session_id");
@@ -320,7 +354,7 @@ Answer MockApi::Feedback(std::string_view body, SteadyTime now) {
       return std::move(*fault);
     }
     auto it = requests_.find(*request_id);
-    if (it == requests_.end() || it->second.session_id != *session_id) {
+    if (it == requests_.end() || it->second.site != site || it->second.session_id != *session_id) {
       return ErrorAnswer(404, "request not found");
     }
     Request& r = it->second;
@@ -358,43 +392,6 @@ Answer MockApi::Close(std::string_view body) {
   return JsonAnswer(200, out);
 }
 
-Answer MockApi::Mock(std::string_view method, std::string_view path, std::string_view body, SteadyTime now) {
-  const char* allow = nullptr;
-  if (path == "/_mock/stats") {
-    allow = "GET";
-    if (method == allow) {
-      Answer a;
-      a.body = StatsJson(now);
-      return a;
-    }
-  } else if (path == "/_mock/healthz") {
-    allow = "GET";
-    if (method == allow) return JsonAnswer(200, json{{"status", "ok"}});
-  } else if (path == "/_mock/faults") {
-    // {"rate_429": 0..1, "rate_5xx": 0..1}: random faults from now on (e.g. 1.0 = Uppzy is down).
-    allow = "POST";
-    if (method == allow) {
-      json j = json::parse(body, nullptr, false);
-      if (!j.is_object()) return ErrorAnswer(400, "body must be a JSON object");
-      std::lock_guard<std::mutex> lock(mu_);
-      fault_rate_429_ = std::clamp(j.value("rate_429", fault_rate_429_), 0.0, 1.0);
-      fault_rate_5xx_ = std::clamp(j.value("rate_5xx", fault_rate_5xx_), 0.0, 1.0);
-      return JsonAnswer(200, json{{"rate_429", fault_rate_429_}, {"rate_5xx", fault_rate_5xx_}});
-    }
-  } else if (path == "/_mock/reset") {
-    allow = "POST";
-    if (method == allow) {
-      Reset();
-      return JsonAnswer(200, json{{"status", "reset"}});
-    }
-  } else {
-    return ErrorAnswer(404, "not found");
-  }
-  Answer a = ErrorAnswer(405, "method not allowed");
-  a.allow = allow;
-  return a;
-}
-
 std::optional<Answer> MockApi::RandomFaultLocked() {
   if (fault_rate_429_ <= 0.0 && fault_rate_5xx_ <= 0.0) return std::nullopt;
   double r = std::uniform_real_distribution<double>(0.0, 1.0)(rng_);
@@ -410,52 +407,22 @@ MockApi::Status MockApi::StatusOf(const Request& r, SteadyTime now) {
   return r.fail.empty() ? Status::kCompleted : Status::kFailed;
 }
 
-std::string MockApi::StatsJson(SteadyTime now) const {
-  json j;
-  {
-    std::lock_guard lock(mu_);
-    j["requests_total"] = counters_.requests_total;
-    j["unauthorized"] = counters_.unauthorized;
-    j["submits"] = counters_.submits;
-    j["polls"] = counters_.polls;
-    j["feedbacks"] = counters_.feedbacks;
-    j["closes"] = counters_.closes;
-    j["duplicate_submissions"] = counters_.duplicate_submissions;
-    json by_session = json::object();
-    for (const auto& [session, n] : submits_by_session_) by_session[session] = n;
-    j["submits_by_session"] = std::move(by_session);
-    json by_request = json::object();
-    uint64_t in_progress = 0;
-    for (const auto& [id, r] : requests_) {
-      if (r.feedbacks > 0) by_request[id] = r.feedbacks;
-      if (StatusOf(r, now) == Status::kProcessing) ++in_progress;
-    }
-    j["feedback_by_request"] = std::move(by_request);
-    json closes_by_session = json::object();
-    for (const auto& [session, n] : closed_sessions_) closes_by_session[session] = n;
-    j["closes_by_session"] = std::move(closes_by_session);
-    j["in_progress"] = in_progress;
-    j["requests_stored"] = requests_.size();
+void MockApi::NoteStatusCallLocked(const Request& r, Status status, SteadyTime now) {
+  RequestRecord* record = log_.Find(r.record);
+  if (record == nullptr || status == Status::kProcessing ||
+      record->outcome != RequestRecord::Outcome::kNone) {
+    return;
   }
-  return Dump(j);
+  record->first_seen_ms = MsOf(now);
+  record->outcome =
+      status == Status::kCompleted ? RequestRecord::Outcome::kCompleted : RequestRecord::Outcome::kFailed;
+  // A poll script that completed or failed the request ahead of its time made the answer ready now.
+  if (r.forced != Forced::kNone) record->ready_ms = std::min(record->ready_ms, record->first_seen_ms);
 }
 
-void MockApi::Reset() {
-  // Swap the tables out so that their memory is freed after the lock is released.
-  decltype(requests_) requests;
-  decltype(pairs_) pairs;
-  decltype(submits_by_session_) by_session;
-  decltype(feedback_script_pos_) feedback_pos;
-  decltype(close_script_pos_) close_pos;
-  decltype(closed_sessions_) closed;
-  std::lock_guard lock(mu_);
-  counters_ = Counters{};
-  requests_.swap(requests);
-  pairs_.swap(pairs);
-  submits_by_session_.swap(by_session);
-  feedback_script_pos_.swap(feedback_pos);
-  close_script_pos_.swap(close_pos);
-  closed_sessions_.swap(closed);
+int64_t MockApi::MsOf(SteadyTime t) const {
+  if (t <= origin_) return 0;
+  return std::chrono::duration_cast<std::chrono::milliseconds>(t - origin_).count();
 }
 
 std::chrono::milliseconds MockApi::RandomDelay(int64_t max_ms) {

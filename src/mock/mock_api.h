@@ -1,15 +1,18 @@
-// The behaviour of the mock Uppzy server, apart from any socket: routes one request, applies the job's
-// script and the random faults, keeps the requests, sessions and counters, and decides the answer.
-// mock_server.cc carries these answers over HTTP; the contract is documented in mock_server.h.
+// The behaviour of the mock Uppzy server, apart from any socket: routes one request, passes it through
+// the site gate (keys, rate limits: mock_sites.h), applies the job's script and the random faults, keeps
+// the requests, sessions, answer-time records (mock_ready.h) and counters, and decides the answer.
+// mock_api.cc answers /api/v1, mock_control.cc the /_mock/ endpoints; mock_server.cc carries the
+// answers over HTTP; the contract is documented in mock_server.h.
 //
-// Thread-safety: every method is thread-safe. State is guarded by one mutex; JSON parsing and
-// serialisation happen outside it.
+// Thread-safety: every method is thread-safe. State is guarded by one mutex (the site gate has its
+// own, per site); JSON parsing and serialisation happen outside it.
 #pragma once
 
 #include <chrono>
 #include <cstdint>
 #include <memory>
 #include <mutex>
+#include <nlohmann/json_fwd.hpp>
 #include <optional>
 #include <random>
 #include <string>
@@ -17,12 +20,12 @@
 #include <unordered_map>
 #include <unordered_set>
 
+#include "mock/mock_ready.h"
 #include "mock/mock_script.h"
 #include "mock/mock_server.h"
+#include "mock/mock_sites.h"
 
 namespace uppzy::mock {
-
-using SteadyTime = std::chrono::steady_clock::time_point;
 
 // What the transport hands over: one complete HTTP request.
 struct ApiRequest {
@@ -53,15 +56,23 @@ struct Answer {
 inline constexpr size_t kMaxBodyBytes = 1 << 20;
 inline constexpr uint64_t kHugeBodyBytes = 20ull << 20;
 
+// `status` with a JSON body, `j` or {"error": error}.
+Answer JsonAnswer(unsigned status, const nlohmann::json& j);
+Answer ErrorAnswer(unsigned status, std::string_view error);
+
 class MockApi {
  public:
-  explicit MockApi(const MockOptions& options);
+  // `origin` is the mock's time 0: second 0 of the per-second counts, and 0 ms of the request records.
+  explicit MockApi(const MockOptions& options, SteadyTime origin = std::chrono::steady_clock::now());
 
   // Decides the answer to one request received at `now`.
   Answer Handle(const ApiRequest& request, SteadyTime now);
 
   // The stats document (see mock_server.h), as of `now`.
   std::string StatsJson(SteadyTime now) const;
+
+  // The document of GET /_mock/requests (see mock_server.h).
+  std::string RequestsJson() const;
 
   // Forgets every request, session, script position and counter.
   void Reset();
@@ -75,6 +86,7 @@ class MockApi {
 
   // One accepted submission. Most have no poll script and no fail reason.
   struct Request {
+    std::string site;  // the {site} of the submission: the only one that finds this request
     std::string session_id;
     std::string message;
     std::string fail;  // empty: no mock.fail
@@ -83,6 +95,7 @@ class MockApi {
     uint32_t polls = 0;
     uint32_t feedbacks = 0;  // posts answered 200
     Forced forced = Forced::kNone;
+    uint64_t record = 0;  // the handle of its record in log_
   };
 
   // Per (session_id, message).
@@ -101,23 +114,30 @@ class MockApi {
     uint64_t duplicate_submissions = 0;
   };
 
-  Answer Submit(std::string_view body, SteadyTime now);
-  Answer Poll(std::string_view request_id, SteadyTime now);
-  Answer Feedback(std::string_view body, SteadyTime now);
+  Answer Submit(std::string_view site, std::string_view body, SteadyTime now);
+  Answer Poll(std::string_view site, std::string_view request_id, SteadyTime now);
+  Answer Feedback(std::string_view site, std::string_view body, SteadyTime now);
   Answer Close(std::string_view body);
   Answer Mock(std::string_view method, std::string_view path, std::string_view body, SteadyTime now);
 
   // The random 429/503 of an unscripted call, if one is drawn. Requires mu_.
   std::optional<Answer> RandomFaultLocked();
+  // Notes in the request's record a status call that answered `status`. Requires mu_.
+  void NoteStatusCallLocked(const Request& request, Status status, SteadyTime now);
   static Status StatusOf(const Request& request, SteadyTime now);
+  // Milliseconds since origin_ (0 before it).
+  int64_t MsOf(SteadyTime t) const;
 
-  const std::string api_key_;
+  const SteadyTime origin_;
   const std::chrono::milliseconds ready_after_;
+  SiteGate gate_;
   double fault_rate_429_;  // guarded by mu_; POST /_mock/faults changes them at run time
   double fault_rate_5xx_;  // guarded by mu_
 
   mutable std::mutex mu_;
   std::mt19937_64 rng_;                                            // guarded by mu_
+  std::optional<ReadySampler> ready_sampler_;                      // guarded by mu_; --ready-dist
+  RequestLog log_;                                                 // guarded by mu_
   uint64_t next_request_ = 1;                                      // guarded by mu_; survives Reset()
   Counters counters_;                                              // guarded by mu_
   std::unordered_map<std::string, Request> requests_;              // guarded by mu_

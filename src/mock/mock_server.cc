@@ -29,6 +29,7 @@
 #include <cstring>
 #include <mutex>
 #include <optional>
+#include <set>
 #include <stdexcept>
 #include <thread>
 #include <vector>
@@ -97,7 +98,25 @@ void Validate(const MockOptions& o) {
     if (!ok) throw std::invalid_argument(std::string("uppzy::mock::MockOptions: ") + what);
   };
   require(!o.api_key.empty(), "api_key must not be empty");
+  std::set<std::string_view> sites;
+  for (const SiteKey& s : o.sites) {
+    require(ValidSiteName(s.site), "sites: a site name is not valid");
+    require(!s.key.empty(), "sites: a key must not be empty");
+    require(sites.insert(s.site).second, "sites: a site is listed twice");
+  }
+  for (const auto& [site, limit] : o.rate_limits) {
+    require(ValidSiteName(site), "rate_limits: a site name is not valid");
+    require(sites.empty() || sites.count(site) != 0, "rate_limits: a site is not among sites");
+    require(limit.per_second > 0 && limit.per_second <= 1e6, "rate_limits: per_second must be in (0, 1e6]");
+    require(limit.burst >= 1, "rate_limits: burst must be >= 1");
+  }
   require(o.ready_after_ms >= 0, "ready_after_ms must be >= 0");
+  if (const std::optional<ReadyDist>& d = o.ready_dist) {
+    bool lognormal_ok = d->median_ms > 0 && d->median_ms <= kMaxReadyMs && d->sigma >= 0 && d->sigma <= 5;
+    bool uniform_ok = d->min_ms >= 0 && d->min_ms <= d->max_ms && d->max_ms <= kMaxReadyMs;
+    require(d->kind == ReadyDist::Kind::kLognormal ? lognormal_ok : uniform_ok, "ready_dist is out of range");
+  }
+  require(o.request_log_capacity >= 1, "request_log_capacity must be >= 1");
   require(o.fault_rate_429 >= 0 && o.fault_rate_429 <= 1, "fault_rate_429 must be in [0, 1]");
   require(o.fault_rate_5xx >= 0 && o.fault_rate_5xx <= 1, "fault_rate_5xx must be in [0, 1]");
   require(o.latency_ms >= 0, "latency_ms must be >= 0");
@@ -418,6 +437,8 @@ int MockServer::port() const { return impl_->port(); }
 void MockServer::Stop() { impl_->Stop(); }
 
 std::string MockServer::StatsJson() const { return impl_->api().StatsJson(std::chrono::steady_clock::now()); }
+
+std::string MockServer::RequestsJson() const { return impl_->api().RequestsJson(); }
 
 void MockServer::Reset() { impl_->api().Reset(); }
 

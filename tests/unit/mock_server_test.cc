@@ -18,6 +18,8 @@
 #include <thread>
 #include <vector>
 
+#include "support/wait_for.h"
+
 namespace uppzy::mock {
 namespace {
 
@@ -133,16 +135,18 @@ class MockServerTest : public ::testing::Test {
     return r.status == 202 ? r.Json().at("request_id").get<std::string>() : "";
   }
   Reply Poll(const std::string& id) { return Get(std::string(kSite) + "/requests/" + id); }
-  // Polls until the status is not "processing" (or 10 s pass).
+  // Polls until the status is not "processing" (or 10 s pass); returns the last answer.
   json PollUntilDone(const std::string& id) {
-    auto deadline = Clock::now() + std::chrono::seconds(10);
-    while (true) {
-      Reply r = Poll(id);
-      EXPECT_EQ(r.status, 200) << r.body;
-      json j = r.Json();
-      if (j.at("status") != "processing" || Clock::now() > deadline) return j;
-      std::this_thread::sleep_for(std::chrono::milliseconds(50));
-    }
+    json j;
+    test::WaitFor(
+        [&] {
+          Reply r = Poll(id);
+          EXPECT_EQ(r.status, 200) << r.body;
+          j = r.Json();
+          return j.at("status") != "processing";
+        },
+        std::chrono::seconds(10), std::chrono::milliseconds(50));
+    return j;
   }
   Reply Feedback(const std::string& session, const std::string& id, const std::string& rating) {
     return Post(std::string(kSite) + "/feedback",
@@ -294,7 +298,8 @@ TEST_F(MockServerTest, ReadyOverridesTheDefaultReadyTime) {
   json quick = Poll(now_id).Json();
   EXPECT_EQ(quick["status"], "completed");
   EXPECT_EQ(quick["answer"], "echo: quick mock.ready=0");
-  std::this_thread::sleep_for(std::chrono::milliseconds(1200));  // past the default of 1 s
+  // Elapsed time is what is tested: past the default ready time of 1 s, the overridden one still waits.
+  std::this_thread::sleep_for(std::chrono::milliseconds(1200));
   EXPECT_EQ(Poll(late_id).Json()["status"], "processing");
   EXPECT_EQ(Stats()["in_progress"], 1);
 }
@@ -500,7 +505,8 @@ TEST_F(MockServerTest, StopReleasesHeldConnections) {
   Restart(o);
   auto hung = std::async(std::launch::async, [this] { return Submit("s1", "mock.submit=hang", 20000); });
   auto slow = std::async(std::launch::async, [this] { return Submit("s1", "slow", 20000); });
-  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  ASSERT_TRUE(test::WaitFor([&] { return Stats()["requests_total"] == 2; }, std::chrono::seconds(10)))
+      << "both requests are held by the server";
   auto start = Clock::now();
   server_->Stop();
   server_->Stop();  // idempotent
