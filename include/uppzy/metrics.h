@@ -1,189 +1,144 @@
-// Prometheus metrics: a small registry of counters, gauges and histograms with labels, rendered in
-// the text exposition format (version 0.0.4) on the worker's GET /metrics.
+// The worker's Prometheus metrics, on prometheus-cpp (Debian's prometheus-cpp-dev, 1.0).
 //
-// Thread-safety: everything here is thread-safe. Recording (Counter::Inc, Gauge::Set,
-// Histogram::Observe) is lock-free: relaxed atomics only, no allocation. Family::With takes a mutex
-// and may allocate the first time a label combination is seen: on hot paths look the child up once
-// and keep the reference (children live as long as their registry; Default() lives forever).
+// WorkerMetrics registers the worker's families in a prometheus::Registry it is given, creates every
+// series at once (so rate() and absent() behave before the first event), and is the one place where an
+// event is counted: the engine, the coordinator and maintenance record into the object they are handed,
+// and whoever wants a number back (the worker's exit line, the tests) reads it from the same object.
+// There is no second set of counters. Exposition() renders a registry with prometheus::TextSerializer;
+// the worker serves it on its own HTTP endpoint (uppzy/health_server.h).
 //
-// The worker's metrics are named in WorkerMetrics below; their helpers are one line at each call site.
+// Names, types, labels and histogram buckets are a contract (dashboards and alerts use them; the README
+// lists them; tests/e2e/metrics_e2e_test.cc keeps the list of every name and series):
+//   counters   uppzy_submissions_total, uppzy_polls_total, uppzy_retries_total,
+//              uppzy_fenced_writes_total, uppzy_rejected_writes_total, uppzy_rescued_total,
+//              uppzy_jobs_finished_total{state, error_kind}, uppzy_poll_timeouts_total,
+//              uppzy_http_connection_wait_seconds_total
+//   gauges     uppzy_jobs_in_flight, uppzy_circuit_breaker_state, uppzy_http_requests_waiting,
+//              uppzy_queue_depth{state}, uppzy_oldest_queued_age_seconds, uppzy_open_incidents,
+//              uppzy_database_up
+//   histograms uppzy_time_to_answer_seconds, uppzy_http_request_duration_seconds{endpoint}
+//
+// Thread-safety: every method may be called from any thread. Counters and gauges are relaxed atomics;
+// a histogram observation takes that histogram's mutex (prometheus-cpp); a labelled series seen for
+// the first time is created under its family's mutex.
+//
+// Errors: the constructor throws std::invalid_argument (from prometheus-cpp) when the registry already
+// holds one of these names with another type, or a common label name is invalid or collides with one
+// of ours. Nothing else here throws.
 #pragma once
 
-#include <atomic>
+#include <prometheus/counter.h>
+#include <prometheus/family.h>
+#include <prometheus/gauge.h>
+#include <prometheus/histogram.h>
+#include <prometheus/registry.h>
+
+#include <array>
 #include <chrono>
-#include <cstdint>
 #include <map>
-#include <memory>
 #include <mutex>
 #include <string>
 #include <string_view>
-#include <vector>
+#include <utility>
 
+#include "uppzy/breaker.h"
 #include "uppzy/job.h"
-
-namespace uppzy {
-struct WorkerCounters;
-}
 
 namespace uppzy::metrics {
 
-class Counter {
+// The Content-Type of Exposition()'s text.
+inline constexpr const char* kExpositionContentType = "text/plain; version=0.0.4; charset=utf-8";
+
+// Every family of `registry` in the text exposition format (version 0.0.4).
+std::string Exposition(const prometheus::Registry& registry);
+
+class WorkerMetrics {
  public:
-  // `by` must be >= 0 (a counter only goes up).
-  void Inc(double by = 1.0) { value_.fetch_add(by, std::memory_order_relaxed); }
-  double Value() const { return value_.load(std::memory_order_relaxed); }
+  // Registers the families in `registry`, which must outlive this object, and creates every series.
+  // `common` labels go on every series (the multi-site worker adds {"site", ...}); several
+  // WorkerMetrics with different common labels may share one registry, one family per name.
+  explicit WorkerMetrics(prometheus::Registry& registry, const prometheus::Labels& common = {});
+  WorkerMetrics(const WorkerMetrics&) = delete;
+  WorkerMetrics& operator=(const WorkerMetrics&) = delete;
 
- private:
-  std::atomic<double> value_{0.0};
-};
-
-class Gauge {
- public:
-  void Set(double v) { value_.store(v, std::memory_order_relaxed); }
-  void Add(double d) { value_.fetch_add(d, std::memory_order_relaxed); }
-  double Value() const { return value_.load(std::memory_order_relaxed); }
-
- private:
-  std::atomic<double> value_{0.0};
-};
-
-class Histogram {
- public:
-  // `upper_bounds` ascending; the +Inf bucket is implied.
-  explicit Histogram(std::vector<double> upper_bounds);
-  void Observe(double v);
-
-  struct Snapshot {
-    std::vector<double> upper_bounds;
-    std::vector<uint64_t> cumulative;  // one per bound, then +Inf (== count)
-    double sum = 0;
-  };
-  Snapshot Read() const;
-
- private:
-  std::vector<double> bounds_;
-  std::unique_ptr<std::atomic<uint64_t>[]> buckets_;  // bounds_.size() + 1, not cumulative
-  std::atomic<double> sum_{0.0};
-};
-
-enum class Type { kCounter, kGauge, kHistogram };
-
-class FamilyBase {
- public:
-  FamilyBase(std::string name, std::string help, Type type, std::vector<std::string> label_names);
-  virtual ~FamilyBase() = default;
-  const std::string& name() const { return name_; }
-  Type type() const { return type_; }
-  const std::vector<std::string>& label_names() const { return label_names_; }
-  // Appends "# HELP", "# TYPE" and one line per child (histograms: _bucket, _sum, _count).
-  void Render(std::string* out) const;
-
- protected:
-  virtual void RenderChildren(std::string* out) const = 0;
-  const std::string name_;
-  const std::string help_;
-  const Type type_;
-  const std::vector<std::string> label_names_;
-  mutable std::mutex mu_;
-};
-
-// All the children of one metric name, one per combination of label values.
-template <typename M>
-class Family : public FamilyBase {
- public:
-  using FamilyBase::FamilyBase;
-  // The child for these label values, one per label name in order. Created at first use; the
-  // reference stays valid. Throws std::invalid_argument when the number of values is wrong.
-  M& With(const std::vector<std::string>& label_values);
-  // The child of a family without labels.
-  M& Get() { return With({}); }
-
- protected:
-  void RenderChildren(std::string* out) const override;
-
- private:
-  friend class Registry;
-  std::vector<double> bounds_;  // histograms only
-  std::map<std::vector<std::string>, std::unique_ptr<M>> children_;
-};
-
-class Registry {
- public:
-  // Registers a metric family, or returns the one already registered under `name` when it has the
-  // same type and labels (throws std::logic_error otherwise). Names must match
-  // [a-zA-Z_:][a-zA-Z0-9_:]*; counters should end in _total.
-  Family<Counter>& AddCounter(const std::string& name, const std::string& help,
-                              std::vector<std::string> label_names = {});
-  Family<Gauge>& AddGauge(const std::string& name, const std::string& help,
-                          std::vector<std::string> label_names = {});
-  Family<Histogram>& AddHistogram(const std::string& name, const std::string& help,
-                                  std::vector<std::string> label_names, std::vector<double> upper_bounds);
-
-  // Every family in registration order, in the text exposition format.
-  std::string Render() const;
-
- private:
-  FamilyBase* Find(const std::string& name, Type type, const std::vector<std::string>& label_names);
-  mutable std::mutex mu_;
-  std::vector<std::unique_ptr<FamilyBase>> families_;
-};
-
-extern template class Family<Counter>;
-extern template class Family<Gauge>;
-extern template class Family<Histogram>;
-
-// The process-wide registry that GET /metrics renders.
-Registry& Default();
-
-// A sample value as Prometheus text: integers without a fraction, "+Inf", "-Inf", "NaN".
-std::string FormatValue(double v);
-// A label value with \\, \" and \n escaped.
-std::string EscapeLabelValue(std::string_view v);
-
-// The worker's metrics, registered in Default() on first use. Names and labels are a contract
-// (dashboards and alerts use them); the README lists them.
-struct WorkerMetrics {
-  static WorkerMetrics& Get();
-
-  // uppzy_jobs_finished_total{state, error_kind}: jobs this process finished; error_kind "none" for
-  // completed jobs.
-  Family<Counter>& finished;
-  // uppzy_poll_timeouts_total: attempts whose poll deadline passed (retried or failed).
-  Counter& poll_timeouts;
-  // uppzy_time_to_answer_seconds: from the job's INSERT (created_at) to its stored answer.
-  Histogram& time_to_answer;
-  // uppzy_http_request_duration_seconds{endpoint}: one Uppzy exchange ("submit", "status", ...).
-  Family<Histogram>& http_duration;
-  // From the database (uppzy.chat_job_stats, refreshed every UPPZY_STATS_INTERVAL_MS):
-  // uppzy_queue_depth{state}: jobs queued, submitting, polling and retrying;
-  Family<Gauge>& queue_depth;
-  // uppzy_oldest_queued_age_seconds: now() - created_at of the oldest queued job, 0 when none;
-  Gauge& oldest_queued_age;
-  // uppzy_open_incidents: open rows of uppzy.incidents (any API key);
-  Gauge& open_incidents;
-  // uppzy_database_up: 1 when the last refresh reached the database.
-  Gauge& database_up;
-  // uppzy_http_requests_waiting: requests due to be sent to Uppzy that wait for a free connection (or
-  // HTTP/2 stream), in the client's queue or the engine's ready queues; sampled by the engine.
-  Gauge& http_waiting;
-  // uppzy_http_connection_wait_seconds_total: time requests spent queued in the client for a
-  // connection (their timeout starts only when they leave the queue).
-  Counter& http_connection_wait;
-
-  // One call per finished job: counts finished{state, error_kind} (and a poll timeout).
+  // The engine: one call per event.
+  void Submitted();  // a submission sent (POST chat/async)
+  void Polled();     // a status request sent
+  // A job finished: uppzy_jobs_finished_total{state, error_kind} (error_kind "none" when completed),
+  // and uppzy_poll_timeouts_total when that was the cause.
   void JobFinished(JobState state, ErrorKind kind);
-  // One call per retried attempt: counts a poll timeout when that was the cause (the retry itself is
-  // in WorkerCounters::retries).
+  // An attempt failed in a retryable way and was rescheduled: uppzy_retries_total, and
+  // uppzy_poll_timeouts_total when that was the cause.
   void AttemptRetried(ErrorKind kind);
-  // One call per Uppzy exchange.
-  void HttpExchange(std::string_view endpoint, std::chrono::milliseconds duration);
-  // One call per stored answer: `created_at` is the job's INSERT time.
+  // An answer stored: `created_at` is the job's INSERT time (ignored when unknown, the epoch).
   void Answered(TimePoint created_at, TimePoint now);
-};
+  // One exchange with Uppzy; `endpoint` is ToString(RequestKind): "submit", "status", ...
+  void HttpExchange(std::string_view endpoint, std::chrono::milliseconds duration);
+  void SetInFlight(size_t jobs);
+  void SetBreakerState(BreakerState state);  // 0 closed, 1 open, 2 half-open
+  void SetHttpWaiting(size_t requests);
+  void AddConnectionWait(double seconds);  // `seconds` >= 0
 
-// WorkerCounters as Prometheus text: uppzy_submissions_total, uppzy_polls_total,
-// uppzy_retries_total, uppzy_fenced_writes_total, uppzy_rescued_total, uppzy_jobs_in_flight and
-// uppzy_circuit_breaker_state (0 closed, 1 open, 2 half-open).
-std::string RenderWorkerCounters(const WorkerCounters& counters);
+  // The coordinator.
+  void WritesFenced(size_t writes);  // refused by the fencing guard
+  void WriteRejected();              // refused by the database for good
+  void Rescued(int rows);
+
+  // Maintenance: the database gauges (uppzy.chat_job_stats and uppzy.incidents, cached).
+  void SetQueueDepth(std::string_view state, long long jobs);
+  void SetOldestQueuedAge(double seconds);
+  void SetOpenIncidents(long long incidents);
+  void SetDatabaseUp(bool up);
+
+  // What was recorded, read back from the same series.
+  long long submissions() const;
+  long long polls() const;
+  long long retries() const;
+  long long completed() const;  // finished{completed, none}
+  long long failed() const;     // every finished{failed, *}
+  long long finished(JobState state, ErrorKind kind) const;
+  long long poll_timeouts() const;
+  long long fenced_writes() const;
+  long long rejected_writes() const;
+  long long rescued() const;
+  long long in_flight() const;
+  BreakerState breaker_state() const;
+  double queue_depth(std::string_view state) const;  // NaN for a state never set
+  double oldest_queued_age() const;
+  long long open_incidents() const;
+  bool database_up() const;
+  double http_waiting() const;
+
+ private:
+  // The labels of a series: `common` plus these.
+  prometheus::Labels With(std::initializer_list<std::pair<const std::string, std::string>> labels) const;
+  prometheus::Counter& Finished(JobState state, ErrorKind kind);
+
+  const prometheus::Labels common_;
+  prometheus::Family<prometheus::Counter>& finished_family_;
+  prometheus::Family<prometheus::Gauge>& queue_depth_family_;
+  prometheus::Counter& submissions_;
+  prometheus::Counter& polls_;
+  prometheus::Counter& retries_;
+  prometheus::Counter& fenced_writes_;
+  prometheus::Counter& rejected_writes_;
+  prometheus::Counter& rescued_;
+  prometheus::Gauge& in_flight_;
+  prometheus::Gauge& breaker_state_;
+  prometheus::Counter& poll_timeouts_;
+  prometheus::Histogram& time_to_answer_;
+  prometheus::Gauge& oldest_queued_age_;
+  prometheus::Gauge& open_incidents_;
+  prometheus::Gauge& database_up_;
+  prometheus::Gauge& http_waiting_;
+  prometheus::Counter& http_connection_wait_;
+  // uppzy_http_request_duration_seconds, one series per endpoint, all made at construction.
+  std::array<std::pair<std::string_view, prometheus::Histogram*>, 4> http_duration_;
+  prometheus::Family<prometheus::Histogram>& http_duration_family_;
+
+  mutable std::mutex mu_;  // guards the two maps below (their series are thread-safe themselves)
+  std::map<std::pair<JobState, ErrorKind>, prometheus::Counter*> finished_;
+  std::map<std::string, prometheus::Gauge*, std::less<>> queue_depth_;
+};
 
 }  // namespace uppzy::metrics

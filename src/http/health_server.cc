@@ -1,4 +1,4 @@
-#include "http/health_server.h"
+#include "uppzy/health_server.h"
 
 #include <stdexcept>
 
@@ -26,9 +26,8 @@ struct HealthServer::Impl {
         res.body = body + "\n";
       }
     } else if (get && req.path == "/metrics") {
-      if (sources.counters) res.body = metrics::RenderWorkerCounters(*sources.counters);
-      res.body += metrics::Default().Render();
-      res.content_type = "text/plain; version=0.0.4; charset=utf-8";
+      if (sources.metrics) res.body = metrics::Exposition(*sources.metrics);
+      res.content_type = metrics::kExpositionContentType;
     } else {
       res.status = 404;
       res.body = "{\"error\":\"not found: GET /healthz, /readyz or /metrics\"}\n";
@@ -43,7 +42,6 @@ HealthServer::~HealthServer() { Stop(); }
 
 void HealthServer::Start(const std::string& addr, HealthSources sources) {
   impl_->sources = std::move(sources);
-  metrics::WorkerMetrics::Get();  // every worker series exists from the first scrape
   ServerOptions o;
   o.setting = "UPPZY_HTTP_ADDR";
   o.listen = addr;

@@ -6,6 +6,9 @@
 #include <algorithm>
 #include <cmath>
 #include <nlohmann/json.hpp>
+#include <string>
+#include <utility>
+#include <vector>
 
 #include "support/prom.h"
 #include "support/support.h"
@@ -28,16 +31,8 @@ class MetricsE2E : public ::testing::Test {
     env["UPPZY_STATS_INTERVAL_MS"] = "200";
     env["UPPZY_POLL_TIMEOUT_MS"] = "1000";
     worker_ = std::make_unique<test::Process>(std::vector<std::string>{UPPZY_WORKER_BIN, "run"}, env);
-    ASSERT_TRUE(test::WaitFor(
-        [&] {
-          const std::string log = worker_->Log();
-          auto pos = log.find("http_port=");
-          if (pos == std::string::npos) return false;
-          port_ = log.substr(pos + 10, log.find_first_not_of("0123456789", pos + 10) - pos - 10);
-          return !port_.empty();
-        },
-        10s))
-        << worker_->Log();
+    port_ = test::HttpPortFromLog(*worker_, 10s);
+    ASSERT_FALSE(port_.empty()) << worker_->Log();
   }
 
   long Get(const std::string& path, std::string* body) {
@@ -112,6 +107,93 @@ TEST_F(MetricsE2E, MetricsParseAndCountWhatHappened) {
     EXPECT_EQ(s.name.rfind("uppzy_", 0), 0u) << s.name;
     EXPECT_NE(s.type, "unknown") << s.name;
   }
+}
+
+// Every family and every series a freshly started worker served on /metrics before the registry moved
+// to prometheus-cpp (captured from a real worker built from f252d0c). Dashboards and alerts depend on
+// them: a name, a type, a label value or a histogram bound may be added to, never changed or dropped.
+struct KeptFamily {
+  const char* name;
+  const char* type;
+};
+constexpr KeptFamily kKeptFamilies[] = {
+    {"uppzy_submissions_total", "counter"},
+    {"uppzy_polls_total", "counter"},
+    {"uppzy_retries_total", "counter"},
+    {"uppzy_fenced_writes_total", "counter"},
+    {"uppzy_rejected_writes_total", "counter"},
+    {"uppzy_rescued_total", "counter"},
+    {"uppzy_jobs_in_flight", "gauge"},
+    {"uppzy_circuit_breaker_state", "gauge"},
+    {"uppzy_jobs_finished_total", "counter"},
+    {"uppzy_poll_timeouts_total", "counter"},
+    {"uppzy_time_to_answer_seconds", "histogram"},
+    {"uppzy_http_request_duration_seconds", "histogram"},
+    {"uppzy_queue_depth", "gauge"},
+    {"uppzy_oldest_queued_age_seconds", "gauge"},
+    {"uppzy_open_incidents", "gauge"},
+    {"uppzy_database_up", "gauge"},
+    {"uppzy_http_requests_waiting", "gauge"},
+    {"uppzy_http_connection_wait_seconds_total", "counter"},
+};
+
+// {sample name, labels as the parser prints them (sorted JSON)}.
+std::vector<std::pair<std::string, std::string>> KeptSeries() {
+  std::vector<std::pair<std::string, std::string>> s;
+  for (const char* name : {"uppzy_submissions_total", "uppzy_polls_total", "uppzy_retries_total",
+                           "uppzy_fenced_writes_total", "uppzy_rejected_writes_total", "uppzy_rescued_total",
+                           "uppzy_jobs_in_flight", "uppzy_circuit_breaker_state", "uppzy_poll_timeouts_total",
+                           "uppzy_oldest_queued_age_seconds", "uppzy_open_incidents", "uppzy_database_up",
+                           "uppzy_http_requests_waiting", "uppzy_http_connection_wait_seconds_total"}) {
+    s.emplace_back(name, "{}");
+  }
+  s.emplace_back("uppzy_jobs_finished_total", R"({"error_kind":"none","state":"completed"})");
+  s.emplace_back("uppzy_jobs_finished_total", R"({"error_kind":"cancelled","state":"cancelled"})");
+  for (const char* kind : {"bad_request", "invalid_response", "lease_expired", "network", "poll_timeout",
+                           "rate_limited", "server_error", "upstream_failed"}) {
+    s.emplace_back("uppzy_jobs_finished_total",
+                   R"({"error_kind":")" + std::string(kind) + R"(","state":"failed"})");
+  }
+  for (const char* state : {"queued", "submitting", "polling", "retrying"}) {
+    s.emplace_back("uppzy_queue_depth", R"({"state":")" + std::string(state) + R"("})");
+  }
+  // Histograms: _sum, _count and one _bucket per bound, the bounds written as they were.
+  auto histogram = [&s](const std::string& name, const std::string& label,
+                        std::initializer_list<const char*> bounds) {
+    const std::string open = label.empty() ? "{" : "{" + label + ",";
+    s.emplace_back(name + "_sum", label.empty() ? "{}" : "{" + label + "}");
+    s.emplace_back(name + "_count", label.empty() ? "{}" : "{" + label + "}");
+    for (const char* le : bounds) s.emplace_back(name + "_bucket", open + R"("le":")" + le + R"("})");
+    s.emplace_back(name + "_bucket", open + R"("le":"+Inf"})");
+  };
+  histogram("uppzy_time_to_answer_seconds", "",
+            {"0.5", "1", "2", "5", "10", "20", "30", "45", "60", "120", "300", "600", "1800"});
+  for (const char* endpoint : {"submit", "status"}) {
+    histogram("uppzy_http_request_duration_seconds", R"("endpoint":")" + std::string(endpoint) + R"(")",
+              {"0.005", "0.01", "0.025", "0.05", "0.1", "0.25", "0.5", "1", "2.5", "5", "10", "30"});
+  }
+  return s;
+}
+
+TEST_F(MetricsE2E, EveryNameTypeAndSeriesServedBeforeIsStillServed) {
+  StartWorker();
+  std::string body;
+  ASSERT_EQ(Get("/metrics", &body), 200);
+  for (const auto& f : kKeptFamilies) {
+    EXPECT_NE(body.find(std::string("# TYPE ") + f.name + " " + f.type + "\n"), std::string::npos)
+        << f.name << " " << f.type << "\n"
+        << body;
+  }
+  std::vector<test::PromSample> samples;
+  std::string error;
+  ASSERT_TRUE(test::ParsePrometheus(body, &samples, &error)) << error << "\n" << body;
+  const auto kept = KeptSeries();
+  EXPECT_EQ(kept.size(), 14u + 10u + 4u + 16u + 2u * 15u);
+  for (const auto& [name, labels] : kept) {
+    EXPECT_FALSE(std::isnan(test::SampleValue(samples, name, labels))) << name << labels << "\n" << body;
+  }
+  worker_->Signal(SIGTERM);
+  EXPECT_EQ(worker_->Wait(15s), 0) << worker_->Log();
 }
 
 TEST_F(MetricsE2E, ReadyzIsNotReadyWhileAnIncidentIsOpen) {

@@ -1,121 +1,169 @@
-// The metrics registry: values, labels, histograms, escaping, and text that Prometheus's own parser
-// (python3-prometheus-client) accepts.
+// The worker's metrics on prometheus-cpp: every series from the start, each event counted once and read
+// back from the same series, histogram bounds as they were, common labels (a site) sharing one registry,
+// and an exposition that Prometheus's own parser (python3-prometheus-client) accepts.
 #include <gtest/gtest.h>
 
-#include <cmath>
-#include <thread>
+#include <chrono>
+#include <stdexcept>
+#include <string>
+#include <vector>
 
 #include "support/prom.h"
 #include "uppzy/metrics.h"
-#include "uppzy/worker.h"
 
 namespace uppzy {
 namespace {
 
-using metrics::Registry;
+using metrics::WorkerMetrics;
 
-TEST(Metrics, CountersGaugesAndLabels) {
-  Registry r;
-  auto& c = r.AddCounter("t_requests_total", "Requests.", {"code"});
-  c.With({"200"}).Inc();
-  c.With({"200"}).Inc(2);
-  c.With({"500"}).Inc();
-  r.AddGauge("t_temperature", "Now.").Get().Set(-3.5);
-  const std::string text = r.Render();
-  EXPECT_NE(text.find("# TYPE t_requests_total counter\n"), std::string::npos) << text;
-  EXPECT_NE(text.find("t_requests_total{code=\"200\"} 3\n"), std::string::npos) << text;
-  EXPECT_NE(text.find("t_requests_total{code=\"500\"} 1\n"), std::string::npos) << text;
-  EXPECT_NE(text.find("t_temperature -3.5\n"), std::string::npos) << text;
-  EXPECT_THROW(c.With({}), std::invalid_argument);
-}
-
-TEST(Metrics, RegisteringTwiceReturnsTheSameFamilyButAnotherTypeIsRefused) {
-  Registry r;
-  auto& a = r.AddCounter("t_x_total", "X.", {"k"});
-  EXPECT_EQ(&a, &r.AddCounter("t_x_total", "X.", {"k"}));
-  EXPECT_THROW(r.AddGauge("t_x_total", "X."), std::logic_error);
-  EXPECT_THROW(r.AddCounter("t_x_total", "X.", {"other"}), std::logic_error);
-  EXPECT_THROW(r.AddCounter("bad name", "X."), std::logic_error);
-  EXPECT_THROW(r.AddCounter("t_y_total", "Y.", {"le"}), std::logic_error);
-}
-
-TEST(Metrics, HistogramBucketsAreCumulative) {
-  Registry r;
-  auto& h = r.AddHistogram("t_seconds", "Latency.", {"endpoint"}, {0.1, 1, 10}).With({"submit"});
-  for (double v : {0.05, 0.1, 0.5, 2.0, 50.0}) h.Observe(v);
-  const auto s = h.Read();
-  ASSERT_EQ(s.cumulative.size(), 4u);
-  EXPECT_EQ(s.cumulative[0], 2u);  // <= 0.1 (le is inclusive)
-  EXPECT_EQ(s.cumulative[1], 3u);
-  EXPECT_EQ(s.cumulative[2], 4u);
-  EXPECT_EQ(s.cumulative[3], 5u);
-  EXPECT_DOUBLE_EQ(s.sum, 52.65);
-  const std::string text = r.Render();
-  EXPECT_NE(text.find("t_seconds_bucket{endpoint=\"submit\",le=\"+Inf\"} 5\n"), std::string::npos) << text;
-  EXPECT_NE(text.find("t_seconds_count{endpoint=\"submit\"} 5\n"), std::string::npos) << text;
-}
-
-TEST(Metrics, ConcurrentRecordingLosesNothing) {
-  Registry r;
-  auto& c = r.AddCounter("t_hits_total", "Hits.").Get();
-  auto& h = r.AddHistogram("t_h", "H.", {}, {1}).Get();
-  std::vector<std::thread> threads;
-  for (int t = 0; t < 4; ++t) {
-    threads.emplace_back([&] {
-      for (int i = 0; i < 10000; ++i) {
-        c.Inc();
-        h.Observe(0.5);
-      }
-    });
-  }
-  for (auto& t : threads) t.join();
-  EXPECT_EQ(c.Value(), 40000);
-  EXPECT_EQ(h.Read().cumulative.back(), 40000u);
-}
-
-TEST(Metrics, ValuesAndLabelsAreEscaped) {
-  EXPECT_EQ(metrics::FormatValue(3), "3");
-  EXPECT_EQ(metrics::FormatValue(0.25), "0.25");
-  EXPECT_EQ(metrics::FormatValue(INFINITY), "+Inf");
-  EXPECT_EQ(metrics::FormatValue(NAN), "NaN");
-  EXPECT_EQ(metrics::EscapeLabelValue("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
-}
-
-TEST(Metrics, TheRealParserAcceptsTheWorkerExposition) {
-  auto& m = metrics::WorkerMetrics::Get();
-  m.JobFinished(JobState::kFailed, ErrorKind::kPollTimeout);
-  m.JobFinished(JobState::kCompleted, ErrorKind::kNone);
-  m.AttemptRetried(ErrorKind::kPollTimeout);
-  m.HttpExchange("submit", std::chrono::milliseconds(120));
-  m.Answered(Clock::now() - std::chrono::seconds(3), Clock::now());
-  m.queue_depth.With({"queued"}).Set(7);
-  // A label value that needs escaping must survive the round trip.
-  metrics::Default()
-      .AddCounter("uppzy_test_escapes_total", "Escapes \\ and\nnewlines.", {"v"})
-      .With({"a\"b\\c\nd"})
-      .Inc();
-  WorkerCounters counters;
-  counters.submissions = 5;
-  counters.breaker_state = BreakerState::kHalfOpen;
-  const std::string text = metrics::RenderWorkerCounters(counters) + metrics::Default().Render();
-
+std::vector<test::PromSample> Parse(const prometheus::Registry& registry) {
+  const std::string text = metrics::Exposition(registry);
   std::vector<test::PromSample> samples;
   std::string error;
-  ASSERT_TRUE(test::ParsePrometheus(text, &samples, &error)) << error << "\n" << text;
-  EXPECT_EQ(test::SampleValue(samples, "uppzy_submissions_total"), 5);
-  EXPECT_EQ(test::SampleValue(samples, "uppzy_circuit_breaker_state"), 2);
-  EXPECT_EQ(test::SampleValue(samples, "uppzy_jobs_finished_total",
-                              R"({"error_kind":"poll_timeout","state":"failed"})"),
-            1);
+  EXPECT_TRUE(test::ParsePrometheus(text, &samples, &error)) << error << "\n" << text;
+  return samples;
+}
+
+TEST(WorkerMetrics, EverySeriesExistsFromTheStart) {
+  prometheus::Registry registry;
+  WorkerMetrics m(registry);
+  const auto s = Parse(registry);
+  for (const char* name :
+       {"uppzy_submissions_total", "uppzy_polls_total", "uppzy_retries_total", "uppzy_fenced_writes_total",
+        "uppzy_rejected_writes_total", "uppzy_rescued_total", "uppzy_jobs_in_flight",
+        "uppzy_circuit_breaker_state", "uppzy_poll_timeouts_total", "uppzy_oldest_queued_age_seconds",
+        "uppzy_open_incidents", "uppzy_database_up", "uppzy_http_requests_waiting",
+        "uppzy_http_connection_wait_seconds_total", "uppzy_time_to_answer_seconds_count"}) {
+    EXPECT_EQ(test::SampleValue(s, name), 0) << name;
+  }
+  EXPECT_EQ(test::SampleValue(s, "uppzy_jobs_finished_total", R"({"error_kind":"none","state":"completed"})"),
+            0);
   EXPECT_EQ(
-      test::SampleValue(samples, "uppzy_jobs_finished_total", R"({"error_kind":"none","state":"completed"})"),
+      test::SampleValue(s, "uppzy_jobs_finished_total", R"({"error_kind":"lease_expired","state":"failed"})"),
+      0);
+  EXPECT_EQ(test::SampleValue(s, "uppzy_queue_depth", R"({"state":"retrying"})"), 0);
+  for (const char* endpoint : {"submit", "status", "feedback", "session_close"}) {
+    EXPECT_EQ(test::SampleValue(s, "uppzy_http_request_duration_seconds_count",
+                                std::string(R"({"endpoint":")") + endpoint + R"("})"),
+              0)
+        << endpoint;
+  }
+}
+
+TEST(WorkerMetrics, EachEventIsCountedOnceAndReadBackFromTheSameSeries) {
+  prometheus::Registry registry;
+  WorkerMetrics m(registry);
+  m.Submitted();
+  m.Submitted();
+  m.Polled();
+  m.JobFinished(JobState::kFailed, ErrorKind::kPollTimeout);
+  m.JobFinished(JobState::kFailed, ErrorKind::kBadRequest);
+  m.JobFinished(JobState::kCompleted, ErrorKind::kNone);
+  m.JobFinished(JobState::kCancelled, ErrorKind::kCancelled);
+  m.AttemptRetried(ErrorKind::kPollTimeout);
+  m.AttemptRetried(ErrorKind::kServerError);
+  m.WritesFenced(3);
+  m.WriteRejected();
+  m.Rescued(2);
+  m.SetInFlight(7);
+  m.SetBreakerState(BreakerState::kHalfOpen);
+  m.SetQueueDepth("queued", 5);
+
+  EXPECT_EQ(m.submissions(), 2);
+  EXPECT_EQ(m.polls(), 1);
+  EXPECT_EQ(m.completed(), 1);
+  EXPECT_EQ(m.failed(), 2);
+  EXPECT_EQ(m.retries(), 2);
+  EXPECT_EQ(m.poll_timeouts(), 2);  // one failed, one retried
+  EXPECT_EQ(m.fenced_writes(), 3);
+  EXPECT_EQ(m.rejected_writes(), 1);
+  EXPECT_EQ(m.rescued(), 2);
+  EXPECT_EQ(m.in_flight(), 7);
+  EXPECT_EQ(m.breaker_state(), BreakerState::kHalfOpen);
+  EXPECT_EQ(m.queue_depth("queued"), 5);
+
+  const auto s = Parse(registry);
+  EXPECT_EQ(test::SampleValue(s, "uppzy_submissions_total"), 2);
+  EXPECT_EQ(test::SampleValue(s, "uppzy_retries_total"), 2);
+  EXPECT_EQ(test::SampleValue(s, "uppzy_poll_timeouts_total"), 2);
+  EXPECT_EQ(
+      test::SampleValue(s, "uppzy_jobs_finished_total", R"({"error_kind":"poll_timeout","state":"failed"})"),
       1);
-  EXPECT_EQ(test::SampleValue(samples, "uppzy_poll_timeouts_total"), 2);
   EXPECT_EQ(
-      test::SampleValue(samples, "uppzy_http_request_duration_seconds_count", R"({"endpoint":"submit"})"), 1);
-  EXPECT_EQ(test::SampleValue(samples, "uppzy_time_to_answer_seconds_bucket", R"({"le":"5"})"), 1);
-  EXPECT_EQ(test::SampleValue(samples, "uppzy_queue_depth", R"({"state":"queued"})"), 7);
-  EXPECT_EQ(test::SampleValue(samples, "uppzy_test_escapes_total", R"({"v":"a\"b\\c\nd"})"), 1);
+      test::SampleValue(s, "uppzy_jobs_finished_total", R"({"error_kind":"cancelled","state":"cancelled"})"),
+      1);
+  EXPECT_EQ(test::SampleValue(s, "uppzy_fenced_writes_total"), 3);
+  EXPECT_EQ(test::SampleValue(s, "uppzy_circuit_breaker_state"), 2);
+  EXPECT_EQ(test::SampleValue(s, "uppzy_jobs_in_flight"), 7);
+  EXPECT_EQ(test::SampleValue(s, "uppzy_queue_depth", R"({"state":"queued"})"), 5);
+}
+
+TEST(WorkerMetrics, HistogramBoundsAreTheOnesDashboardsUse) {
+  prometheus::Registry registry;
+  WorkerMetrics m(registry);
+  m.Answered(Clock::now() - std::chrono::seconds(3), Clock::now());
+  m.Answered(TimePoint{}, Clock::now());  // created_at unknown: not observed
+  m.HttpExchange("submit", std::chrono::milliseconds(120));
+  m.HttpExchange("status", std::chrono::milliseconds(5));  // le is inclusive
+  const auto s = Parse(registry);
+  EXPECT_EQ(test::SampleValue(s, "uppzy_time_to_answer_seconds_count"), 1);
+  EXPECT_EQ(test::SampleValue(s, "uppzy_time_to_answer_seconds_bucket", R"({"le":"2"})"), 0);
+  EXPECT_EQ(test::SampleValue(s, "uppzy_time_to_answer_seconds_bucket", R"({"le":"5"})"), 1);
+  EXPECT_EQ(test::SampleValue(s, "uppzy_time_to_answer_seconds_bucket", R"({"le":"1800"})"), 1);
+  EXPECT_EQ(test::SampleValue(s, "uppzy_http_request_duration_seconds_bucket",
+                              R"({"endpoint":"submit","le":"0.1"})"),
+            0);
+  EXPECT_EQ(test::SampleValue(s, "uppzy_http_request_duration_seconds_bucket",
+                              R"({"endpoint":"submit","le":"0.25"})"),
+            1);
+  EXPECT_EQ(test::SampleValue(s, "uppzy_http_request_duration_seconds_bucket",
+                              R"({"endpoint":"status","le":"0.005"})"),
+            1);
+  EXPECT_DOUBLE_EQ(
+      test::SampleValue(s, "uppzy_http_request_duration_seconds_sum", R"({"endpoint":"submit"})"), 0.12);
+}
+
+TEST(WorkerMetrics, CommonLabelsLetSitesShareOneRegistry) {
+  prometheus::Registry registry;
+  WorkerMetrics a(registry, {{"site", "a"}});
+  WorkerMetrics b(registry, {{"site", "b"}});
+  a.Submitted();
+  b.JobFinished(JobState::kFailed, ErrorKind::kNetwork);
+  EXPECT_EQ(a.submissions(), 1);
+  EXPECT_EQ(b.submissions(), 0);
+  EXPECT_EQ(a.failed(), 0);
+  EXPECT_EQ(b.failed(), 1);
+  const std::string text = metrics::Exposition(registry);
+  size_t types = 0;
+  for (size_t at = 0; (at = text.find("# TYPE uppzy_submissions_total ", at)) != std::string::npos; ++at)
+    ++types;
+  EXPECT_EQ(types, 1u) << "one family, two series\n" << text;
+  const auto s = Parse(registry);  // the parser refuses a family that appears twice
+  EXPECT_EQ(test::SampleValue(s, "uppzy_submissions_total", R"({"site":"a"})"), 1);
+  EXPECT_EQ(test::SampleValue(s, "uppzy_submissions_total", R"({"site":"b"})"), 0);
+  EXPECT_EQ(test::SampleValue(s, "uppzy_jobs_finished_total",
+                              R"({"error_kind":"network","site":"b","state":"failed"})"),
+            1);
+  EXPECT_EQ(test::SampleValue(s, "uppzy_http_request_duration_seconds_bucket",
+                              R"({"endpoint":"submit","le":"+Inf","site":"a"})"),
+            0);
+}
+
+TEST(WorkerMetrics, ConflictsAreRefusedAtConstruction) {
+  prometheus::Registry taken;
+  prometheus::BuildGauge().Name("uppzy_submissions_total").Help("Not a counter.").Register(taken);
+  EXPECT_THROW(WorkerMetrics{taken}, std::invalid_argument);
+  prometheus::Registry registry;
+  EXPECT_THROW((WorkerMetrics{registry, {{"state", "x"}}}), std::invalid_argument);
+  EXPECT_THROW((WorkerMetrics{registry, {{"bad label", "x"}}}), std::invalid_argument);
+}
+
+TEST(WorkerMetrics, LabelValuesAreEscaped) {
+  prometheus::Registry registry;
+  WorkerMetrics m(registry);
+  m.SetQueueDepth("a\"b\\c\nd", 1);
+  const auto s = Parse(registry);
+  EXPECT_EQ(test::SampleValue(s, "uppzy_queue_depth", R"({"state":"a\"b\\c\nd"})"), 1);
 }
 
 }  // namespace

@@ -2,8 +2,8 @@
 //   GET /healthz  200 while the process is alive;
 //   GET /readyz   200 when the database is reachable and no incident is open, else 503 with a
 //                 one-line JSON reason (from HealthSources::ready);
-//   GET /metrics  Prometheus text format: the worker's counters and metrics::Default().
-// Anything else is 404. Served by http::Server (server.h): one epoll thread of its own that answers
+//   GET /metrics  Prometheus text format: HealthSources::metrics, by metrics::Exposition().
+// Anything else is 404. Served by http::Server (src/http/server.h): one epoll thread of its own that answers
 // every request itself, so idle or slow clients (up to 4,096 connections, each closed after 10 s
 // without progress) cannot make /healthz wait. Start() and Stop() are called from one thread. The
 // sources are read from the server's thread and must outlive Stop(); ready() must not block.
@@ -14,15 +14,16 @@
 #include <string>
 #include <utility>
 
-namespace uppzy {
-struct WorkerCounters;
+namespace prometheus {
+class Registry;
 }
 
 namespace uppzy::http {
 
 struct HealthSources {
-  // Rendered on /metrics next to metrics::Default(); null: registry only.
-  const WorkerCounters* counters = nullptr;
+  // Rendered on /metrics (the registry is thread-safe; reading it never blocks on the worker). Null: an
+  // empty exposition.
+  const prometheus::Registry* metrics = nullptr;
   // /readyz: {ready, one-line JSON body}. Must not block (answer from a cache). Null: always ready.
   std::function<std::pair<bool, std::string>()> ready;
 };
