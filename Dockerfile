@@ -13,7 +13,7 @@ RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
       build-essential cmake pkg-config \
       libpqxx-dev libpq-dev libcurl4-openssl-dev libssl-dev nlohmann-json3-dev libspdlog-dev \
-      libcpp-httplib-dev libcli11-dev libmicrohttpd-dev \
+      libcpp-httplib-dev libcli11-dev libmicrohttpd-dev prometheus-cpp-dev \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY . .
@@ -25,7 +25,7 @@ RUN cmake -S . -B /build -DCMAKE_BUILD_TYPE=Release -DUPPZY_BUILD_TESTS=OFF \
 FROM debian:12-slim AS runtime
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-      libpqxx-6.4 libcurl4 libspdlog1.10 libmicrohttpd12 ca-certificates curl \
+      libpqxx-6.4 libcurl4 libspdlog1.10 libmicrohttpd12 libprometheus-cpp-core1.0 ca-certificates curl \
  && rm -rf /var/lib/apt/lists/* \
  && useradd --system --no-create-home --shell /usr/sbin/nologin uppzy
 COPY --from=build /build/uppzy-worker /build/uppzy-mock /usr/local/bin/

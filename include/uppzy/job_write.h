@@ -53,6 +53,9 @@ struct HeldJob {
   int attempt = 0;
   std::string request_id;
   int polls = 0;
+
+  // The row as a claim (submitting) or an adoption (polling) hands it over.
+  static HeldJob Of(const ClaimedJob& c) { return {c.id, c.state, c.attempt, c.request_id, c.polls}; }
 };
 
 // submitting -> polling, request_id stored at once (keeps the duplicate-submission window small).

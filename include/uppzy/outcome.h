@@ -42,4 +42,8 @@ struct Outcome {
 // The error kind an outcome stands for (kNone for kAccepted / kStatus / kDelivered).
 ErrorKind ErrorKindOf(const Outcome& o);
 
+// What an exchange said, for last_error and logs (jobs and deliveries alike): `error` when the client
+// left a detail, else "HTTP <status>", else "no response". Never a message, comment or answer text.
+std::string Describe(const Outcome& o);
+
 }  // namespace uppzy

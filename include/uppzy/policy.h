@@ -4,6 +4,7 @@
 // every rule is testable with a table of cases. Never throws.
 #pragma once
 
+#include <optional>
 #include <string>
 
 #include "uppzy/job.h"
@@ -54,6 +55,13 @@ struct Transition {
 // Exponential backoff with "equal jitter": the n-th delay (n >= 1) is d/2 + jitter01 * d/2 where
 // d = min(max, base * 2^(n-1)). jitter01 must lie in [0, 1); values outside are clamped.
 Millis Backoff(int n, Millis base, Millis max, double jitter01);
+
+// A failure that used up attempt `attempt` of `max_attempts` (a job's submission, a delivery's send):
+// returns when to try again, or std::nullopt when none is left and the row fails for good. The retry
+// is due at now + the server's Retry-After bounded to [0, retry_after_max] when it sent one, else at
+// now + Backoff(attempt, backoff_base, backoff_max, jitter01). Decide and DecideDelivery both use it.
+std::optional<TimePoint> RetryOrFail(int attempt, int max_attempts, std::optional<Millis> retry_after,
+                                     TimePoint now, const Policy& policy, double jitter01);
 
 // Decides what one outcome means for the job. `jitter01` in [0, 1) feeds Backoff.
 Transition Decide(const JobContext& job, const Outcome& outcome, TimePoint now, const Policy& policy,

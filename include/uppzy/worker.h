@@ -9,33 +9,18 @@
 // because of the database (it reconnects with backoff) or Uppzy (outcomes are data).
 #pragma once
 
-#include <atomic>
 #include <memory>
 
-#include "uppzy/breaker.h"
 #include "uppzy/config.h"
+
+namespace uppzy::metrics {
+class WorkerMetrics;
+}
 
 namespace uppzy {
 
 struct WorkerOptions {
   bool until_empty = false;  // return once no job is queued, retrying, submitting or polling
-};
-
-// Counters a test or the metrics endpoint can read. All monotonic except in_flight.
-struct WorkerCounters {
-  std::atomic<long long> submissions{0};
-  std::atomic<long long> polls{0};
-  std::atomic<long long> completed{0};
-  std::atomic<long long> failed{0};
-  std::atomic<long long> retries{0};
-  std::atomic<long long> fenced_writes{0};
-  std::atomic<long long> rescued{0};
-  std::atomic<long long> rejected_writes{0};  // refused by the database for good; the row was failed
-  // steady_clock milliseconds of the coordinator's last pass that reached the database without an
-  // error; /readyz turns 503 when it is older than kStalledAfter.
-  std::atomic<long long> db_progress_at_ms{0};
-  std::atomic<long long> in_flight{0};
-  std::atomic<BreakerState> breaker_state{BreakerState::kClosed};  // the engine's circuit breaker
 };
 
 class Worker {
@@ -53,7 +38,8 @@ class Worker {
   // row still held is handed back. Idempotent.
   void Stop();
 
-  const WorkerCounters& counters() const;
+  // What this worker counted (submissions, outcomes, ...): the same objects /metrics serves.
+  const metrics::WorkerMetrics& metrics() const;
 
  private:
   struct Impl;

@@ -1,38 +1,28 @@
 #include "uppzy/delivery_policy.h"
 
-#include <algorithm>
 #include <chrono>
 #include <string>
 
 namespace uppzy {
 namespace {
 
-std::string Describe(const Outcome& o) {
-  if (!o.error.empty()) return o.error;
-  if (o.http_status != 0) return "HTTP " + std::to_string(o.http_status);
-  return "no response";
-}
-
 DeliveryTransition Make(DeliveryAction action, TimePoint at, ErrorKind kind, int http_status,
                         std::string message) {
-  DeliveryTransition t;
-  t.action = action;
-  t.at = at;
-  t.error_kind = kind;
-  t.http_status = http_status;
-  t.message = std::move(message);
-  return t;
+  return DeliveryTransition{.action = action,
+                            .at = at,
+                            .error_kind = kind,
+                            .http_status = http_status,
+                            .message = std::move(message),
+                            .feedback_submitted_at = std::nullopt};
 }
 
 // A failed send: again after a backoff while attempts remain, else failed for good.
-DeliveryTransition RetryOrFail(const DeliveryContext& d, ErrorKind kind, int http_status, std::string message,
-                               std::optional<Millis> retry_after, TimePoint now, const Policy& p,
-                               double jitter) {
-  if (d.attempt >= d.max_attempts)
-    return Make(DeliveryAction::kFail, now, kind, http_status, std::move(message));
-  const Millis delay = retry_after ? std::clamp(*retry_after, Millis(0), p.retry_after_max)
-                                   : Backoff(d.attempt, p.backoff_base, p.backoff_max, jitter);
-  return Make(DeliveryAction::kRetry, now + delay, kind, http_status, std::move(message));
+DeliveryTransition RetryOrFailDelivery(const DeliveryContext& d, ErrorKind kind, int http_status,
+                                       std::string message, std::optional<Millis> retry_after, TimePoint now,
+                                       const Policy& p, double jitter) {
+  const auto at = RetryOrFail(d.attempt, d.max_attempts, retry_after, now, p, jitter);
+  return Make(at ? DeliveryAction::kRetry : DeliveryAction::kFail, at.value_or(now), kind, http_status,
+              std::move(message));
 }
 
 }  // namespace
@@ -75,13 +65,14 @@ DeliveryTransition DecideDelivery(const DeliveryContext& d, const Outcome& o, Ti
     case OutcomeKind::kServerError:
     case OutcomeKind::kNetwork:
     case OutcomeKind::kInvalidResponse:
-      return RetryOrFail(d, ErrorKindOf(o), o.http_status, Describe(o), o.retry_after, now, p, jitter01);
+      return RetryOrFailDelivery(d, ErrorKindOf(o), o.http_status, Describe(o), o.retry_after, now, p,
+                                 jitter01);
     case OutcomeKind::kAccepted:
     case OutcomeKind::kStatus:
       break;
   }
-  return RetryOrFail(d, ErrorKind::kInvalidResponse, o.http_status, "unexpected response to a delivery",
-                     std::nullopt, now, p, jitter01);
+  return RetryOrFailDelivery(d, ErrorKind::kInvalidResponse, o.http_status,
+                             "unexpected response to a delivery", std::nullopt, now, p, jitter01);
 }
 
 }  // namespace uppzy

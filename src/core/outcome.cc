@@ -1,5 +1,6 @@
 #include "uppzy/outcome.h"
 
+#include <string>
 #include <utility>
 
 namespace uppzy {
@@ -52,6 +53,12 @@ ErrorKind ErrorKindOf(const Outcome& o) {
       return ErrorKind::kInvalidResponse;
   }
   return ErrorKind::kInvalidResponse;
+}
+
+std::string Describe(const Outcome& o) {
+  if (!o.error.empty()) return o.error;
+  if (o.http_status != 0) return "HTTP " + std::to_string(o.http_status);
+  return "no response";
 }
 
 }  // namespace uppzy

@@ -7,32 +7,20 @@
 namespace uppzy {
 namespace {
 
-std::string Describe(const Outcome& o) {
-  if (!o.error.empty()) return o.error;
-  if (o.http_status != 0) return "HTTP " + std::to_string(o.http_status);
-  return "no response";
-}
-
 Transition Make(Action action, TimePoint at, ErrorKind kind = ErrorKind::kNone, int http_status = 0,
                 std::string message = {}) {
-  Transition t;
-  t.action = action;
-  t.at = at;
-  t.error_kind = kind;
-  t.http_status = http_status;
-  t.message = std::move(message);
-  return t;
+  return Transition{.action = action,
+                    .at = at,
+                    .error_kind = kind,
+                    .http_status = http_status,
+                    .message = std::move(message)};
 }
 
 // A failure that used up a submission: retry while attempts remain, else fail for good.
-Transition RetryOrFail(const JobContext& job, ErrorKind kind, int http_status, std::string message,
-                       std::optional<Millis> retry_after, TimePoint now, const Policy& p, double jitter) {
-  if (job.attempt >= job.max_attempts) {
-    return Make(Action::kFail, now, kind, http_status, std::move(message));
-  }
-  Millis delay = retry_after ? std::min(*retry_after, p.retry_after_max)
-                             : Backoff(job.attempt, p.backoff_base, p.backoff_max, jitter);
-  return Make(Action::kRetry, now + delay, kind, http_status, std::move(message));
+Transition RetryOrFailJob(const JobContext& job, ErrorKind kind, int http_status, std::string message,
+                          std::optional<Millis> retry_after, TimePoint now, const Policy& p, double jitter) {
+  const auto at = RetryOrFail(job.attempt, job.max_attempts, retry_after, now, p, jitter);
+  return Make(at ? Action::kRetry : Action::kFail, at.value_or(now), kind, http_status, std::move(message));
 }
 
 // `failed_poll` describes the poll that reached the deadline when it failed itself; otherwise the
@@ -45,7 +33,7 @@ Transition PollTimeout(const JobContext& job, TimePoint now, const Policy& p, do
   if (!cause.empty() && (!failed_poll.empty() || job.poll_errors > 0)) {
     message += "; the last poll failed: " + cause;
   }
-  return RetryOrFail(job, ErrorKind::kPollTimeout, 0, std::move(message), std::nullopt, now, p, jitter);
+  return RetryOrFailJob(job, ErrorKind::kPollTimeout, 0, std::move(message), std::nullopt, now, p, jitter);
 }
 
 Transition DecideSubmit(const JobContext& job, const Outcome& o, TimePoint now, const Policy& p,
@@ -63,11 +51,11 @@ Transition DecideSubmit(const JobContext& job, const Outcome& o, TimePoint now, 
     case OutcomeKind::kNetwork:
     case OutcomeKind::kInvalidResponse:
       // An unreadable body counts as an attempt: the submission may have been accepted.
-      return RetryOrFail(job, ErrorKindOf(o), o.http_status, Describe(o), o.retry_after, now, p, jitter);
+      return RetryOrFailJob(job, ErrorKindOf(o), o.http_status, Describe(o), o.retry_after, now, p, jitter);
     case OutcomeKind::kStatus:
     case OutcomeKind::kDelivered:
-      return RetryOrFail(job, ErrorKind::kInvalidResponse, o.http_status,
-                         "unexpected response to a submission", std::nullopt, now, p, jitter);
+      return RetryOrFailJob(job, ErrorKind::kInvalidResponse, o.http_status,
+                            "unexpected response to a submission", std::nullopt, now, p, jitter);
     case OutcomeKind::kBadRequest:
       return Make(Action::kFail, now, ErrorKind::kBadRequest, o.http_status, Describe(o));
     case OutcomeKind::kUnauthorized:
@@ -127,6 +115,14 @@ Millis Backoff(int n, Millis base, Millis max, double jitter01) {
   for (int i = 1; i < n && d < cap; ++i) d *= 2;
   d = std::min(d, cap);
   return Millis(static_cast<Millis::rep>(std::llround(d / 2 + jitter01 * d / 2)));
+}
+
+std::optional<TimePoint> RetryOrFail(int attempt, int max_attempts, std::optional<Millis> retry_after,
+                                     TimePoint now, const Policy& p, double jitter01) {
+  if (attempt >= max_attempts) return std::nullopt;
+  const Millis delay = retry_after ? std::clamp(*retry_after, Millis(0), p.retry_after_max)
+                                   : Backoff(attempt, p.backoff_base, p.backoff_max, jitter01);
+  return now + delay;
 }
 
 Transition Decide(const JobContext& job, const Outcome& o, TimePoint now, const Policy& p, double jitter01) {

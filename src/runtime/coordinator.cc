@@ -29,11 +29,11 @@ WorkerStoreFactory PostgresWorkerStores(std::string database_url) {
 }
 
 Coordinator::Coordinator(const Config& config, const WorkerOptions& options, Mailbox& mailbox,
-                         WorkerCounters& counters, WorkerStoreFactory stores, const ClockSource& clock)
+                         metrics::WorkerMetrics& metrics, WorkerStoreFactory stores, const ClockSource& clock)
     : config_(config),
       options_(options),
       mailbox_(mailbox),
-      counters_(counters),
+      metrics_(metrics),
       make_stores_(std::move(stores)),
       clock_(clock) {}
 
@@ -180,7 +180,7 @@ void Coordinator::ApplyWrites() {
         for (const auto& w : batch) {
           if (!deferred.count(w.id) && (refused.count(w.id) || w.Releases())) held_.erase(w.id);
         }
-        counters_.fenced_writes += static_cast<long long>(r.refused.size());
+        metrics_.WritesFenced(r.refused.size());
         for (int64_t id : r.refused) {
           LogEvent(spdlog::level::warn, "write_refused",
                    {{"job_id", std::to_string(id)}, {"detail", "the row is no longer held by this worker"}});
@@ -192,7 +192,7 @@ void Coordinator::ApplyWrites() {
         }
       },
       [&](const JobWrite& w, const std::string& reason, bool failed_row) {
-        ++counters_.rejected_writes;
+        metrics_.WriteRejected();
         LogEvent(spdlog::level::err, "write_rejected",
                  {{"job_id", std::to_string(w.id)},
                   {"detail", reason},
@@ -215,7 +215,7 @@ void Coordinator::ApplyDeliveryWrites() {
         for (const auto& w : batch) {
           if (!deferred.count(w.ref())) held_deliveries_.erase(w.ref());
         }
-        counters_.fenced_writes += static_cast<long long>(r.refused.size());
+        metrics_.WritesFenced(r.refused.size());
         for (const auto& ref : r.refused) {
           LogEvent(spdlog::level::warn, "write_refused",
                    {{"kind", std::string(ToString(ref.kind))},
@@ -224,7 +224,7 @@ void Coordinator::ApplyDeliveryWrites() {
         }
       },
       [&](const DeliveryWrite& w, const std::string& reason, bool failed_row) {
-        ++counters_.rejected_writes;
+        metrics_.WriteRejected();
         LogEvent(spdlog::level::err, "write_rejected",
                  {{"kind", std::string(ToString(w.kind))},
                   {"id", std::to_string(w.id)},
@@ -305,7 +305,7 @@ void Coordinator::Rescue() {
   next_rescue_ = now + Millis(config_.rescue_interval_ms);
   const int rescued = store_->JobsRescueExpiredSubmitting(1000) + deliveries_->DeliveriesRescueExpired(1000);
   if (rescued > 0) {
-    counters_.rescued += rescued;
+    metrics_.Rescued(rescued);
     LogEvent(spdlog::level::warn, "rescued_expired_submissions", {{"rows", std::to_string(rescued)}});
   }
   Claim(true);
@@ -391,7 +391,7 @@ Coordinator::Steady::time_point Coordinator::NextPassAt(Steady::time_point now) 
 }
 
 void Coordinator::Run(std::atomic<bool>& all_done) {
-  counters_.db_progress_at_ms = SteadyMs(clock_.SteadyNow());
+  mailbox_.db_progress_at_ms = SteadyMs(clock_.SteadyNow());
   while (true) {
     const auto now = clock_.SteadyNow();
     // The mailbox waits on the real steady clock: wait as long as the clock source says is left.
@@ -459,7 +459,7 @@ bool Coordinator::RunOnce(std::atomic<bool>& all_done) {
         mailbox_.WakeEngine();
       }
     }
-    counters_.db_progress_at_ms = SteadyMs(clock_.SteadyNow());
+    mailbox_.db_progress_at_ms = SteadyMs(clock_.SteadyNow());
   } catch (const StoreError& e) {
     last_db_error_ = e.what();
     if (e.transient()) {

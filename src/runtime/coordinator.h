@@ -23,12 +23,13 @@
 #include "runtime/mailbox.h"
 #include "uppzy/clock.h"
 #include "uppzy/config.h"
+#include "uppzy/metrics.h"
 #include "uppzy/worker.h"
 #include "uppzy/worker_store.h"
 
 namespace uppzy::runtime {
 
-// Milliseconds on the steady clock (WorkerCounters::db_progress_at_ms).
+// Milliseconds on the steady clock (Mailbox::db_progress_at_ms).
 long long SteadyMs();
 long long SteadyMs(SteadyTimePoint t);
 
@@ -37,10 +38,10 @@ WorkerStoreFactory PostgresWorkerStores(std::string database_url);
 
 class Coordinator {
  public:
-  // `config`, `mailbox`, `counters` and `clock` must outlive the coordinator. `stores` is called to
+  // `config`, `mailbox`, `metrics` and `clock` must outlive the coordinator. `stores` is called to
   // (re)connect; it may throw StoreError. Never throws.
-  Coordinator(const Config& config, const WorkerOptions& options, Mailbox& mailbox, WorkerCounters& counters,
-              WorkerStoreFactory stores, const ClockSource& clock);
+  Coordinator(const Config& config, const WorkerOptions& options, Mailbox& mailbox,
+              metrics::WorkerMetrics& metrics, WorkerStoreFactory stores, const ClockSource& clock);
 
   // Runs until the engine is done and every write is stored (or the database stayed away past the
   // shutdown grace period). Sets `all_done` when until_empty finds nothing left to do.
@@ -73,7 +74,7 @@ class Coordinator {
   const Config& config_;
   WorkerOptions options_;
   Mailbox& mailbox_;
-  WorkerCounters& counters_;
+  metrics::WorkerMetrics& metrics_;
   WorkerStoreFactory make_stores_;
   const ClockSource& clock_;
   std::unique_ptr<WorkerJobStore> store_;

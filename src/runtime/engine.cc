@@ -2,7 +2,6 @@
 
 #include "uppzy/delivery_policy.h"
 #include "uppzy/log.h"
-#include "uppzy/metrics.h"
 #include "uppzy/policy.h"
 
 namespace uppzy::runtime {
@@ -35,11 +34,11 @@ JobLogFields DeliveryFields(const ClaimedDelivery& d, const Outcome* o) {
 
 }  // namespace
 
-Engine::Engine(const Config& config, Mailbox& mailbox, WorkerCounters& counters, UpstreamClient& client,
-               const ClockSource& clock)
+Engine::Engine(const Config& config, Mailbox& mailbox, metrics::WorkerMetrics& metrics,
+               UpstreamClient& client, const ClockSource& clock)
     : config_(config),
       mailbox_(mailbox),
-      counters_(counters),
+      metrics_(metrics),
       client_(client),
       clock_(clock),
       // Enough started exchanges to keep every connection busy, few enough that a pause or a stop
@@ -51,7 +50,7 @@ Engine::Engine(const Config& config, Mailbox& mailbox, WorkerCounters& counters,
 void Engine::PublishBreaker(TimePoint now) {
   const BreakerState state = breaker_.state();
   if (mailbox_.breaker_state.exchange(state) == state) return;
-  counters_.breaker_state = state;
+  metrics_.SetBreakerState(state);
   const auto until = std::chrono::duration_cast<Millis>(breaker_.open_until() - now).count();
   LogEvent(breaker_.state() == BreakerState::kClosed ? spdlog::level::info : spdlog::level::warn,
            "circuit_breaker",
@@ -78,7 +77,7 @@ void Engine::Cancel(int64_t id, TimePoint now) {
   f.state = JobState::kCancelled;
   f.error_kind = ErrorKind::kCancelled;
   LogJob(spdlog::level::info, "job_cancelled", f);
-  metrics::WorkerMetrics::Get().JobFinished(JobState::kCancelled, ErrorKind::kCancelled);
+  metrics_.JobFinished(JobState::kCancelled, ErrorKind::kCancelled);
   Finish(id, std::move(w));
 }
 
@@ -102,17 +101,13 @@ JobLogFields Engine::Fields(const Held& h) const {
 void Engine::Adopt(ClaimedJob job, TimePoint now) {
   const int64_t id = job.id;
   Held h;
-  h.row.id = id;
-  h.row.attempt = job.attempt;
-  h.row.row_state = job.state;
-  h.row.request_id = job.request_id;
-  h.row.polls = job.polls;
+  h.row = HeldJob::Of(job);
   h.phase = job.state == JobState::kPolling ? Phase::kPoll : Phase::kSubmit;
   h.job = std::move(job);
   if (h.phase == Phase::kPoll) h.job.message.clear();  // only a submission needs the text
   auto [it, inserted] = held_.emplace(id, std::move(h));
   if (!inserted) return;  // already ours (cannot happen: the claim is guarded), keep the first
-  counters_.in_flight = static_cast<long long>(held_.size());
+  metrics_.SetInFlight(held_.size());
   LogJob(spdlog::level::debug, it->second.phase == Phase::kPoll ? "job_adopted" : "job_claimed",
          Fields(it->second));
   Schedule(it->second, now);
@@ -156,12 +151,12 @@ void Engine::StartReady() {
         }
         if (breaker_.state() == BreakerState::kHalfOpen) probe_tag_ = tag;
         h.http_active = true;
-        ++counters_.submissions;
+        metrics_.Submitted();
         client_.StartSubmit(tag, config_.site.site_id, id, h.row.attempt, h.job.session_id, h.job.message,
                             h.job.response_language);
       } else {
         h.http_active = true;
-        ++counters_.polls;
+        metrics_.Polled();
         client_.StartStatus(tag, config_.site.site_id, h.row.request_id);
       }
       progress = true;
@@ -203,9 +198,8 @@ void Engine::RecordNetwork(std::chrono::steady_clock::time_point now) {
   const UpstreamStats s = client_.Stats();
   size_t ready = ready_.size();
   for (const auto& q : ready_deliveries_) ready += q.size();
-  auto& m = metrics::WorkerMetrics::Get();
-  m.http_waiting.Set(static_cast<double>(s.waiting + (Paused() ? 0 : ready)));
-  m.http_connection_wait.Inc(std::max(0.0, s.waited_seconds - last_stats_.waited_seconds));
+  metrics_.SetHttpWaiting(s.waiting + (Paused() ? 0 : ready));
+  metrics_.AddConnectionWait(s.waited_seconds - last_stats_.waited_seconds);
   last_stats_ = s;
 
   // Connection-bound: over a window, requests spent longer queued for a connection than a quarter of
@@ -310,7 +304,7 @@ void Engine::OnDeliveryCompletion(const DeliveryRef& ref, Outcome& o, TimePoint 
 
 void Engine::Finish(int64_t id, JobWrite w) {
   held_.erase(id);
-  counters_.in_flight = static_cast<long long>(held_.size());
+  metrics_.SetInFlight(held_.size());
   mailbox_.PushWrite(std::move(w));
 }
 
@@ -342,7 +336,7 @@ void Engine::OnCompletion(Completion& c, TimePoint now) {
   if (was_probe) probe_tag_ = 0;
   breaker_.Record(c.outcome, was_probe, now);
   PublishBreaker(now);
-  metrics::WorkerMetrics::Get().HttpExchange(ToString(c.kind), c.outcome.duration);
+  metrics_.HttpExchange(ToString(c.kind), c.outcome.duration);
   if (auto ref = DeliveryOfTag(c.tag)) {
     OnDeliveryCompletion(*ref, c.outcome, now);
     return;
@@ -403,9 +397,8 @@ void Engine::OnCompletion(Completion& c, TimePoint now) {
       Schedule(h, t.at);
       return;
     case Action::kComplete: {
-      ++counters_.completed;
-      metrics::WorkerMetrics::Get().JobFinished(JobState::kCompleted, ErrorKind::kNone);
-      metrics::WorkerMetrics::Get().Answered(h.job.created_at, now);
+      metrics_.JobFinished(JobState::kCompleted, ErrorKind::kNone);
+      metrics_.Answered(h.job.created_at, now);
       f.state = JobState::kCompleted;
       LogJob(spdlog::level::info, "job_completed", f);
       JobWrite w = WriteCompleted(h.row, std::move(o.answer), std::move(o.result_json));
@@ -415,9 +408,7 @@ void Engine::OnCompletion(Completion& c, TimePoint now) {
     case Action::kRetry:
     case Action::kFail: {
       const bool retry = t.action == Action::kRetry;
-      ++(retry ? counters_.retries : counters_.failed);
-      retry ? metrics::WorkerMetrics::Get().AttemptRetried(t.error_kind)
-            : metrics::WorkerMetrics::Get().JobFinished(JobState::kFailed, t.error_kind);
+      retry ? metrics_.AttemptRetried(t.error_kind) : metrics_.JobFinished(JobState::kFailed, t.error_kind);
       f.state = retry ? JobState::kRetrying : JobState::kFailed;
       LogJob(retry ? spdlog::level::warn : spdlog::level::info, retry ? "job_retrying" : "job_failed", f,
              t.message);

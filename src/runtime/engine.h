@@ -6,7 +6,8 @@
 //
 // Seams: the engine talks to Uppzy only through the UpstreamClient it is given and reads time only
 // from its ClockSource, so a test drives it with a fake client and a fake clock, one RunOnce() at a
-// time, and reads what it did from the mailbox (row writes, incident reports) and the counters.
+// time, and reads what it did from the mailbox (row writes, incident reports) and the metrics it was
+// handed (every event the engine counts is recorded there, once).
 //
 // Not thread-safe: Run() (or RunOnce()) owns its thread; only Wakeup() may be called from another.
 #pragma once
@@ -25,15 +26,15 @@
 #include "uppzy/clock.h"
 #include "uppzy/config.h"
 #include "uppzy/log.h"
+#include "uppzy/metrics.h"
 #include "uppzy/upstream_client.h"
-#include "uppzy/worker.h"
 
 namespace uppzy::runtime {
 
 class Engine {
  public:
-  // `config`, `mailbox`, `counters`, `client` and `clock` must outlive the engine. Never throws.
-  Engine(const Config& config, Mailbox& mailbox, WorkerCounters& counters, UpstreamClient& client,
+  // `config`, `mailbox`, `metrics`, `client` and `clock` must outlive the engine. Never throws.
+  Engine(const Config& config, Mailbox& mailbox, metrics::WorkerMetrics& metrics, UpstreamClient& client,
          const ClockSource& clock);
 
   // Runs RunOnce() until it returns false, then Shutdown(). Returns when the stop is done.
@@ -99,7 +100,7 @@ class Engine {
 
   const Config& config_;
   Mailbox& mailbox_;
-  WorkerCounters& counters_;
+  metrics::WorkerMetrics& metrics_;
   UpstreamClient& client_;
   const ClockSource& clock_;
   std::optional<SteadyTimePoint> grace_deadline_;  // set when the stop is first seen

@@ -138,6 +138,9 @@ class Mailbox {
   std::atomic<bool> stopping{false};
   // The engine has handed back everything and exited its loop.
   std::atomic<bool> engine_done{false};
+  // Set by the coordinator only: steady_clock milliseconds (SteadyMs) of its last pass that reached the
+  // database without an error; /readyz turns 503 when it is too old.
+  std::atomic<long long> db_progress_at_ms{0};
 
  private:
   std::mutex mu_;

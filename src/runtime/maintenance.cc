@@ -10,7 +10,8 @@
 
 namespace uppzy::runtime {
 
-Maintenance::Maintenance(const Config& config) : config_(config) {}
+Maintenance::Maintenance(const Config& config, metrics::WorkerMetrics& metrics)
+    : config_(config), metrics_(metrics) {}
 
 Maintenance::~Maintenance() { Stop(); }
 
@@ -63,7 +64,6 @@ bool Maintenance::Connect() {
 }
 
 int Maintenance::RunOnce(bool retention) {
-  auto& m = metrics::WorkerMetrics::Get();
   int purged = 0;
   if (Connect()) {
     try {
@@ -79,7 +79,7 @@ int Maintenance::RunOnce(bool retention) {
     }
   }
   std::lock_guard<std::mutex> lock(mu_);
-  m.database_up.Set(db_ok_ ? 1 : 0);
+  metrics_.SetDatabaseUp(db_ok_);
   if (!db_ok_ && !db_error_logged_) {
     LogEvent(spdlog::level::warn, "maintenance_database_unavailable", {{"detail", db_error_}});
     db_error_logged_ = true;
@@ -90,15 +90,14 @@ int Maintenance::RunOnce(bool retention) {
 }
 
 void Maintenance::RefreshGauges() {
-  auto& m = metrics::WorkerMetrics::Get();
   double oldest_queued = 0;
   for (const auto& s : store_->StatsByState(true)) {
-    m.queue_depth.With({s.state}).Set(static_cast<double>(s.jobs));
+    metrics_.SetQueueDepth(s.state, s.jobs);
     if (s.state == "queued") oldest_queued = s.oldest_age_seconds.value_or(0.0);
   }
-  m.oldest_queued_age.Set(oldest_queued);
+  metrics_.SetOldestQueuedAge(oldest_queued);
   const long long open = store_->IncidentsOpenCount();
-  m.open_incidents.Set(static_cast<double>(open));
+  metrics_.SetOpenIncidents(open);
   std::lock_guard<std::mutex> lock(mu_);
   checked_ = true;
   db_ok_ = true;

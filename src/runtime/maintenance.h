@@ -26,6 +26,9 @@
 namespace uppzy {
 class OpsStore;
 }
+namespace uppzy::metrics {
+class WorkerMetrics;
+}
 
 namespace uppzy::runtime {
 
@@ -36,7 +39,8 @@ class Maintenance {
   static constexpr int kMaxBatchesPerPass = 100;
   static constexpr std::chrono::seconds kRetentionInterval{60};
 
-  explicit Maintenance(const Config& config);
+  // `config` and `metrics` (where the database gauges go) must outlive the maintenance.
+  Maintenance(const Config& config, metrics::WorkerMetrics& metrics);
   ~Maintenance();
   Maintenance(const Maintenance&) = delete;
   Maintenance& operator=(const Maintenance&) = delete;
@@ -62,6 +66,7 @@ class Maintenance {
   int Retention();
 
   const Config& config_;
+  metrics::WorkerMetrics& metrics_;
   std::unique_ptr<OpsStore> store_;
   std::thread thread_;
   std::mutex stop_mu_;

@@ -2,12 +2,13 @@
 
 #include <thread>
 
-#include "http/health_server.h"
 #include "runtime/coordinator.h"
 #include "runtime/engine.h"
 #include "runtime/maintenance.h"
 #include "uppzy/clock.h"
+#include "uppzy/health_server.h"
 #include "uppzy/log.h"
+#include "uppzy/metrics.h"
 #include "uppzy/store.h"
 #include "uppzy/uppzy_client.h"
 
@@ -63,7 +64,9 @@ struct Worker::Impl {
   Config config;
   WorkerOptions options;
   runtime::Mailbox mailbox;
-  WorkerCounters counters;
+  // Every event the worker counts is recorded here, once; /metrics serves the registry.
+  prometheus::Registry registry;
+  metrics::WorkerMetrics metrics{registry};
 };
 
 Worker::Worker(Config config, WorkerOptions options)
@@ -71,7 +74,7 @@ Worker::Worker(Config config, WorkerOptions options)
 
 Worker::~Worker() = default;
 
-const WorkerCounters& Worker::counters() const { return impl_->counters; }
+const metrics::WorkerMetrics& Worker::metrics() const { return impl_->metrics; }
 
 void Worker::Stop() {
   impl_->mailbox.stopping = true;
@@ -82,19 +85,19 @@ void Worker::Stop() {
 int Worker::Run() {
   Impl& s = *impl_;
   UppzyClient client(MakeUpstreamConfig(s.config));  // throws std::invalid_argument for a refused URL
-  runtime::Engine engine(s.config, s.mailbox, s.counters, client, RealClock());
+  runtime::Engine engine(s.config, s.mailbox, s.metrics, client, RealClock());
   s.mailbox.SetEngineWaker([&engine] { engine.Wakeup(); });
-  runtime::Coordinator coordinator(s.config, s.options, s.mailbox, s.counters,
+  runtime::Coordinator coordinator(s.config, s.options, s.mailbox, s.metrics,
                                    runtime::PostgresWorkerStores(s.config.database_url), RealClock());
-  runtime::Maintenance maintenance(s.config);  // retention, database gauges, /readyz; own thread
+  runtime::Maintenance maintenance(s.config, s.metrics);  // retention, database gauges, /readyz; own thread
   maintenance.Start();
   http::HealthServer health;
   if (s.config.http_addr != "off") {
     health.Start(s.config.http_addr,
-                 {&s.counters, [&maintenance, &s] {
+                 {&s.registry, [&maintenance, &s] {
                     // A coordinator that reaches the database but makes no progress (every pass fails)
                     // claims nothing and renews no lease: not ready, even though the database answers.
-                    const long long stalled_ms = runtime::SteadyMs() - s.counters.db_progress_at_ms.load();
+                    const long long stalled_ms = runtime::SteadyMs() - s.mailbox.db_progress_at_ms.load();
                     if (stalled_ms > kStalledAfterMs) {
                       return std::make_pair(false, std::string(R"({"status":"not_ready","reason":)") +
                                                        R"("the worker has made no database progress for )" +
@@ -119,9 +122,9 @@ int Worker::Run() {
   s.mailbox.SetEngineWaker(nullptr);
   health.Stop();
   LogEvent(spdlog::level::info, "worker_stopped",
-           {{"completed", std::to_string(s.counters.completed.load())},
-            {"failed", std::to_string(s.counters.failed.load())},
-            {"retries", std::to_string(s.counters.retries.load())}});
+           {{"completed", std::to_string(s.metrics.completed())},
+            {"failed", std::to_string(s.metrics.failed())},
+            {"retries", std::to_string(s.metrics.retries())}});
   return 0;
 }
 

@@ -24,6 +24,7 @@
 #include <utility>
 #include <vector>
 
+#include "uppzy/json_text.h"  // Dump: invalid UTF-8 in caller text is replaced, never thrown
 #include "uppzy/upstream.h"
 
 #ifndef UPPZY_VERSION
@@ -97,9 +98,6 @@ std::string EscapeSegment(const std::string& s) {
   }
   return out;
 }
-
-// JSON text that never throws: invalid UTF-8 in caller text is replaced, not an exception.
-std::string Dump(const json& j) { return j.dump(-1, ' ', false, json::error_handler_t::replace); }
 
 bool StartsWithIgnoreCase(std::string_view s, std::string_view prefix) {
   return s.size() >= prefix.size() && EqualsIgnoreCase(s.substr(0, prefix.size()), prefix);

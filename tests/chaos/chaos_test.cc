@@ -98,7 +98,10 @@ TEST_F(Chaos, SigtermHandsOverToAnotherWorkerWithinSeconds) {
   auto a = StartWorker("chaos-a");  // default 30 s lease: hand-over must not wait for it
   ASSERT_TRUE(test::WaitFor([&] { return Count("state = 'polling'") == n; }, 30s)) << States() << a->Log();
   auto b = StartWorker("chaos-b");
-  std::this_thread::sleep_for(500ms);
+  ASSERT_TRUE(test::WaitFor(
+      [&] { return test::QueryInt(db_, "SELECT count(*) FROM uppzy.workers WHERE id = 'chaos-b'") == 1; },
+      10s))
+      << "chaos-b is up (its first heartbeat): " << b->Log();
   a->Signal(SIGTERM);
   const auto stopped = Steady::now();
   EXPECT_EQ(a->Wait(20s), 0) << a->Log();
@@ -221,7 +224,7 @@ TEST_F(Chaos, UppzyOutageDoesNotFailQueuedJobs) {
                                    {"UPPZY_BREAKER_COOLDOWN_MS", "500"},
                                    {"UPPZY_BACKOFF_BASE_MS", "100"},
                                    {"UPPZY_BACKOFF_MAX_MS", "400"}});
-  std::this_thread::sleep_for(4s);  // Uppzy is down
+  std::this_thread::sleep_for(4s);  // Uppzy is down for 4 s: the outage's length is part of the test
   const auto submits_during_outage = mock_->Stats()["submits"].get<long long>();
   EXPECT_EQ(Count("state = 'failed'"), 0) << "the outage failed jobs: " << States();
   const long long charged_twice = Count("attempts >= 2");

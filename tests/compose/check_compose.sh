@@ -150,7 +150,7 @@ need("CMAKE_BUILD_TYPE=Release" in dockerfile, "Dockerfile: build with CMAKE_BUI
 for binary in ("uppzy-worker", "uppzy-mock"):
     need(re.search(r"^COPY\s+--from=\S+.*" + binary, dockerfile, re.M) is not None,
          f"Dockerfile: the runtime stage must copy {binary}")
-for lib in ("libpqxx-6.4", "libcurl4", "libspdlog1.10", "libmicrohttpd12",
+for lib in ("libpqxx-6.4", "libcurl4", "libspdlog1.10", "libmicrohttpd12", "libprometheus-cpp-core1.0",
             "ca-certificates", "curl"):
     need(re.search(r"(^|\s)" + re.escape(lib) + r"(\s|$)", dockerfile) is not None,
          f"Dockerfile: the runtime stage must install {lib}")

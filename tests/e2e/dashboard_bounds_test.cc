@@ -42,16 +42,8 @@ class Dashboard {
     proc_ = std::make_unique<test::Process>(
         std::vector<std::string>{UPPZY_WORKER_BIN, "dashboard", "--listen", "127.0.0.1:0", "--show-text"},
         std::map<std::string, std::string>{{"DATABASE_URL", db}});
-    const bool up = test::WaitFor(
-        [&] {
-          const std::string log = proc_->Log();
-          const auto pos = log.find("http_port=");
-          if (pos == std::string::npos) return false;
-          port_ = log.substr(pos + 10, log.find_first_not_of("0123456789", pos + 10) - pos - 10);
-          return !port_.empty();
-        },
-        15s);
-    if (!up) throw std::runtime_error("dashboard did not start: " + proc_->Log());
+    port_ = test::HttpPortFromLog(*proc_, 15s);
+    if (port_.empty()) throw std::runtime_error("dashboard did not start: " + proc_->Log());
   }
   long Get(const std::string& path, std::string* body) const {
     return test::HttpGet("http://127.0.0.1:" + port_ + path, body);

@@ -95,16 +95,8 @@ class Dashboard {
       args.insert(args.begin(), {"--listen", "127.0.0.1:0"});
     for (auto& a : args) argv.push_back(a);
     proc_ = std::make_unique<test::Process>(argv, env);
-    const bool up = test::WaitFor(
-        [&] {
-          const std::string log = proc_->Log();
-          const auto pos = log.find("http_port=");
-          if (pos == std::string::npos) return false;
-          port_ = log.substr(pos + 10, log.find_first_not_of("0123456789", pos + 10) - pos - 10);
-          return !port_.empty();
-        },
-        15s);
-    if (!up) throw std::runtime_error("dashboard did not start: " + proc_->Log());
+    port_ = test::HttpPortFromLog(*proc_, 15s);
+    if (port_.empty()) throw std::runtime_error("dashboard did not start: " + proc_->Log());
   }
   std::string Url(const std::string& path) const { return "http://127.0.0.1:" + port_ + path; }
   Response Get(const std::string& path, const std::vector<std::string>& headers = {}) const {

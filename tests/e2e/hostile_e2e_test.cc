@@ -5,7 +5,7 @@
 #include <pqxx/pqxx>
 #include <thread>
 
-#include "support/support.h"
+#include "support/worker_fixture.h"
 
 namespace uppzy {
 namespace {
@@ -16,54 +16,8 @@ using test::QueryInt;
 
 const std::string kFffd = "\xEF\xBF\xBD";  // U+FFFD, what a NUL from Uppzy becomes
 
-class HostileE2E : public ::testing::Test {
- protected:
-  void SetUp() override {
-    db_ = test::MigratedDatabase();
-    mock_ = std::make_unique<test::MockProcess>(std::vector<std::string>{"--ready-after-ms", "100"});
-  }
-
-  std::unique_ptr<test::Process> StartWorker(std::map<std::string, std::string> extra = {}) {
-    auto env = test::WorkerEnv(db_, *mock_);
-    for (auto& [k, v] : extra) env[k] = v;
-    return std::make_unique<test::Process>(std::vector<std::string>{UPPZY_WORKER_BIN, "run"}, env);
-  }
-
-  long long Enqueue(const std::string& message, int max_attempts = 3, const std::string& session = "sess-1") {
-    pqxx::connection c(db_);
-    pqxx::work tx(c);
-    auto r = tx.exec_params(
-        "INSERT INTO uppzy.chat_jobs (session_id, message, max_attempts) VALUES ($1, $2, $3) RETURNING id",
-        session, message, max_attempts);
-    tx.commit();
-    return r[0][0].as<long long>();
-  }
-
-  std::string Field(long long id, const std::string& expr) {
-    return Query(db_, "SELECT " + expr + " FROM uppzy.chat_jobs WHERE id = " + std::to_string(id));
-  }
-
-  bool WaitState(long long id, const std::string& state, std::chrono::milliseconds timeout = 20s) {
-    return test::WaitFor([&] { return Field(id, "state") == state; }, timeout);
-  }
-
-  static std::string HttpPort(test::Process& worker) {
-    std::string port;
-    test::WaitFor(
-        [&] {
-          const std::string log = worker.Log();
-          auto pos = log.find("http_port=");
-          if (pos == std::string::npos) return false;
-          port = log.substr(pos + 10, log.find_first_not_of("0123456789", pos + 10) - pos - 10);
-          return !port.empty();
-        },
-        10s);
-    return port;
-  }
-
-  std::string db_;
-  std::unique_ptr<test::MockProcess> mock_;
-};
+// The worker, the mock and a fresh database (tests/support/worker_fixture.h).
+class HostileE2E : public test::WorkerFixture {};
 
 // Before: the write was refused by jsonb, the row stayed polling and was polled again every lease.
 TEST_F(HostileE2E, NulInAPollReplyIsStoredCleanedOnce) {
@@ -164,7 +118,7 @@ TEST_F(HostileE2E, AnAppHoldingARowLockForThirtySecondsStallsNothing) {
 // A coordinator that reaches the database but makes no progress turns /readyz 503, and back.
 TEST_F(HostileE2E, ReadyzTurns503WhileTheCoordinatorIsStalled) {
   auto worker = StartWorker({{"UPPZY_LEASE_MS", "3000"}});
-  const std::string port = HttpPort(*worker);
+  const std::string port = test::HttpPortFromLog(*worker, 10s);
   ASSERT_FALSE(port.empty()) << worker->Log();
   const std::string url = "http://127.0.0.1:" + port + "/readyz";
   std::string body;

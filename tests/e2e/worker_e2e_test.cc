@@ -5,7 +5,7 @@
 #include <pqxx/pqxx>
 #include <thread>
 
-#include "support/support.h"
+#include "support/worker_fixture.h"
 
 namespace uppzy {
 namespace {
@@ -14,41 +14,8 @@ using namespace std::chrono_literals;
 using test::Query;
 using test::QueryInt;
 
-class WorkerE2E : public ::testing::Test {
- protected:
-  void SetUp() override {
-    db_ = test::MigratedDatabase();
-    mock_ = std::make_unique<test::MockProcess>(std::vector<std::string>{"--ready-after-ms", "100"}, key_);
-  }
-
-  std::unique_ptr<test::Process> StartWorker(std::map<std::string, std::string> extra = {}) {
-    auto env = test::WorkerEnv(db_, *mock_);
-    for (auto& [k, v] : extra) env[k] = v;
-    return std::make_unique<test::Process>(std::vector<std::string>{UPPZY_WORKER_BIN, "run"}, env);
-  }
-
-  long long Enqueue(const std::string& message, int max_attempts = 3, const std::string& session = "sess-1") {
-    pqxx::connection c(db_);
-    pqxx::work tx(c);
-    auto r = tx.exec_params(
-        "INSERT INTO uppzy.chat_jobs (session_id, message, max_attempts) VALUES ($1, $2, $3) RETURNING id",
-        session, message, max_attempts);
-    tx.commit();
-    return r[0][0].as<long long>();
-  }
-
-  std::string Field(long long id, const std::string& expr) {
-    return Query(db_, "SELECT " + expr + " FROM uppzy.chat_jobs WHERE id = " + std::to_string(id));
-  }
-
-  bool WaitState(long long id, const std::string& state, std::chrono::milliseconds timeout = 20s) {
-    return test::WaitFor([&] { return Field(id, "state") == state; }, timeout);
-  }
-
-  std::string db_;
-  std::string key_ = "test-key-S3CRET-91c2";
-  std::unique_ptr<test::MockProcess> mock_;
-};
+// The worker, the mock and a fresh database (tests/support/worker_fixture.h).
+class WorkerE2E : public test::WorkerFixture {};
 
 TEST_F(WorkerE2E, HappyPathStoresEchoAnswerAndRequestId) {
   auto id = Enqueue("what is the refund policy?");
@@ -64,17 +31,8 @@ TEST_F(WorkerE2E, HappyPathStoresEchoAnswerAndRequestId) {
 
 TEST_F(WorkerE2E, HealthzAnswersWhileAlive) {
   auto worker = StartWorker();
-  std::string port;
-  ASSERT_TRUE(test::WaitFor(
-      [&] {
-        const std::string log = worker->Log();
-        auto pos = log.find("http_port=");
-        if (pos == std::string::npos) return false;
-        port = log.substr(pos + 10, log.find_first_not_of("0123456789", pos + 10) - pos - 10);
-        return !port.empty();
-      },
-      10s))
-      << worker->Log();
+  const std::string port = test::HttpPortFromLog(*worker, 10s);
+  ASSERT_FALSE(port.empty()) << worker->Log();
   std::string body;
   EXPECT_EQ(test::HttpGet("http://127.0.0.1:" + port + "/healthz", &body), 200);
   EXPECT_NE(body.find("ok"), std::string::npos);
@@ -121,10 +79,11 @@ TEST_F(WorkerE2E, UnauthorizedOpensOneIncidentPausesAndResumesAfterResolve) {
       "unauthorized 401 true");
   EXPECT_EQ(Query(db_, "SELECT length(api_key_fingerprint) FROM uppzy.incidents"), "12");
 
-  // While the incident is open, nothing reaches Uppzy, not even new jobs.
-  auto second = Enqueue("another question");
-  std::this_thread::sleep_for(300ms);
+  // While the incident is open, nothing reaches Uppzy, not even new jobs. (The job is back in `queued`,
+  // so the 401 was the last call, and the pause was set before the hand-back was written.)
   const auto calls = mock_->Stats()["requests_total"].get<long long>();
+  auto second = Enqueue("another question");
+  // A check that nothing happens needs elapsed time: 15 fetch intervals and an incident check.
   std::this_thread::sleep_for(1500ms);
   EXPECT_EQ(mock_->Stats()["requests_total"].get<long long>(), calls);
   EXPECT_EQ(Field(second, "state"), "queued");
@@ -160,7 +119,10 @@ TEST_F(WorkerE2E, RestartWithSameKeyStaysPausedWithNewKeyResumes) {
   const auto calls = mock_->Stats()["requests_total"].get<long long>();
   {
     auto worker = StartWorker(wrong_key);
-    std::this_thread::sleep_for(1500ms);
+    // The open incident is checked before the first claim, and pauses the worker before it claims.
+    ASSERT_TRUE(test::WaitFor(
+        [&] { return worker->Log().find("paused_by_open_incident") != std::string::npos; }, 20s))
+        << worker->Log();
     EXPECT_EQ(mock_->Stats()["requests_total"].get<long long>(), calls) << "same key: still paused";
     EXPECT_EQ(Field(id, "state"), "queued");
     worker->Signal(SIGTERM);
@@ -322,6 +284,7 @@ TEST_F(WorkerE2E, CancelStopsAnInFlightJobWithinSeconds) {
   ASSERT_TRUE(WaitState(polling, "cancelled", 10s)) << worker->Log();
   EXPECT_EQ(Field(polling, "locked_by IS NULL AND finished_at IS NOT NULL AND request_id IS NOT NULL"), "t");
   const auto polls = mock_->Stats()["polls"].get<long long>();
+  // A check that nothing happens needs elapsed time: 10 poll intervals.
   std::this_thread::sleep_for(500ms);
   EXPECT_EQ(mock_->Stats()["polls"].get<long long>(), polls) << "the worker stopped polling it";
   // Plain SQL on a queued job cancels it at once.

@@ -17,16 +17,6 @@ using std::chrono::steady_clock;
 using test::Exec;
 using test::Query;
 
-HeldJob Held(const ClaimedJob& c) {
-  HeldJob h;
-  h.id = c.id;
-  h.attempt = c.attempt;
-  h.row_state = c.state;
-  h.request_id = c.request_id;
-  h.polls = c.polls;
-  return h;
-}
-
 long long ElapsedMs(steady_clock::time_point since) {
   return std::chrono::duration_cast<std::chrono::milliseconds>(steady_clock::now() - since).count();
 }
@@ -37,7 +27,7 @@ TEST(Fencing, JobWhoseSecondWriteIsRefusedCountsAsRefused) {
   const std::string db = test::MigratedDatabase();
   Exec(db, "INSERT INTO uppzy.chat_jobs (session_id, message) VALUES ('s', 'm')");
   Store store(db);
-  HeldJob h = Held(store.JobsClaimQueued("w", 30000, 1).at(0));
+  HeldJob h = HeldJob::Of(store.JobsClaimQueued("w", 30000, 1).at(0));
   const auto now = Clock::now();
   JobWrite accepted = WriteAccepted(h, "req-1", now, now + std::chrono::seconds(45));
   // The second write expects the wrong attempt: the guard refuses it.
@@ -60,8 +50,8 @@ TEST(AppLocks, WritesSkipARowAnAppHoldsAndApplyItLater) {
   Store store(db);
   auto claimed = store.JobsClaimQueued("w", 30000, 2);
   ASSERT_EQ(claimed.size(), 2u);
-  HeldJob a = Held(claimed[0]);
-  HeldJob b = Held(claimed[1]);
+  HeldJob a = HeldJob::Of(claimed[0]);
+  HeldJob b = HeldJob::Of(claimed[1]);
   const auto now = Clock::now();
 
   pqxx::connection app(db);

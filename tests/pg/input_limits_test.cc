@@ -108,8 +108,8 @@ const Refused kRefused[] = {
 };
 
 INSTANTIATE_TEST_SUITE_P(Rules, InputLimits, ::testing::ValuesIn(kRefused),
-                         [](const ::testing::TestParamInfo<Refused>& info) {
-                           return std::to_string(info.index) + "_" + info.param.constraint;
+                         [](const ::testing::TestParamInfo<Refused>& row) {
+                           return std::to_string(row.index) + "_" + row.param.constraint;
                          });
 
 TEST(InputLimitsAccepted, OrdinaryTextMetadataAndTimesStillGoIn) {

@@ -45,7 +45,9 @@ TEST(Maintenance, RetentionDeletesOnlyRowsPastTheirStatesLimitInBatches) {
        "days')");
 
   Config config = ConfigFor(db);
-  runtime::Maintenance m(config);
+  prometheus::Registry registry;
+  metrics::WorkerMetrics metrics{registry};  // where the database gauges go
+  runtime::Maintenance m(config, metrics);
   EXPECT_EQ(m.RunOnce(true), 2500 + 2 + 5);
   EXPECT_EQ(Count(db, "completed"), 3);
   EXPECT_EQ(Count(db, "failed"), 4);
@@ -59,7 +61,9 @@ TEST(Maintenance, RetentionOffKeepsRows) {
   InsertFinished(db, "completed", 3, "400 days");
   Config config = ConfigFor(db);
   config.retain_completed = std::chrono::seconds(0);
-  runtime::Maintenance m(config);
+  prometheus::Registry registry;
+  metrics::WorkerMetrics metrics{registry};  // where the database gauges go
+  runtime::Maintenance m(config, metrics);
   EXPECT_EQ(m.RunOnce(true), 0);
   EXPECT_EQ(Count(db, "completed"), 3);
 }
@@ -71,17 +75,18 @@ TEST(Maintenance, GaugesAndReadinessFollowTheDatabase) {
        "s'), "
        "('s', 'm', now())");
   Config config = ConfigFor(db);
-  runtime::Maintenance m(config);
+  prometheus::Registry registry;
+  metrics::WorkerMetrics metrics{registry};  // where the database gauges go
+  runtime::Maintenance m(config, metrics);
   EXPECT_FALSE(m.Ready().first);
   EXPECT_NE(m.Ready().second.find("starting"), std::string::npos);
 
   m.RunOnce(false);
-  auto& metrics = metrics::WorkerMetrics::Get();
-  EXPECT_EQ(metrics.queue_depth.With({"queued"}).Value(), 2);
-  EXPECT_EQ(metrics.queue_depth.With({"polling"}).Value(), 0);
-  EXPECT_NEAR(metrics.oldest_queued_age.Value(), 90, 5);
-  EXPECT_EQ(metrics.open_incidents.Value(), 0);
-  EXPECT_EQ(metrics.database_up.Value(), 1);
+  EXPECT_EQ(metrics.queue_depth("queued"), 2);
+  EXPECT_EQ(metrics.queue_depth("polling"), 0);
+  EXPECT_NEAR(metrics.oldest_queued_age(), 90, 5);
+  EXPECT_EQ(metrics.open_incidents(), 0);
+  EXPECT_TRUE(metrics.database_up());
   auto [ready, body] = m.Ready();
   EXPECT_TRUE(ready) << body;
 
@@ -95,18 +100,21 @@ TEST(Maintenance, GaugesAndReadinessFollowTheDatabase) {
   EXPECT_EQ(j["reason"], "incident_open");
   EXPECT_EQ(j["open_incidents"], 1);
   EXPECT_EQ(body.find('\n'), std::string::npos) << "one line";
-  EXPECT_EQ(metrics.open_incidents.Value(), 1);
+  EXPECT_EQ(metrics.open_incidents(), 1);
 }
 
 TEST(Maintenance, AnUnreachableDatabaseIsNotReady) {
   Config config;
   config.database_url = "postgresql://nobody@127.0.0.1:1/none?connect_timeout=2";
-  runtime::Maintenance m(config);
+  prometheus::Registry registry;
+  metrics::WorkerMetrics metrics{registry};  // where the database gauges go
+  runtime::Maintenance m(config, metrics);
+  metrics.SetDatabaseUp(true);  // as a previous refresh would have left it
   EXPECT_EQ(m.RunOnce(true), 0);
   auto [ready, body] = m.Ready();
   EXPECT_FALSE(ready);
   EXPECT_EQ(nlohmann::json::parse(body)["reason"], "database_unreachable") << body;
-  EXPECT_EQ(metrics::WorkerMetrics::Get().database_up.Value(), 0);
+  EXPECT_FALSE(metrics.database_up());
 }
 
 }  // namespace

@@ -156,22 +156,13 @@ TEST(Claim, HigherPriorityFirstAndFutureRunAtWaits) {
   EXPECT_EQ(jobs[1].message, "low");
 }
 
-HeldJob Held(const ClaimedJob& c) {
-  HeldJob h;
-  h.id = c.id;
-  h.row_state = c.state;
-  h.attempt = c.attempt;
-  h.request_id = c.request_id;
-  return h;
-}
-
 TEST(Fencing, GuardedWritesRefuseRowHeldByAnotherWorker) {
   const std::string db = test::MigratedDatabase();
   Exec(db, "INSERT INTO uppzy.chat_jobs (session_id, message) VALUES ('s', 'm')");
   Store store(db);
   auto jobs = store.JobsClaimQueued("worker-a", 30000, 1);
   ASSERT_EQ(jobs.size(), 1u);
-  HeldJob h = Held(jobs[0]);
+  HeldJob h = HeldJob::Of(jobs[0]);
   const auto now = Clock::now();
 
   // Worker B never claimed it: refused, row untouched.
@@ -193,7 +184,7 @@ TEST(Fencing, AcceptedThenCompletedInOneBatchApplyInOrder) {
   const std::string db = test::MigratedDatabase();
   Exec(db, "INSERT INTO uppzy.chat_jobs (session_id, message) VALUES ('s', 'm')");
   Store store(db);
-  HeldJob h = Held(store.JobsClaimQueued("w", 30000, 1).at(0));
+  HeldJob h = HeldJob::Of(store.JobsClaimQueued("w", 30000, 1).at(0));
   const auto now = Clock::now();
   JobWrite accepted = WriteAccepted(h, "req-1", now, now + std::chrono::seconds(45));
   h.row_state = JobState::kPolling;
@@ -219,14 +210,14 @@ TEST(Fencing, RetryAppendsErrorAndFailsOnLastAttempt) {
   t.error_kind = ErrorKind::kServerError;
   t.http_status = 503;
   t.message = "HTTP 503";
-  HeldJob h = Held(store.JobsClaimQueued("w", 30000, 1).at(0));
+  HeldJob h = HeldJob::Of(store.JobsClaimQueued("w", 30000, 1).at(0));
   store.JobsApplyWrites("w", {WriteFinishedAttempt(h, t, now)});
   EXPECT_EQ(
       Query(db,
             "SELECT concat_ws(' ', state, attempts, error_kind, last_http_status, "
             "jsonb_array_length(errors), errors->0->>'kind', errors->0->>'attempt') FROM uppzy.chat_jobs"),
       "retrying 1 server_error 503 1 server_error 1");
-  h = Held(store.JobsClaimQueued("w", 30000, 1).at(0));
+  h = HeldJob::Of(store.JobsClaimQueued("w", 30000, 1).at(0));
   EXPECT_EQ(h.attempt, 2);
   t.action = Action::kFail;
   store.JobsApplyWrites("w", {WriteFinishedAttempt(h, t, now)});
@@ -244,8 +235,8 @@ TEST(HandBack, SubmissionGoesBackUnchargedAndPollingKeepsRequestId) {
   auto jobs = store.JobsClaimQueued("w", 30000, 2);
   ASSERT_EQ(jobs.size(), 2u);
   const auto now = Clock::now();
-  HeldJob a = Held(jobs[0]);
-  HeldJob b = Held(jobs[1]);
+  HeldJob a = HeldJob::Of(jobs[0]);
+  HeldJob b = HeldJob::Of(jobs[1]);
   store.JobsApplyWrites("w", {WriteAccepted(b, "req-b", now, now + std::chrono::seconds(45))});
   b.row_state = JobState::kPolling;
   b.request_id = "req-b";

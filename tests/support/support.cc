@@ -13,7 +13,6 @@
 #include <random>
 #include <sstream>
 #include <stdexcept>
-#include <thread>
 
 #include "uppzy/store.h"
 
@@ -124,15 +123,6 @@ int TerminateBackends(const std::string& url) {
                                    "WHERE datname = current_database() AND pid <> pg_backend_pid()"));
 }
 
-bool WaitFor(const std::function<bool()>& cond, std::chrono::milliseconds timeout) {
-  const auto deadline = std::chrono::steady_clock::now() + timeout;
-  while (std::chrono::steady_clock::now() < deadline) {
-    if (cond()) return true;
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  }
-  return cond();
-}
-
 Process::Process(std::vector<std::string> argv, std::map<std::string, std::string> env) {
   char tmpl[] = "/tmp/uppzy-test-log-XXXXXX";
   int fd = mkstemp(tmpl);
@@ -180,16 +170,13 @@ void Process::Signal(int sig) {
 }
 
 int Process::Wait(std::chrono::milliseconds timeout) {
-  const auto deadline = std::chrono::steady_clock::now() + timeout;
-  while (!reaped_) {
-    pid_t r = waitpid(pid_, &status_, WNOHANG);
-    if (r == pid_) {
-      reaped_ = true;
-      break;
-    }
-    if (std::chrono::steady_clock::now() >= deadline) return -1;
-    std::this_thread::sleep_for(std::chrono::milliseconds(10));
-  }
+  const bool exited = WaitFor(
+      [&] {
+        if (!reaped_ && waitpid(pid_, &status_, WNOHANG) == pid_) reaped_ = true;
+        return reaped_;
+      },
+      timeout, std::chrono::milliseconds(10));
+  if (!exited) return -1;
   if (WIFEXITED(status_)) return WEXITSTATUS(status_);
   if (WIFSIGNALED(status_)) return 128 + WTERMSIG(status_);
   return -1;
@@ -209,6 +196,20 @@ int RunCommand(std::vector<std::string> argv, std::map<std::string, std::string>
 long HttpGet(const std::string& url, std::string* body) { return Http(url, nullptr, body); }
 long HttpPost(const std::string& url, const std::string& payload, std::string* body) {
   return Http(url, &payload, body);
+}
+
+std::string HttpPortFromLog(const Process& p, std::chrono::milliseconds timeout) {
+  std::string port;
+  WaitFor(
+      [&] {
+        const std::string log = p.Log();
+        const auto pos = log.find("http_port=");
+        if (pos == std::string::npos) return false;
+        port = log.substr(pos + 10, log.find_first_not_of("0123456789", pos + 10) - pos - 10);
+        return !port.empty();
+      },
+      timeout);
+  return port;
 }
 
 MockProcess::MockProcess(std::vector<std::string> extra_args, std::string api_key)

@@ -11,6 +11,8 @@
 #include <string>
 #include <vector>
 
+#include "support/wait_for.h"  // WaitFor: every wait in a test is on a condition
+
 namespace uppzy::test {
 
 // The throwaway server's admin URL (database `postgres`), from UPPZY_TEST_DATABASE_URL or the CTest
@@ -30,9 +32,6 @@ void Exec(const std::string& url, const std::string& sql);
 void RestartPostgres();
 // Terminates every other backend connected to the database at `url`; returns how many.
 int TerminateBackends(const std::string& url);
-
-// Polls `cond` every 20 ms until it holds or `timeout` passes.
-bool WaitFor(const std::function<bool()>& cond, std::chrono::milliseconds timeout);
 
 // A child process with its own environment; stdout+stderr go to a log file. Killed on destruction.
 class Process {
@@ -55,6 +54,10 @@ class Process {
   bool reaped_ = false;
   std::string log_path_;
 };
+
+// The port a process announced with "http_port=N" in its log (`uppzy-worker run` and `dashboard` do,
+// once they listen), waiting up to `timeout` for the line; "" if it never came.
+std::string HttpPortFromLog(const Process& p, std::chrono::milliseconds timeout);
 
 // Runs a command to completion; returns its exit code and fills `output` (stdout+stderr).
 int RunCommand(std::vector<std::string> argv, std::map<std::string, std::string> env, std::string* output);

@@ -168,6 +168,47 @@ TEST(Backoff, GrowsExponentiallyWithJitterAndCap) {
   EXPECT_EQ(Backoff(2, base, cap, 7.0), milliseconds(2000));
 }
 
+// The one retry-or-fail rule that jobs (Decide) and deliveries (DecideDelivery) share.
+struct RetryCase {
+  const char* name;
+  int attempt;
+  int max_attempts;
+  std::optional<milliseconds> retry_after;
+  std::optional<milliseconds> want_at_offset;  // nullopt: fail for good
+};
+
+TEST(RetryOrFail, RetriesWhileAttemptsRemain) {
+  const RetryCase cases[] = {
+      {"first of three backs off", 1, 3, std::nullopt, milliseconds(750)},
+      {"second of three backs off twice as long", 2, 3, std::nullopt, milliseconds(1500)},
+      {"last attempt fails", 3, 3, std::nullopt, std::nullopt},
+      {"past the last attempt fails", 4, 3, std::nullopt, std::nullopt},
+      {"last attempt fails even with Retry-After", 3, 3, seconds(7), std::nullopt},
+      {"Retry-After replaces the backoff", 1, 3, seconds(7), milliseconds(7000)},
+      {"Retry-After of zero retries at once", 2, 3, milliseconds(0), milliseconds(0)},
+      {"Retry-After is bounded by retry_after_max", 1, 3, seconds(100000), milliseconds(600000)},
+      {"a negative Retry-After counts as zero", 1, 3, milliseconds(-5000), milliseconds(0)},
+      {"a single attempt never retries", 1, 1, std::nullopt, std::nullopt},
+  };
+  for (const auto& c : cases) {
+    const auto at = RetryOrFail(c.attempt, c.max_attempts, c.retry_after, kNow, TestPolicy(), 0.5);
+    ASSERT_EQ(at.has_value(), c.want_at_offset.has_value()) << c.name;
+    if (at) {
+      EXPECT_EQ(std::chrono::duration_cast<milliseconds>(*at - kNow), *c.want_at_offset) << c.name;
+    }
+  }
+}
+
+TEST(Describe, SaysTheDetailElseTheStatusElseNoResponse) {
+  const std::pair<Outcome, const char*> cases[] = {
+      {Outcome::Of(OutcomeKind::kServerError, 503, "HTTP 503: upstream down"), "HTTP 503: upstream down"},
+      {Outcome::Of(OutcomeKind::kBadRequest, 404), "HTTP 404"},
+      {Outcome::Of(OutcomeKind::kNetwork, 0, "connection reset"), "connection reset"},
+      {Outcome::Of(OutcomeKind::kNetwork), "no response"},
+  };
+  for (const auto& [outcome, want] : cases) EXPECT_EQ(Describe(outcome), want);
+}
+
 TEST(Names, StatesAndKindsRoundTrip) {
   for (auto s : {JobState::kQueued, JobState::kSubmitting, JobState::kPolling, JobState::kRetrying,
                  JobState::kCompleted, JobState::kFailed, JobState::kCancelled}) {

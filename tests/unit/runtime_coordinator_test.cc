@@ -1,6 +1,6 @@
 // The coordinator, one pass at a time, with fake stores and a fake clock: no PostgreSQL, no sleep.
 // Each test feeds it through the mailbox as the engine would and checks the calls the stores saw, what
-// it handed the engine and its counters.
+// it handed the engine and its metrics.
 #include <gtest/gtest.h>
 
 #include <memory>
@@ -27,8 +27,8 @@ class CoordinatorTest : public ::testing::Test {
     config.fetch_interval_ms = 1000;
     config.rescue_interval_ms = 2000;
     config.shutdown_grace_ms = 1000;
-    coordinator = std::make_unique<Coordinator>(config, WorkerOptions{}, mailbox, counters,
-                                                test::FakeStores(db), clock);
+    coordinator =
+        std::make_unique<Coordinator>(config, WorkerOptions{}, mailbox, metrics, test::FakeStores(db), clock);
   }
 
   void Pass() { ASSERT_TRUE(coordinator->RunOnce(all_done)); }
@@ -68,7 +68,8 @@ class CoordinatorTest : public ::testing::Test {
 
   Config config;
   Mailbox mailbox;
-  WorkerCounters counters;
+  prometheus::Registry registry;
+  metrics::WorkerMetrics metrics{registry};  // injected: what the tests read back
   FakeDb db;
   FakeClock clock;
   std::atomic<bool> all_done{false};
@@ -179,7 +180,7 @@ TEST_F(CoordinatorTest, RefusedWritesAreCountedAndReleasedFromHeld) {
   mailbox.PushWrite(Accepted(1));
   mailbox.PushWrite(Accepted(2));
   Pass();
-  EXPECT_EQ(counters.fenced_writes.load(), 1);
+  EXPECT_EQ(metrics.fenced_writes(), 1);
   // Job 1 is still ours (accepted keeps the lock), job 2 is not, job 3 was never written.
   EXPECT_EQ(Renewed(), (std::vector<int64_t>{1, 3}));
 }
@@ -210,7 +211,7 @@ TEST_F(CoordinatorTest, DeferredWritesAreKeptInOrderAndRetried) {
   EXPECT_EQ(retried[0].new_state, JobState::kPolling);
   EXPECT_EQ(retried[1].new_state, JobState::kCompleted);
   EXPECT_EQ(retried[2].new_state, JobState::kCompleted);
-  EXPECT_EQ(counters.fenced_writes.load(), 0);
+  EXPECT_EQ(metrics.fenced_writes(), 0);
   clock.Advance(Millis(250));
   Pass();
   EXPECT_EQ(db.job_batches.size(), 2u);  // nothing left to write
@@ -246,8 +247,8 @@ TEST_F(CoordinatorTest, AWriteRefusedForGoodIsReplacedByTheFailureWrite) {
   EXPECT_EQ(fallback.error->kind, ErrorKind::kInvalidResponse);
   EXPECT_NE(fallback.error->message.find("SQLSTATE 22021"), std::string::npos) << fallback.error->message;
   EXPECT_EQ(Ids(db.job_batches[4]), (std::vector<int64_t>{3}));
-  EXPECT_EQ(counters.rejected_writes.load(), 1);
-  EXPECT_EQ(counters.fenced_writes.load(), 0);
+  EXPECT_EQ(metrics.rejected_writes(), 1);
+  EXPECT_EQ(metrics.fenced_writes(), 0);
   EXPECT_EQ(db.connects, 1);  // not an outage
 }
 
@@ -268,7 +269,7 @@ TEST_F(CoordinatorTest, ATransientErrorKeepsEveryWriteAndReconnects) {
   db.down = true;
   Pass();
   EXPECT_EQ(db.job_batches.size(), 1u);
-  EXPECT_EQ(counters.rejected_writes.load(), 0);
+  EXPECT_EQ(metrics.rejected_writes(), 0);
 
   clock.Advance(Millis(100));
   Pass();  // still down: nothing tried, nothing lost

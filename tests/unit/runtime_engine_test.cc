@@ -1,10 +1,11 @@
 // The engine, one pass at a time, with a fake Uppzy client and a fake clock: no process, no socket, no
 // sleep. Each test claims jobs through the mailbox as the coordinator would, answers the exchanges the
-// engine started, and checks what it sent back (row writes, incident reports) and its counters.
+// engine started, and checks what it sent back (row writes, incident reports) and its metrics.
 #include <gtest/gtest.h>
 
 #include <map>
 #include <memory>
+#include <string>
 
 #include "runtime/engine.h"
 #include "runtime/mailbox.h"
@@ -29,7 +30,7 @@ class EngineTest : public ::testing::Test {
     config.shutdown_grace_ms = 500;
     config.breaker.failures = 3;
     config.breaker.cool_down = Millis(5000);
-    engine = std::make_unique<Engine>(config, mailbox, counters, client, clock);
+    engine = std::make_unique<Engine>(config, mailbox, metrics, client, clock);
   }
 
   static ClaimedJob Job(int64_t id, int attempt = 1, int max_attempts = 3) {
@@ -96,7 +97,8 @@ class EngineTest : public ::testing::Test {
 
   Config config;
   Mailbox mailbox;
-  WorkerCounters counters;
+  prometheus::Registry registry;
+  metrics::WorkerMetrics metrics{registry};  // injected: what the tests read back
   FakeUpstream client;
   FakeClock clock;
   std::unique_ptr<Engine> engine;
@@ -108,8 +110,8 @@ TEST_F(EngineTest, AcceptedStoresTheRequestIdAtOnceAndSchedulesTheFirstPoll) {
   EXPECT_EQ(client.Last().kind, RequestKind::kSubmit);
   EXPECT_EQ(client.Last().job_id, 1);
   EXPECT_EQ(client.Last().attempt, 1);
-  EXPECT_EQ(counters.submissions.load(), 1);
-  EXPECT_EQ(counters.in_flight.load(), 1);
+  EXPECT_EQ(metrics.submissions(), 1);
+  EXPECT_EQ(metrics.in_flight(), 1);
 
   const TimePoint accepted_at = clock.Now();
   Answer(Outcome::Accepted("req-1"));
@@ -122,7 +124,7 @@ TEST_F(EngineTest, AcceptedStoresTheRequestIdAtOnceAndSchedulesTheFirstPoll) {
   EXPECT_TRUE(w.keep_lock);
   EXPECT_EQ(w.request_id, "req-1");
   EXPECT_EQ(w.poll_deadline, accepted_at + config.policy.poll_timeout);
-  EXPECT_EQ(counters.in_flight.load(), 1);
+  EXPECT_EQ(metrics.in_flight(), 1);
 
   // The first poll waits for the poll interval, and the engine sleeps exactly that long meanwhile.
   Pass();
@@ -135,7 +137,7 @@ TEST_F(EngineTest, AcceptedStoresTheRequestIdAtOnceAndSchedulesTheFirstPoll) {
   ASSERT_EQ(client.calls.size(), 2u);
   EXPECT_EQ(client.Last().kind, RequestKind::kStatus);
   EXPECT_EQ(client.Last().request_id, "req-1");
-  EXPECT_EQ(counters.polls.load(), 1);
+  EXPECT_EQ(metrics.polls(), 1);
 }
 
 TEST_F(EngineTest, ProcessingWritesNothingAndPollsAgain) {
@@ -144,8 +146,8 @@ TEST_F(EngineTest, ProcessingWritesNothingAndPollsAgain) {
   Answer(Outcome::Status("processing"));
   EXPECT_TRUE(Take().writes.empty());
   NextPoll();
-  EXPECT_EQ(counters.polls.load(), 2);
-  EXPECT_EQ(counters.in_flight.load(), 1);
+  EXPECT_EQ(metrics.polls(), 2);
+  EXPECT_EQ(metrics.in_flight(), 1);
 }
 
 TEST_F(EngineTest, CompletedWritesTheAnswerAndThePollCount) {
@@ -165,8 +167,8 @@ TEST_F(EngineTest, CompletedWritesTheAnswerAndThePollCount) {
   EXPECT_EQ(w.result_json, R"({"sources":[]})");
   EXPECT_EQ(w.polls, 2);
   EXPECT_TRUE(w.Releases());
-  EXPECT_EQ(counters.completed.load(), 1);
-  EXPECT_EQ(counters.in_flight.load(), 0);
+  EXPECT_EQ(metrics.completed(), 1);
+  EXPECT_EQ(metrics.in_flight(), 0);
 }
 
 TEST_F(EngineTest, UpstreamFailedFailsTheJob) {
@@ -179,8 +181,8 @@ TEST_F(EngineTest, UpstreamFailedFailsTheJob) {
   ASSERT_TRUE(s.writes[0].error);
   EXPECT_EQ(s.writes[0].error->kind, ErrorKind::kUpstreamFailed);
   EXPECT_EQ(s.writes[0].error->message, "model overloaded");
-  EXPECT_EQ(counters.failed.load(), 1);
-  EXPECT_EQ(counters.in_flight.load(), 0);
+  EXPECT_EQ(metrics.failed(), 1);
+  EXPECT_EQ(metrics.in_flight(), 0);
 }
 
 TEST_F(EngineTest, RetryableErrorWithAttemptsLeftRetriesAfterABackoff) {
@@ -197,9 +199,9 @@ TEST_F(EngineTest, RetryableErrorWithAttemptsLeftRetriesAfterABackoff) {
   ASSERT_TRUE(w.error);
   EXPECT_EQ(w.error->kind, ErrorKind::kServerError);
   EXPECT_EQ(w.error->http_status, 503);
-  EXPECT_EQ(counters.retries.load(), 1);
-  EXPECT_EQ(counters.failed.load(), 0);
-  EXPECT_EQ(counters.in_flight.load(), 0);
+  EXPECT_EQ(metrics.retries(), 1);
+  EXPECT_EQ(metrics.failed(), 0);
+  EXPECT_EQ(metrics.in_flight(), 0);
 }
 
 TEST_F(EngineTest, RetryableErrorOnTheLastAttemptFails) {
@@ -210,8 +212,8 @@ TEST_F(EngineTest, RetryableErrorOnTheLastAttemptFails) {
   EXPECT_EQ(s.writes[0].new_state, JobState::kFailed);
   ASSERT_TRUE(s.writes[0].error);
   EXPECT_EQ(s.writes[0].error->kind, ErrorKind::kRateLimited);
-  EXPECT_EQ(counters.retries.load(), 0);
-  EXPECT_EQ(counters.failed.load(), 1);
+  EXPECT_EQ(metrics.retries(), 0);
+  EXPECT_EQ(metrics.failed(), 1);
 }
 
 TEST_F(EngineTest, BadRequestFailsAtOnceWithAttemptsLeft) {
@@ -223,7 +225,27 @@ TEST_F(EngineTest, BadRequestFailsAtOnceWithAttemptsLeft) {
   ASSERT_TRUE(s.writes[0].error);
   EXPECT_EQ(s.writes[0].error->kind, ErrorKind::kBadRequest);
   EXPECT_EQ(s.writes[0].error->http_status, 422);
-  EXPECT_EQ(counters.failed.load(), 1);
+  EXPECT_EQ(metrics.failed(), 1);
+}
+
+TEST_F(EngineTest, AnOutcomeIsCountedOnceInTheMetricsTheEngineWasGiven) {
+  Claim(Job(1, /*attempt=*/1, /*max_attempts=*/3));
+  EXPECT_EQ(metrics.submissions(), 1);
+  EXPECT_EQ(metrics.in_flight(), 1);
+  Answer(Outcome::Of(OutcomeKind::kBadRequest, 400, "HTTP 400: no"));
+  EXPECT_EQ(metrics.finished(JobState::kFailed, ErrorKind::kBadRequest), 1);
+  EXPECT_EQ(metrics.failed(), 1);
+  EXPECT_EQ(metrics.completed() + metrics.retries() + metrics.poll_timeouts(), 0);
+  EXPECT_EQ(metrics.in_flight(), 0);
+  // The same series are what /metrics serves from the injected registry.
+  const std::string text = metrics::Exposition(registry);
+  EXPECT_NE(text.find("uppzy_jobs_finished_total{error_kind=\"bad_request\",state=\"failed\"} 1\n"),
+            std::string::npos)
+      << text;
+  EXPECT_NE(text.find("uppzy_submissions_total 1\n"), std::string::npos) << text;
+  EXPECT_NE(text.find("uppzy_http_request_duration_seconds_count{endpoint=\"submit\"} 1\n"),
+            std::string::npos)
+      << text;
 }
 
 class EngineIncidentTest : public EngineTest, public ::testing::WithParamInterface<int> {};
@@ -244,7 +266,7 @@ TEST_P(EngineIncidentTest, ReportsTheIncidentHandsBackUnchargedAndPauses) {
   EXPECT_EQ(w.attempts_delta, -1);
   ASSERT_TRUE(w.error);
   EXPECT_EQ(w.error->kind, error);
-  EXPECT_EQ(counters.failed + counters.retries.load(), 0);
+  EXPECT_EQ(metrics.failed() + metrics.retries(), 0);
 
   // Until the coordinator has processed the report, a new claim is handed back unsent, uncharged.
   Claim(Job(2));
@@ -283,13 +305,13 @@ TEST_F(EngineTest, PollErrorThenPollTimeoutNamesTheLastPollError) {
   NextPoll();
   Answer(Outcome::Of(OutcomeKind::kServerError, 503));
   EXPECT_TRUE(Take().writes.empty());  // a failed poll costs nothing and writes nothing
-  EXPECT_EQ(counters.retries.load(), 0);
+  EXPECT_EQ(metrics.retries(), 0);
 
   // The next poll is never scheduled past the deadline; at the deadline one last poll is made.
   clock.Advance(std::chrono::duration_cast<Millis>(deadline - clock.Now()));
   Pass();
   ASSERT_EQ(client.Last().kind, RequestKind::kStatus);
-  EXPECT_EQ(counters.polls.load(), 2);
+  EXPECT_EQ(metrics.polls(), 2);
   Answer(Outcome::Status("processing"));
   Sent s = Take();
   ASSERT_EQ(s.writes.size(), 1u);
@@ -299,8 +321,8 @@ TEST_F(EngineTest, PollErrorThenPollTimeoutNamesTheLastPollError) {
   ASSERT_TRUE(w.error);
   EXPECT_EQ(w.error->kind, ErrorKind::kPollTimeout);
   EXPECT_NE(w.error->message.find("the last poll failed: HTTP 503"), std::string::npos) << w.error->message;
-  EXPECT_EQ(counters.retries.load(), 1);
-  EXPECT_EQ(counters.in_flight.load(), 0);
+  EXPECT_EQ(metrics.retries(), 1);
+  EXPECT_EQ(metrics.in_flight(), 0);
 }
 
 TEST_F(EngineTest, CancellationRequestedWhileSubmittingStoresTheAcceptanceThenCancels) {
@@ -318,7 +340,7 @@ TEST_F(EngineTest, CancellationRequestedWhileSubmittingStoresTheAcceptanceThenCa
   EXPECT_EQ(s.writes[1].new_state, JobState::kCancelled);
   ASSERT_TRUE(s.writes[1].error);
   EXPECT_EQ(s.writes[1].error->kind, ErrorKind::kCancelled);
-  EXPECT_EQ(counters.in_flight.load(), 0);
+  EXPECT_EQ(metrics.in_flight(), 0);
   clock.Advance(config.policy.poll_interval);
   Pass();
   EXPECT_EQ(client.calls.size(), 1u);  // no poll of a cancelled job
@@ -332,7 +354,7 @@ TEST_F(EngineTest, CancellationOfAJobWaitingForItsPollIsImmediate) {
   ASSERT_EQ(s.writes.size(), 1u);
   EXPECT_EQ(s.writes[0].id, 1);
   EXPECT_EQ(s.writes[0].new_state, JobState::kCancelled);
-  EXPECT_EQ(counters.in_flight.load(), 0);
+  EXPECT_EQ(metrics.in_flight(), 0);
 }
 
 TEST_F(EngineTest, DeliveriesOfBothKindsWithTheSameIdAreToldApart) {
@@ -398,7 +420,7 @@ TEST_F(EngineTest, BreakerOpensAfterFailuresAndHandsBackUnsentClaimsUncharged) {
   Pass();
   EXPECT_EQ(Take().writes.size(), 3u);
   EXPECT_EQ(mailbox.breaker_state.load(), BreakerState::kOpen);
-  EXPECT_EQ(counters.breaker_state.load(), BreakerState::kOpen);
+  EXPECT_EQ(metrics.breaker_state(), BreakerState::kOpen);
 
   Claim(Job(4));
   EXPECT_EQ(client.calls.size(), 3u);

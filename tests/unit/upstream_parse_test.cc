@@ -505,9 +505,9 @@ TEST_P(ParseExchangeTest, Maps) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Rules, ParseExchangeTest, ::testing::ValuesIn(Rows()),
-                         [](const ::testing::TestParamInfo<Row>& info) { return info.param.name; });
+                         [](const ::testing::TestParamInfo<Row>& row) { return row.param.name; });
 INSTANTIATE_TEST_SUITE_P(Hostile, ParseExchangeTest, ::testing::ValuesIn(HostileRows()),
-                         [](const ::testing::TestParamInfo<Row>& info) { return info.param.name; });
+                         [](const ::testing::TestParamInfo<Row>& row) { return row.param.name; });
 
 TEST(ParseExchange, ShortFormSaysTheLimitGenerically) {
   Outcome o = ParseExchange(RequestKind::kSubmit, false, "", 200, "", true, "", kNow);
