@@ -30,7 +30,7 @@ struct Outcome {
   std::string answer;       // kStatus + completed: never logged
   std::string result_json;  // kStatus + completed: the other fields of the response, a JSON object
   std::string error;        // kStatus + failed: Uppzy's error text; otherwise a short readable detail
-  std::optional<Millis> retry_after;  // kRateLimited with a Retry-After header
+  std::optional<Millis> retry_after;  // kRateLimited, or kStatus still in progress, with a Retry-After header
   std::string feedback_submitted_at;  // kDelivered for feedback, when present
   Millis duration{0};                 // wall time of the exchange
 

@@ -9,6 +9,7 @@
 
 #include "uppzy/job.h"
 #include "uppzy/outcome.h"
+#include "uppzy/poll_schedule.h"
 
 namespace uppzy {
 
@@ -18,7 +19,14 @@ struct Policy {
   Millis backoff_base{1000};       // UPPZY_BACKOFF_BASE_MS: first retry delay before jitter
   Millis backoff_max{60000};       // UPPZY_BACKOFF_MAX_MS: cap on any computed backoff
   Millis retry_after_max{600000};  // UPPZY_RETRY_AFTER_MAX_MS: bound on a server's Retry-After
+  // In adaptive mode (UPPZY_POLL_TARGET_DELAY_MS once it is wired): the mean ready-to-stored delay accepted
+  // for fewer status calls (see poll_schedule.h).
+  Millis poll_target_delay{1500};
 };
+
+// The poll schedule's settings from the policy: its interval, timeout and accepted delay; gaps of at
+// most 4 intervals (10 s at least).
+PollSchedule ScheduleOf(const Policy& policy);
 
 // Which request a job is waiting on.
 enum class Phase { kSubmit, kPoll };
@@ -31,6 +39,10 @@ struct JobContext {
   TimePoint poll_deadline{};    // kPoll only
   int poll_errors = 0;          // consecutive failed polls of the current request (in memory only)
   std::string last_poll_error;  // what the latest of those failed polls said (named by a poll_timeout)
+  TimePoint accepted_at{};      // kPoll only: when the submission was accepted
+  // The poll plan of the job's site (adaptive polling), or null for the fixed tick. Not owned; only
+  // read during the call.
+  const PollPlan* plan = nullptr;
 };
 
 enum class Action {

@@ -40,9 +40,12 @@ Transition DecideSubmit(const JobContext& job, const Outcome& o, TimePoint now, 
                         double jitter) {
   switch (o.kind) {
     case OutcomeKind::kAccepted: {
-      Transition t = Make(Action::kAccept, now + p.poll_interval);
-      t.deadline = now + p.poll_timeout;
-      t.at = std::min(t.at, t.deadline);
+      PollProgress progress;
+      progress.accepted_at = now;
+      progress.last_poll = now;
+      progress.deadline = now + p.poll_timeout;
+      Transition t = Make(Action::kAccept, NextPollTime(progress, now, job.plan, ScheduleOf(p)));
+      t.deadline = progress.deadline;
       t.http_status = o.http_status;
       return t;
     }
@@ -76,7 +79,14 @@ Transition DecidePoll(const JobContext& job, const Outcome& o, TimePoint now, co
                     o.error.empty() ? "Uppzy reported the request failed" : o.error);
       }
       if (deadline_passed) return PollTimeout(job, now, p, jitter);
-      return Make(Action::kAwaitPoll, std::min(now + p.poll_interval, job.poll_deadline));
+      {
+        PollProgress progress;
+        progress.accepted_at = job.accepted_at;
+        progress.last_poll = now;
+        progress.deadline = job.poll_deadline;
+        if (o.retry_after) progress.retry_after = std::min(*o.retry_after, p.retry_after_max);
+        return Make(Action::kAwaitPoll, NextPollTime(progress, now, job.plan, ScheduleOf(p)));
+      }
     case OutcomeKind::kBadRequest:
       return Make(Action::kFail, now, ErrorKind::kBadRequest, o.http_status, Describe(o));
     case OutcomeKind::kUnauthorized:
@@ -105,6 +115,15 @@ Transition DecidePoll(const JobContext& job, const Outcome& o, TimePoint now, co
 }
 
 }  // namespace
+
+PollSchedule ScheduleOf(const Policy& policy) {
+  PollSchedule s;
+  s.interval = policy.poll_interval;
+  s.timeout = policy.poll_timeout;
+  s.target_delay = policy.poll_target_delay;
+  s.max_gap = std::max(Millis(10000), 4 * policy.poll_interval);
+  return s;
+}
 
 Millis Backoff(int n, Millis base, Millis max, double jitter01) {
   if (n < 1) n = 1;

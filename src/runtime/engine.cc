@@ -356,6 +356,7 @@ void Engine::OnCompletion(Completion& c, TimePoint now) {
   ctx.poll_deadline = h.job.poll_deadline;
   ctx.poll_errors = h.poll_errors;
   ctx.last_poll_error = h.last_poll_error;
+  ctx.accepted_at = h.job.submitted_at;
   Transition t = Decide(ctx, o, now, config_.policy, jitter_(rng_));
   if (h.cancel_requested && t.action != Action::kComplete && t.action != Action::kFail) {
     if (t.action == Action::kAccept) {
@@ -377,6 +378,7 @@ void Engine::OnCompletion(Completion& c, TimePoint now) {
     case Action::kAccept: {
       h.row.request_id = o.request_id;
       h.job.poll_deadline = t.deadline;
+      h.job.submitted_at = now;  // the poll plan counts from here
       h.job.message.clear();
       h.job.message.shrink_to_fit();
       mailbox_.PushWrite(WriteAccepted(h.row, o.request_id, now, t.deadline));

@@ -304,7 +304,14 @@ Outcome ParseExchange(RequestKind kind, bool curl_ok, const std::string& curl_er
     std::string why = curl_error.empty() ? "no HTTP response" : curl_error;
     return Outcome::Of(OutcomeKind::kNetwork, status, Clip(SafeText(why, secret)));
   }
-  if (status >= 200 && status <= 299) return ParseSuccess(kind, status, body, secret);
+  if (status >= 200 && status <= 299) {
+    Outcome o = ParseSuccess(kind, status, body, secret);
+    // A server may pace polls of a request still in progress (honoured within the poll bounds).
+    if (o.kind == OutcomeKind::kStatus && !retry_after.empty()) {
+      o.retry_after = ParseRetryAfter(retry_after, now_unix_seconds);
+    }
+    return o;
+  }
 
   std::string why = "HTTP " + std::to_string(status);
   if (std::optional<json> j = ParseObject(body)) {

@@ -30,6 +30,12 @@ JobContext Submit(int attempt, int max_attempts = 3) {
   return j;
 }
 
+Outcome ProcessingRetryAfter(milliseconds retry_after) {
+  Outcome o = Outcome::Status("processing");
+  o.retry_after = retry_after;
+  return o;
+}
+
 JobContext Poll(int attempt, milliseconds until_deadline, int poll_errors = 0, int max_attempts = 3) {
   JobContext j;
   j.phase = Phase::kPoll;
@@ -105,6 +111,12 @@ const Case kCases[] = {
      Action::kAwaitPoll, ErrorKind::kNone, milliseconds(2500)},
     {"next poll never passes the deadline", Poll(1, milliseconds(1000)), Outcome::Status("processing"),
      Action::kAwaitPoll, ErrorKind::kNone, milliseconds(1000)},
+    {"in progress with Retry-After waits for it", Poll(1, seconds(30)),
+     ProcessingRetryAfter(milliseconds(8000)), Action::kAwaitPoll, ErrorKind::kNone, milliseconds(8000)},
+    {"in progress with a short Retry-After keeps the interval", Poll(1, seconds(30)),
+     ProcessingRetryAfter(milliseconds(100)), Action::kAwaitPoll, ErrorKind::kNone, milliseconds(2500)},
+    {"in progress with Retry-After past the deadline polls at the deadline", Poll(1, seconds(5)),
+     ProcessingRetryAfter(milliseconds(8000)), Action::kAwaitPoll, ErrorKind::kNone, milliseconds(5000)},
     {"completed", Poll(1, seconds(30)), Outcome::Status("completed", "echo: hi"), Action::kComplete,
      ErrorKind::kNone, milliseconds(0)},
     {"completed after the deadline still completes", Poll(1, -seconds(5)), Outcome::Status("completed", "a"),
@@ -141,6 +153,35 @@ INSTANTIATE_TEST_SUITE_P(Policy, DecideTable, ::testing::ValuesIn(kCases));
 TEST(Decide, AcceptSetsDeadlineFromPollTimeout) {
   Transition t = Decide(Submit(1), Outcome::Accepted("r1"), kNow, TestPolicy(), 0.5);
   EXPECT_EQ(t.deadline - kNow, milliseconds(45000));
+}
+
+TEST(Decide, AdaptivePollsFollowTheSitesPlanWithinTheBounds) {
+  // A plan learned from answers that take 12 s or so: its first poll comes later than the fixed tick.
+  std::vector<AnswerInterval> seen;
+  for (int i = 0; i < 400; ++i) seen.push_back({9000.0 + 15 * i, 9000.0 + 15 * i + 1});
+  const PollPlan plan = PollPlan::Build(AnswerTimeEstimate::Fit(seen), ScheduleOf(TestPolicy()));
+  ASSERT_TRUE(plan.adaptive());
+  ASSERT_GT(plan.offsets().front(), milliseconds(2500));
+
+  JobContext submit = Submit(1);
+  submit.plan = &plan;
+  Transition t = Decide(submit, Outcome::Accepted("r1"), kNow, TestPolicy(), 0.5);
+  EXPECT_EQ(t.action, Action::kAccept);
+  EXPECT_EQ(t.at - kNow, plan.offsets().front());
+  EXPECT_EQ(t.deadline - kNow, milliseconds(45000));
+
+  // Still processing at the plan's first poll: the next is the plan's first one an interval later.
+  JobContext poll = Poll(1, milliseconds(45000) - plan.offsets().front());
+  poll.accepted_at = kNow - plan.offsets().front();
+  poll.plan = &plan;
+  t = Decide(poll, Outcome::Status("processing"), kNow, TestPolicy(), 0.5);
+  EXPECT_EQ(t.action, Action::kAwaitPoll);
+  EXPECT_GE(t.at - kNow, milliseconds(2500));
+  EXPECT_EQ(t.at - poll.accepted_at, plan.offsets()[1]);
+  // Without a plan (fixed mode, or too few answers yet) it is the fixed tick.
+  poll.plan = nullptr;
+  EXPECT_EQ(Decide(poll, Outcome::Status("processing"), kNow, TestPolicy(), 0.5).at - kNow,
+            milliseconds(2500));
 }
 
 TEST(Decide, FailedPollIsMarkedAsPollError) {
