@@ -2,8 +2,8 @@
 //
 // Every setting lists its environment variable, default and valid range. LoadConfig never throws and
 // never stops at the first problem: it returns every problem at once, each naming its setting, so a
-// broken deployment is fixed in one round. The API key is held here and nowhere else; it is never
-// logged and never written to the database (only its fingerprint is).
+// broken deployment is fixed in one round. API keys are held here and in the KeyRing (key_ring.h) and
+// nowhere else; they are never logged and never written to the database (only fingerprints are).
 #pragma once
 
 #include <chrono>
@@ -23,19 +23,37 @@ inline constexpr size_t kMaxKeyFileBytes = 4096;
 // A CA file larger than this is refused (a full system bundle is about 200 KiB).
 inline constexpr size_t kMaxCaFileBytes = 16 * 1024 * 1024;
 
-// One Uppzy site and the key that serves it. A deployment has one today; the shape leaves room for
-// several sites, each with its own key.
+// The default Uppzy site (jobs whose site_id is NULL) and its key at start-up. The keys of every site,
+// re-read while the worker runs, are the KeyRing's (key_ring.h), built from Config::keys.
 struct SiteConfig {
-  std::string site_id;          // UPPZY_SITE_ID (required)
-  std::string api_key;          // UPPZY_API_KEY or the contents of UPPZY_API_KEY_FILE (exactly one;
-                                // the file is refused above kMaxKeyFileBytes)
+  std::string site_id;          // UPPZY_SITE_ID; with UPPZY_API_KEYS_DIR holding exactly one site and
+                                // UPPZY_SITE_ID unset, that site
+  std::string api_key;          // UPPZY_API_KEY, the contents of UPPZY_API_KEY_FILE, or the default
+                                // site's file in UPPZY_API_KEYS_DIR
   std::string key_fingerprint;  // first 12 hex digits of SHA-256(api_key); safe to log and store
+};
+
+// Where the API keys come from: what KeyRing::Load reads (and Reload re-reads). Key files are refused
+// above kMaxKeyFileBytes, empty, or with a control character inside the key (surrounding white space
+// is trimmed).
+struct KeySources {
+  std::string default_site;  // UPPZY_SITE_ID, 1 to 128 letters, digits, '-', '_' or '.' (ValidSiteId);
+                             // required unless keys_dir holds exactly one site
+  std::string env_key;       // UPPZY_API_KEY, trimmed; "" when unset. Fixed for the life of the process
+  std::string key_file;      // UPPZY_API_KEY_FILE: a file holding the default site's key; "" when unset.
+                             // At most one of env_key and key_file
+  // UPPZY_API_KEYS_DIR: a directory with one file per site, named by its site_id (ValidSiteId) and
+  // holding its key, as a Kubernetes secret mounts; names starting with '.' are ignored, links are
+  // followed. "" when unset. At least one of env_key, key_file and keys_dir is required, and a site
+  // keyed by env_key or key_file must not have a file here too.
+  std::string keys_dir;
 };
 
 struct Config {
   std::string database_url;                               // DATABASE_URL (required)
   std::string base_url = "https://api.uppzy.com/api/v1";  // UPPZY_BASE_URL; http:// only for loopback
   SiteConfig site;
+  KeySources keys;                    // UPPZY_SITE_ID, UPPZY_API_KEY, UPPZY_API_KEY_FILE, UPPZY_API_KEYS_DIR
   Policy policy;                      // UPPZY_POLL_INTERVAL_MS [10, 600000], UPPZY_POLL_TIMEOUT_MS
                                       // [100, 3600000], UPPZY_BACKOFF_BASE_MS [1, 3600000],
                                       // UPPZY_BACKOFF_MAX_MS [base, 86400000],
@@ -82,7 +100,8 @@ struct ConfigResult {
   std::vector<std::string> problems;  // empty when config is usable; each names its setting
 };
 
-// Reads every setting through `env`. Reads UPPZY_API_KEY_FILE from disk when it is set.
+// Reads every setting through `env`. Reads UPPZY_API_KEY_FILE and UPPZY_API_KEYS_DIR from disk when
+// set (through KeyRing::Load, whose problems it reports).
 ConfigResult LoadConfig(const EnvLookup& env);
 
 // Database-only settings (migrate, enqueue, operator commands need only DATABASE_URL).
@@ -90,6 +109,10 @@ ConfigResult LoadDatabaseConfig(const EnvLookup& env);
 
 // First 12 hex digits of SHA-256(key).
 std::string KeyFingerprint(std::string_view key);
+
+// True for a valid site_id (UPPZY_SITE_ID, a file name in UPPZY_API_KEYS_DIR): 1 to 128 letters,
+// digits, '-', '_' or '.'.
+bool ValidSiteId(std::string_view site_id);
 
 // True for 127.0.0.0/8, ::1 and "localhost".
 bool IsLoopbackHost(std::string_view host);

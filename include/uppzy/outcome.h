@@ -17,7 +17,7 @@ enum class OutcomeKind {
   kServerError,      // 5xx
   kNetwork,          // no HTTP response: connect failure, reset, timeout
   kBadRequest,       // 400, 404, 409, 413, 422 and any other unexpected 4xx
-  kUnauthorized,     // 401
+  kUnauthorized,     // 401, or no API key for the site (http_status 0, nothing sent)
   kForbidden,        // 403
   kInvalidResponse,  // a body that could not be understood, or larger than the limit
 };

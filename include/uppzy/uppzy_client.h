@@ -4,11 +4,13 @@
 // UppzyClient is NOT thread-safe: one thread (the engine's) calls everything except Wakeup(), which
 // any thread may call. Nothing here throws after construction; every exchange ends in an Outcome.
 // The constructor throws std::invalid_argument for a base URL it refuses (http:// to a host that is
-// not loopback, or not http/https at all).
+// not loopback, or not http/https at all) and for an `api_key` holding a line break or NUL.
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -18,9 +20,19 @@
 
 namespace uppzy {
 
+// The API key of a site, or nullopt when this worker holds none. Called on the client's thread each
+// time an exchange is started (Start*), so a rotated key is used from the next exchange on; it must be
+// safe against a concurrent reload (KeyRing::Get is).
+using KeyLookup = std::function<std::optional<std::string>(const std::string& site)>;
+
 struct UpstreamConfig {
   std::string base_url;  // e.g. https://api.uppzy.com/api/v1 (no trailing slash needed)
-  std::string api_key;   // sent as X-API-Key; never logged
+  // X-API-Key of every exchange: the key `key_lookup` gives for the exchange's site. A site without a
+  // key (or whose key holds a line break or NUL) ends at once, nothing sent, as kUnauthorized with
+  // http_status 0: a configuration incident, never retried on its own. Without a lookup, `api_key`
+  // serves every site. Never logged; redacted from every text of the exchange (ParseExchange).
+  KeyLookup key_lookup;
+  std::string api_key;
   long connect_timeout_ms = 3000;
   long total_timeout_ms = 10000;
   long max_response_bytes = 1048576;  // larger bodies are cut off: kInvalidResponse

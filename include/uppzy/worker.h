@@ -4,8 +4,10 @@
 // a timer entry), the coordinator (all SQL: claims, batched writes, leases, rescue, incidents), and a
 // LISTEN thread that wakes the coordinator when jobs are inserted. No transaction spans an HTTP call.
 //
-// Thread-safety: Run() is called once, from one thread; Stop() may be called from any thread.
-// Run() throws std::invalid_argument for a configuration the HTTP client refuses; it never throws
+// Thread-safety: Run() is called once, from one thread; Stop() and ReloadKeys() may be called from any
+// thread (and from a signal-handling thread: they only set flags).
+// Run() throws std::invalid_argument for a configuration the HTTP client refuses, and for key files
+// that no longer read cleanly at start (KeyRing::Load's problems, one per line); it never throws
 // because of the database (it reconnects with backoff) or Uppzy (outcomes are data).
 #pragma once
 
@@ -37,6 +39,10 @@ class Worker {
   // Graceful stop: no new claims; in-flight HTTP calls get UPPZY_SHUTDOWN_GRACE_MS to finish; every
   // row still held is handed back. Idempotent.
   void Stop();
+
+  // Asks the running worker to re-read its key files (KeyRing::Reload) within about 100 ms, as on
+  // SIGHUP. Key files are also re-read on their own when they change (checked every second).
+  void ReloadKeys();
 
   // What this worker counted (submissions, outcomes, ...): the same objects /metrics serves.
   const metrics::WorkerMetrics& metrics() const;

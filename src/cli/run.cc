@@ -1,4 +1,4 @@
-// uppzy-worker run [--until-empty]: the worker, until SIGTERM/SIGINT.
+// uppzy-worker run [--until-empty]: the worker, until SIGTERM/SIGINT. SIGHUP re-reads the key files.
 #include <csignal>
 #include <thread>
 
@@ -15,11 +15,13 @@ int Run(const Io& io, bool until_empty) {
   InitLogging(cfg.config.log_level, cfg.config.log_format);
   SetLogRedaction(cfg.config.site.api_key);
 
-  // Signals are taken by one thread with sigwait: the first stops gracefully, a second exits at once.
+  // Signals are taken by one thread with sigwait: the first stop signal stops gracefully, a second exits
+  // at once; SIGHUP asks the worker to re-read its key files.
   sigset_t set;
   sigemptyset(&set);
   sigaddset(&set, SIGINT);
   sigaddset(&set, SIGTERM);
+  sigaddset(&set, SIGHUP);
   pthread_sigmask(SIG_BLOCK, &set, nullptr);
 
   try {
@@ -30,6 +32,11 @@ int Run(const Io& io, bool until_empty) {
       timespec tick{0, 200'000'000};
       while (!finished) {
         int sig = sigtimedwait(&set, nullptr, &tick);
+        if (sig == SIGHUP) {
+          LogEvent(spdlog::level::info, "key_reload_requested", {{"signal", std::to_string(sig)}});
+          worker.ReloadKeys();
+          continue;
+        }
         if (sig != SIGINT && sig != SIGTERM) continue;
         if (++seen == 1) {
           LogEvent(spdlog::level::info, "stop_requested", {{"signal", std::to_string(sig)}});

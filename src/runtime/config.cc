@@ -12,6 +12,7 @@
 #include <sstream>
 
 #include "uppzy/duration.h"
+#include "uppzy/key_ring.h"
 #include "uppzy/store.h"
 
 namespace uppzy {
@@ -78,13 +79,6 @@ class Reader {
   std::vector<std::string>* problems_;
 };
 
-std::string Trim(std::string s) {
-  while (!s.empty() && std::isspace(static_cast<unsigned char>(s.back()))) s.pop_back();
-  size_t i = 0;
-  while (i < s.size() && std::isspace(static_cast<unsigned char>(s[i]))) ++i;
-  return s.substr(i);
-}
-
 std::string DefaultWorkerId() {
   char host[256] = {0};
   if (gethostname(host, sizeof(host) - 1) != 0) std::snprintf(host, sizeof(host), "worker");
@@ -138,14 +132,6 @@ std::string CheckCaFile(const std::string& path) {
   return {};
 }
 
-bool ValidSiteId(const std::string& s) {
-  if (s.empty() || s.size() > 128) return false;
-  for (unsigned char c : s) {
-    if (!std::isalnum(c) && c != '-' && c != '_' && c != '.') return false;
-  }
-  return true;
-}
-
 }  // namespace
 
 EnvLookup ProcessEnv() {
@@ -167,6 +153,14 @@ std::string KeyFingerprint(std::string_view key) {
     out += kHex[digest[i] & 0xf];
   }
   return out;
+}
+
+bool ValidSiteId(std::string_view s) {
+  if (s.empty() || s.size() > 128) return false;
+  for (unsigned char c : s) {
+    if (!std::isalnum(c) && c != '-' && c != '_' && c != '.') return false;
+  }
+  return true;
 }
 
 bool IsLoopbackHost(std::string_view host) {
@@ -200,45 +194,20 @@ ConfigResult LoadConfig(const EnvLookup& env) {
   while (!c.base_url.empty() && c.base_url.back() == '/') c.base_url.pop_back();
   ValidateBaseUrl(r, c.base_url, r.Raw("UPPZY_ALLOW_INSECURE_HTTP").value_or("") == "1");
 
-  r.String("UPPZY_SITE_ID", &c.site.site_id, true);
-  if (!c.site.site_id.empty() && !ValidSiteId(c.site.site_id)) {
-    r.Problem("UPPZY_SITE_ID must be 1 to 128 letters, digits, '-', '_' or '.' (got '" + c.site.site_id +
-              "')");
-  }
-
-  auto key = r.Raw("UPPZY_API_KEY");
-  auto key_file = r.Raw("UPPZY_API_KEY_FILE");
-  if (key && key_file) {
-    r.Problem("set exactly one of UPPZY_API_KEY and UPPZY_API_KEY_FILE, not both");
-  } else if (key) {
-    c.site.api_key = Trim(*key);
-  } else if (key_file) {
-    std::ifstream in(*key_file, std::ios::binary);
-    if (!in) {
-      r.Problem("UPPZY_API_KEY_FILE: cannot read '" + *key_file + "'");
-    } else {
-      // Read at most one byte past the bound: /dev/zero or a wrong path to a big file must not be
-      // read whole.
-      std::string text(kMaxKeyFileBytes + 1, '\0');
-      in.read(text.data(), static_cast<std::streamsize>(text.size()));
-      text.resize(static_cast<size_t>(in.gcount()));
-      if (text.size() > kMaxKeyFileBytes) {
-        r.Problem("UPPZY_API_KEY_FILE: '" + *key_file + "' is larger than " +
-                  std::to_string(kMaxKeyFileBytes) + " bytes; it must hold only the key");
-      } else {
-        c.site.api_key = Trim(text);
-        if (c.site.api_key.empty()) r.Problem("UPPZY_API_KEY_FILE: '" + *key_file + "' is empty");
-      }
+  // The sites and their keys: the KeyRing reads and checks them (and the worker re-reads them).
+  r.String("UPPZY_SITE_ID", &c.keys.default_site, false);
+  r.String("UPPZY_API_KEY", &c.keys.env_key, false);
+  r.String("UPPZY_API_KEY_FILE", &c.keys.key_file, false);
+  r.String("UPPZY_API_KEYS_DIR", &c.keys.keys_dir, false);
+  KeyRingResult keys = KeyRing::Load(c.keys);
+  for (auto& p : keys.problems) r.Problem(std::move(p));
+  if (keys.ring) {
+    c.site.site_id = keys.ring->DefaultSite();
+    if (auto key = keys.ring->Get(c.site.site_id)) {
+      c.site.api_key = key->key;
+      c.site.key_fingerprint = key->fingerprint;
     }
-  } else {
-    r.Problem("one of UPPZY_API_KEY or UPPZY_API_KEY_FILE is required");
   }
-  if (std::any_of(c.site.api_key.begin(), c.site.api_key.end(),
-                  [](char ch) { return static_cast<unsigned char>(ch) < 0x20 || ch == 0x7F; })) {
-    r.Problem(std::string(key ? "UPPZY_API_KEY" : "UPPZY_API_KEY_FILE") +
-              ": the key contains a control character (NUL, tab or a line break inside it)");
-  }
-  if (!c.site.api_key.empty()) c.site.key_fingerprint = KeyFingerprint(c.site.api_key);
 
   r.Duration("UPPZY_POLL_INTERVAL_MS", &c.policy.poll_interval, 10, 600000);
   r.Duration("UPPZY_POLL_TIMEOUT_MS", &c.policy.poll_timeout, 100, 3600000);

@@ -1,6 +1,7 @@
 #include "runtime/engine.h"
 
 #include "uppzy/delivery_policy.h"
+#include "uppzy/key_refusal.h"
 #include "uppzy/log.h"
 #include "uppzy/policy.h"
 
@@ -35,12 +36,13 @@ JobLogFields DeliveryFields(const ClaimedDelivery& d, const Outcome* o) {
 }  // namespace
 
 Engine::Engine(const Config& config, Mailbox& mailbox, metrics::WorkerMetrics& metrics,
-               UpstreamClient& client, const ClockSource& clock)
+               UpstreamClient& client, const ClockSource& clock, KeyRing* keys)
     : config_(config),
       mailbox_(mailbox),
       metrics_(metrics),
       client_(client),
       clock_(clock),
+      keys_(keys),
       // Enough started exchanges to keep every connection busy, few enough that a pause or a stop
       // leaves most jobs unsent and cleanly handed back.
       max_active_(static_cast<size_t>(config.http_max_connections) * 4),
@@ -151,13 +153,15 @@ void Engine::StartReady() {
         }
         if (breaker_.state() == BreakerState::kHalfOpen) probe_tag_ = tag;
         h.http_active = true;
+        h.key_fingerprint = FingerprintOf(SiteOf(h.job));
         metrics_.Submitted();
-        client_.StartSubmit(tag, config_.site.site_id, id, h.row.attempt, h.job.session_id, h.job.message,
+        client_.StartSubmit(tag, SiteOf(h.job), id, h.row.attempt, h.job.session_id, h.job.message,
                             h.job.response_language);
       } else {
         h.http_active = true;
+        h.key_fingerprint = FingerprintOf(SiteOf(h.job));
         metrics_.Polled();
-        client_.StartStatus(tag, config_.site.site_id, h.row.request_id);
+        client_.StartStatus(tag, SiteOf(h.job), h.row.request_id);
       }
       progress = true;
       break;
@@ -240,17 +244,20 @@ bool Engine::StartDelivery(const DeliveryRef& ref, TimePoint now, std::vector<De
   if (breaker_.state() == BreakerState::kHalfOpen) probe_tag_ = tag;
   const ClaimedDelivery& d = it->second.d;
   it->second.http_active = true;
+  it->second.key_fingerprint = FingerprintOf(SiteOf(d));
   if (d.kind == DeliveryKind::kFeedback) {
-    client_.StartFeedback(tag, config_.site.site_id, d.session_id, d.request_id, d.feedback);
+    client_.StartFeedback(tag, SiteOf(d), d.session_id, d.request_id, d.feedback);
   } else {
-    client_.StartSessionClose(tag, config_.site.site_id, d.session_id);
+    client_.StartSessionClose(tag, SiteOf(d), d.session_id);
   }
   return true;
 }
 
 void Engine::AdoptDelivery(ClaimedDelivery d) {
   const DeliveryRef ref = d.ref();
-  auto [it, inserted] = deliveries_.emplace(ref, HeldDelivery{std::move(d), false});
+  HeldDelivery held;
+  held.d = std::move(d);
+  auto [it, inserted] = deliveries_.emplace(ref, std::move(held));
   if (!inserted) return;
   ready_deliveries_[static_cast<size_t>(ref.kind)].push_back(ref);
 }
@@ -273,6 +280,32 @@ void Engine::ReportIncident(const Transition& t, const Outcome& o, const JobLogF
   mailbox_.PushIncident(IncidentReport{t.error_kind, o.http_status, t.message});
 }
 
+const std::string& Engine::SiteOf(const ClaimedJob& /*job*/) const { return config_.site.site_id; }
+
+const std::string& Engine::SiteOf(const ClaimedDelivery& /*d*/) const { return config_.site.site_id; }
+
+std::string Engine::FingerprintOf(const std::string& site) const {
+  if (keys_ == nullptr) return {};
+  std::optional<Key> key = keys_->Get(site);
+  return key ? key->fingerprint : std::string();
+}
+
+bool Engine::RetryWithNewKey(const std::string& site, const std::string& sent, bool* retried,
+                             const JobLogFields& f) {
+  if (keys_ == nullptr) return false;
+  if (!keys_reloaded_this_pass_) {
+    keys_reloaded_this_pass_ = true;
+    LogKeyReload(keys_->Reload(), "unauthorized");
+  }
+  const std::string current = FingerprintOf(site);
+  if (DecideKeyRefusal(sent, current, *retried) != KeyRefusalAction::kRetryWithNewKey) return false;
+  *retried = true;
+  LogJob(spdlog::level::warn, "key_rotated_retrying", f,
+         "Uppzy refused the key with fingerprint " + sent + "; site '" + site +
+             "' now has the key with fingerprint " + current + ": sending again with it");
+  return true;
+}
+
 void Engine::OnDeliveryCompletion(const DeliveryRef& ref, Outcome& o, TimePoint now) {
   auto it = deliveries_.find(ref);
   if (it == deliveries_.end()) return;
@@ -282,6 +315,11 @@ void Engine::OnDeliveryCompletion(const DeliveryRef& ref, Outcome& o, TimePoint 
   JobLogFields f = DeliveryFields(d, &o);
   f.error_kind = t.error_kind;
   const std::string event = std::string(ToString(d.kind)) + "_" + std::string(ToString(t.action));
+  if (t.action == DeliveryAction::kIncident &&
+      RetryWithNewKey(SiteOf(d), it->second.key_fingerprint, &it->second.key_retried, f)) {
+    ready_deliveries_[static_cast<size_t>(ref.kind)].push_back(ref);
+    return;
+  }
   if (t.action == DeliveryAction::kIncident) {
     Transition jt;
     jt.error_kind = t.error_kind;
@@ -418,6 +456,10 @@ void Engine::OnCompletion(Completion& c, TimePoint now) {
       return;
     }
     case Action::kIncident: {
+      if (RetryWithNewKey(SiteOf(h.job), h.key_fingerprint, &h.key_retried, f)) {
+        ready_.push_back(id);
+        return;
+      }
       ReportIncident(t, o, f);
       ErrorEntry e;
       e.attempt = h.row.attempt;
@@ -486,6 +528,7 @@ bool Engine::RunOnce() {
   }
   if (stopping) wait_ms = std::min(wait_ms, 50L);
   completions_.clear();
+  keys_reloaded_this_pass_ = false;
   client_.Perform(wait_ms, &completions_);
   now = clock_.Now();
   for (auto& c : completions_) OnCompletion(c, now);

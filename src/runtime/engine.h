@@ -25,6 +25,7 @@
 #include "uppzy/breaker.h"
 #include "uppzy/clock.h"
 #include "uppzy/config.h"
+#include "uppzy/key_ring.h"
 #include "uppzy/log.h"
 #include "uppzy/metrics.h"
 #include "uppzy/upstream_client.h"
@@ -33,9 +34,13 @@ namespace uppzy::runtime {
 
 class Engine {
  public:
-  // `config`, `mailbox`, `metrics`, `client` and `clock` must outlive the engine. Never throws.
+  // `config`, `mailbox`, `metrics`, `client`, `clock` and `keys` must outlive the engine. `keys`, when
+  // given, is the ring the client takes its keys from: on a refused key (401/403, or no key) the engine
+  // has it re-read its files (at most once per pass) and, when the site's key changed since the request
+  // was sent, sends the request again at once instead of opening an incident (DecideKeyRefusal; once
+  // per attempt). Without it, every refusal is an incident. Never throws.
   Engine(const Config& config, Mailbox& mailbox, metrics::WorkerMetrics& metrics, UpstreamClient& client,
-         const ClockSource& clock);
+         const ClockSource& clock, KeyRing* keys = nullptr);
 
   // Runs RunOnce() until it returns false, then Shutdown(). Returns when the stop is done.
   void Run();
@@ -64,10 +69,14 @@ class Engine {
     uint64_t timer_gen = 0;
     bool http_active = false;
     bool cancel_requested = false;
+    std::string key_fingerprint;  // of the key the request in flight carried ("" when none)
+    bool key_retried = false;     // sent again once for a new key (this attempt)
   };
   struct HeldDelivery {
     ClaimedDelivery d;
     bool http_active = false;
+    std::string key_fingerprint;
+    bool key_retried = false;
   };
   struct Timer {
     TimePoint at;
@@ -95,6 +104,15 @@ class Engine {
   void OnDeliveryCompletion(const DeliveryRef& ref, Outcome& o, TimePoint now);
   void HandBackDelivery(const DeliveryRef& ref, std::optional<ErrorEntry> error);
   void ReportIncident(const Transition& t, const Outcome& o, const JobLogFields& f);
+  // The site a job's (or a delivery's) requests go to: today the default site (UPPZY_SITE_ID) for all.
+  const std::string& SiteOf(const ClaimedJob& job) const;
+  const std::string& SiteOf(const ClaimedDelivery& d) const;
+  // Fingerprint of the key the ring holds for `site` now ("" when none, or without a ring).
+  std::string FingerprintOf(const std::string& site) const;
+  // After a refused key: re-reads the ring (once per pass) and says whether to send again with the
+  // site's new key (then marks *retried and logs it) rather than open an incident.
+  bool RetryWithNewKey(const std::string& site, const std::string& sent, bool* retried,
+                       const JobLogFields& f);
   // Publishes the requests waiting for a connection, and says once a minute when they wait a lot.
   void RecordNetwork(std::chrono::steady_clock::time_point now);
 
@@ -103,6 +121,8 @@ class Engine {
   metrics::WorkerMetrics& metrics_;
   UpstreamClient& client_;
   const ClockSource& clock_;
+  KeyRing* keys_;
+  bool keys_reloaded_this_pass_ = false;
   std::optional<SteadyTimePoint> grace_deadline_;  // set when the stop is first seen
   std::unordered_map<int64_t, Held> held_;
   std::priority_queue<Timer, std::vector<Timer>, std::greater<Timer>> timers_;

@@ -1,5 +1,8 @@
 #include "uppzy/worker.h"
 
+#include <atomic>
+#include <optional>
+#include <stdexcept>
 #include <thread>
 
 #include "runtime/coordinator.h"
@@ -7,6 +10,7 @@
 #include "runtime/maintenance.h"
 #include "uppzy/clock.h"
 #include "uppzy/health_server.h"
+#include "uppzy/key_ring.h"
 #include "uppzy/log.h"
 #include "uppzy/metrics.h"
 #include "uppzy/store.h"
@@ -20,10 +24,26 @@ constexpr long long kStalledAfterMs = 15000;
 
 namespace {
 
-UpstreamConfig MakeUpstreamConfig(const Config& c) {
+// How often the key files are checked for changes (a stat() of each).
+constexpr auto kKeyCheckInterval = std::chrono::seconds(1);
+
+// Config::keys as LoadConfig filled it; a Config built by hand with only `site` keys that one site.
+KeySources KeySourcesOf(const Config& c) {
+  if (!c.keys.env_key.empty() || !c.keys.key_file.empty() || !c.keys.keys_dir.empty()) return c.keys;
+  KeySources s;
+  s.default_site = c.site.site_id;
+  s.env_key = c.site.api_key;
+  return s;
+}
+
+UpstreamConfig MakeUpstreamConfig(const Config& c, const KeyRing& keys) {
   UpstreamConfig u;
   u.base_url = c.base_url;
-  u.api_key = c.site.api_key;
+  u.key_lookup = [&keys](const std::string& site) -> std::optional<std::string> {
+    std::optional<Key> key = keys.Get(site);
+    if (!key) return std::nullopt;
+    return std::move(key->key);
+  };
   u.connect_timeout_ms = c.connect_timeout_ms;
   u.total_timeout_ms = c.http_timeout_ms;
   u.max_response_bytes = c.max_response_bytes;
@@ -61,8 +81,23 @@ struct Worker::Impl {
     }
   }
 
+  // Re-reads the key files on ReloadKeys() (SIGHUP) and when they change (checked every second).
+  void WatchKeys(KeyRing& keys) {
+    auto next_check = std::chrono::steady_clock::now() + kKeyCheckInterval;
+    while (!mailbox.stopping) {
+      std::this_thread::sleep_for(Millis(100));
+      if (reload_keys.exchange(false)) {
+        LogKeyReload(keys.Reload(), "SIGHUP");
+      } else if (std::chrono::steady_clock::now() >= next_check) {
+        next_check = std::chrono::steady_clock::now() + kKeyCheckInterval;
+        if (auto reload = keys.CheckForChanges()) LogKeyReload(*reload, "file_change");
+      }
+    }
+  }
+
   Config config;
   WorkerOptions options;
+  std::atomic<bool> reload_keys{false};
   runtime::Mailbox mailbox;
   // Every event the worker counts is recorded here, once; /metrics serves the registry.
   prometheus::Registry registry;
@@ -76,6 +111,8 @@ Worker::~Worker() = default;
 
 const metrics::WorkerMetrics& Worker::metrics() const { return impl_->metrics; }
 
+void Worker::ReloadKeys() { impl_->reload_keys = true; }
+
 void Worker::Stop() {
   impl_->mailbox.stopping = true;
   impl_->mailbox.WakeEngine();
@@ -84,8 +121,16 @@ void Worker::Stop() {
 
 int Worker::Run() {
   Impl& s = *impl_;
-  UppzyClient client(MakeUpstreamConfig(s.config));  // throws std::invalid_argument for a refused URL
-  runtime::Engine engine(s.config, s.mailbox, s.metrics, client, RealClock());
+  // LoadConfig read the keys already; read again, they can only fail if the files changed meanwhile.
+  KeyRingResult loaded = KeyRing::Load(KeySourcesOf(s.config));
+  if (!loaded.ring) {
+    std::string all;
+    for (const auto& p : loaded.problems) all += (all.empty() ? "" : "\n  - ") + p;
+    throw std::invalid_argument(all);
+  }
+  KeyRing& keys = *loaded.ring;
+  UppzyClient client(MakeUpstreamConfig(s.config, keys));  // throws std::invalid_argument for a refused URL
+  runtime::Engine engine(s.config, s.mailbox, s.metrics, client, RealClock(), &keys);
   s.mailbox.SetEngineWaker([&engine] { engine.Wakeup(); });
   runtime::Coordinator coordinator(s.config, s.options, s.mailbox, s.metrics,
                                    runtime::PostgresWorkerStores(s.config.database_url), RealClock());
@@ -110,15 +155,18 @@ int Worker::Run() {
            {{"worker_id", s.config.worker_id},
             {"site_id", s.config.site.site_id},
             {"api_key_fingerprint", s.config.site.key_fingerprint},
+            {"key_sites", std::to_string(keys.Sites().size())},
             {"max_in_flight", std::to_string(s.config.max_in_flight)},
             {"http_port", std::to_string(health.port())}});
 
   std::atomic<bool> all_done{false};
   std::thread db([&] { coordinator.Run(all_done); });
   std::thread listen([&] { s.ListenLoop(); });
+  std::thread watch_keys([&] { s.WatchKeys(keys); });
   engine.Run();
   db.join();
   listen.join();
+  watch_keys.join();
   s.mailbox.SetEngineWaker(nullptr);
   health.Stop();
   LogEvent(spdlog::level::info, "worker_stopped",

@@ -18,6 +18,7 @@
 #include <memory>
 #include <mutex>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <unordered_map>
@@ -103,6 +104,11 @@ bool StartsWithIgnoreCase(std::string_view s, std::string_view prefix) {
   return s.size() >= prefix.size() && EqualsIgnoreCase(s.substr(0, prefix.size()), prefix);
 }
 
+// A header value curl can send as given: no line break, no NUL.
+bool HeaderSafe(const std::string& value) {
+  return value.find_first_of(std::string("\r\n\0", 3)) == std::string::npos;
+}
+
 // Longest Retry-After value we keep; anything sane is far shorter.
 constexpr size_t kMaxRetryAfterBytes = 128;
 
@@ -145,8 +151,9 @@ struct UppzyClient::Impl {
     RequestKind kind = RequestKind::kSubmit;
     std::string url;
     bool post = false;
-    std::string body;                   // POST body; curl reads it in place (CURLOPT_POSTFIELDS)
-    curl_slist* own_headers = nullptr;  // submit only (Idempotency-Key); else a shared list
+    std::string body;               // POST body; curl reads it in place (CURLOPT_POSTFIELDS)
+    curl_slist* headers = nullptr;  // this exchange's: its site's X-API-Key (+ Idempotency-Key)
+    std::string key;                // the X-API-Key sent, redacted from every text of the answer
     std::string response;
     std::string retry_after;
     bool truncated = false;
@@ -154,7 +161,7 @@ struct UppzyClient::Impl {
     SteadyClock::time_point queued_at;
     char errbuf[CURL_ERROR_SIZE] = {};
 
-    ~Exchange() { curl_slist_free_all(own_headers); }
+    ~Exchange() { curl_slist_free_all(headers); }
   };
 
   UpstreamConfig config;
@@ -167,9 +174,6 @@ struct UppzyClient::Impl {
   uint64_t answered = 0;
   double answered_seconds = 0;
   CURLM* multi = nullptr;
-  curl_slist* get_headers = nullptr;
-  curl_slist* post_headers = nullptr;
-  std::string api_key_header;
   std::deque<std::unique_ptr<Exchange>> queued;
   std::unordered_map<CURL*, std::unique_ptr<Exchange>> active;
   std::vector<CURL*> idle_easy;   // reset handles, ready for the next exchange
@@ -178,10 +182,7 @@ struct UppzyClient::Impl {
   explicit Impl(const UpstreamConfig& c) : config(c) {
     if (std::string problem = CheckBaseUrl(c.base_url); !problem.empty())
       throw std::invalid_argument(problem);
-    if (c.api_key.find_first_of("\r\n", 0) != std::string::npos ||
-        c.api_key.find('\0') != std::string::npos) {
-      throw std::invalid_argument("UPPZY_API_KEY contains a line break or NUL");
-    }
+    if (!HeaderSafe(c.api_key)) throw std::invalid_argument("UPPZY_API_KEY contains a line break or NUL");
     base = c.base_url;
     while (!base.empty() && base.back() == '/') base.pop_back();
     https = StartsWithIgnoreCase(base, "https://");
@@ -200,16 +201,6 @@ struct UppzyClient::Impl {
     curl_multi_setopt(multi, CURLMOPT_MAX_HOST_CONNECTIONS, static_cast<long>(config.max_connections));
     curl_multi_setopt(multi, CURLMOPT_MAXCONNECTS, static_cast<long>(config.max_connections));
     curl_multi_setopt(multi, CURLMOPT_PIPELINING, https ? CURLPIPE_MULTIPLEX : CURLPIPE_NOTHING);
-
-    // curl sends "Name;" as an empty header; "Name:" would remove it.
-    api_key_header = c.api_key.empty() ? "X-API-Key;" : "X-API-Key: " + c.api_key;
-    get_headers = curl_slist_append(get_headers, api_key_header.c_str());
-    get_headers = curl_slist_append(get_headers, "Accept: application/json");
-    post_headers = AppendPostHeaders(nullptr);
-    if (get_headers == nullptr || post_headers == nullptr) {
-      Release();
-      throw std::runtime_error("out of memory building request headers");
-    }
   }
 
   ~Impl() { Release(); }
@@ -222,17 +213,25 @@ struct UppzyClient::Impl {
     active.clear();
     for (CURL* easy : idle_easy) curl_easy_cleanup(easy);
     idle_easy.clear();
-    curl_slist_free_all(get_headers);
-    curl_slist_free_all(post_headers);
-    get_headers = post_headers = nullptr;
     if (multi != nullptr) curl_multi_cleanup(multi);
     multi = nullptr;
   }
 
-  curl_slist* AppendPostHeaders(curl_slist* list) const {
-    for (const char* line :
-         {api_key_header.c_str(), "Accept: application/json", "Content-Type: application/json",
-          "Expect:"}) {  // "Expect:" turns off 100-continue round trips
+  // The exchange's own header list: its site's key, then `first` (e.g. Idempotency-Key) when given.
+  // nullptr when out of memory.
+  static curl_slist* BuildHeaders(const Exchange& ex, const std::string& first) {
+    // curl sends "Name;" as an empty header; "Name:" would remove it.
+    const std::string key_line = ex.key.empty() ? "X-API-Key;" : "X-API-Key: " + ex.key;
+    std::vector<const char*> lines;
+    if (!first.empty()) lines.push_back(first.c_str());
+    lines.push_back(key_line.c_str());
+    lines.push_back("Accept: application/json");
+    if (ex.post) {
+      lines.push_back("Content-Type: application/json");
+      lines.push_back("Expect:");  // turns off 100-continue round trips
+    }
+    curl_slist* list = nullptr;
+    for (const char* line : lines) {
       curl_slist* next = curl_slist_append(list, line);
       if (next == nullptr) {
         curl_slist_free_all(list);
@@ -245,7 +244,26 @@ struct UppzyClient::Impl {
 
   std::string SiteUrl(const std::string& site) const { return base + "/m2m/sites/" + EscapeSegment(site); }
 
-  void Enqueue(std::unique_ptr<Exchange> ex) {
+  // Gives the exchange its site's key and headers and queues it; a site without a usable key ends it
+  // at once (kUnauthorized, nothing sent).
+  void Enqueue(std::unique_ptr<Exchange> ex, const std::string& site, const std::string& first_header = {}) {
+    if (config.key_lookup) {
+      std::optional<std::string> key = config.key_lookup(site);
+      if (!key || !HeaderSafe(*key)) {
+        const std::string why = key ? "the API key of site '" + site + "' contains a line break or NUL"
+                                    : "this worker holds no API key for site '" + site + "'";
+        ready.push_back(Completion{ex->tag, ex->kind, Outcome::Of(OutcomeKind::kUnauthorized, 0, why)});
+        return;
+      }
+      ex->key = std::move(*key);
+    } else {
+      ex->key = config.api_key;
+    }
+    ex->headers = BuildHeaders(*ex, first_header);
+    if (ex->headers == nullptr) {
+      FailNow(*ex, "out of memory building request headers");
+      return;
+    }
     ex->limit = static_cast<size_t>(config.max_response_bytes);
     ex->queued_at = SteadyClock::now();
     queued.push_back(std::move(ex));
@@ -362,11 +380,10 @@ struct UppzyClient::Impl {
       check(curl_easy_setopt(easy, CURLOPT_POST, 1L));
       check(curl_easy_setopt(easy, CURLOPT_POSTFIELDS, ex.body.data()));
       check(curl_easy_setopt(easy, CURLOPT_POSTFIELDSIZE_LARGE, static_cast<curl_off_t>(ex.body.size())));
-      check(curl_easy_setopt(easy, CURLOPT_HTTPHEADER, ex.own_headers ? ex.own_headers : post_headers));
     } else {
       check(curl_easy_setopt(easy, CURLOPT_HTTPGET, 1L));
-      check(curl_easy_setopt(easy, CURLOPT_HTTPHEADER, get_headers));
     }
+    check(curl_easy_setopt(easy, CURLOPT_HTTPHEADER, ex.headers));
     return rc;
   }
 
@@ -415,7 +432,7 @@ struct UppzyClient::Impl {
             .count();
     Completion c{ex.tag, ex.kind,
                  ParseExchange(ex.kind, result == CURLE_OK, error, status, ex.response, truncated,
-                               ex.retry_after, now, config.max_response_bytes, config.api_key)};
+                               ex.retry_after, now, config.max_response_bytes, ex.key)};
     c.outcome.duration = std::chrono::duration_cast<Millis>(std::chrono::microseconds(total_us));
     return c;
   }
@@ -463,14 +480,8 @@ void UppzyClient::StartSubmit(uint64_t tag, const std::string& site, int64_t job
   body["message"] = message;
   body["response_language"] = language;
   ex->body = Dump(body);
-  const std::string key = "Idempotency-Key: " + std::to_string(job_id) + "-" + std::to_string(attempt);
-  if (curl_slist* first = curl_slist_append(nullptr, key.c_str()))
-    ex->own_headers = impl_->AppendPostHeaders(first);
-  if (ex->own_headers == nullptr) {
-    impl_->FailNow(*ex, "out of memory building request headers");
-    return;
-  }
-  impl_->Enqueue(std::move(ex));
+  impl_->Enqueue(std::move(ex), site,
+                 "Idempotency-Key: " + std::to_string(job_id) + "-" + std::to_string(attempt));
 }
 
 void UppzyClient::StartStatus(uint64_t tag, const std::string& site, const std::string& request_id) {
@@ -478,7 +489,7 @@ void UppzyClient::StartStatus(uint64_t tag, const std::string& site, const std::
   ex->tag = tag;
   ex->kind = RequestKind::kStatus;
   ex->url = impl_->SiteUrl(site) + "/chat/requests/" + EscapeSegment(request_id);
-  impl_->Enqueue(std::move(ex));
+  impl_->Enqueue(std::move(ex), site);
 }
 
 void UppzyClient::StartFeedback(uint64_t tag, const std::string& site, const std::string& session_id,
@@ -493,7 +504,7 @@ void UppzyClient::StartFeedback(uint64_t tag, const std::string& site, const std
   body["request_id"] = request_id;
   body["feedback"] = feedback;
   ex->body = Dump(body);
-  impl_->Enqueue(std::move(ex));
+  impl_->Enqueue(std::move(ex), site);
 }
 
 void UppzyClient::StartSessionClose(uint64_t tag, const std::string& site, const std::string& session_id) {
@@ -505,7 +516,7 @@ void UppzyClient::StartSessionClose(uint64_t tag, const std::string& site, const
   json body = json::object();
   body["session_id"] = session_id;
   ex->body = Dump(body);
-  impl_->Enqueue(std::move(ex));
+  impl_->Enqueue(std::move(ex), site);
 }
 
 size_t UppzyClient::Perform(long max_wait_ms, std::vector<Completion>* out) {

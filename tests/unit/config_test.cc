@@ -1,6 +1,7 @@
 // Configuration: defaults, ranges, and every problem reported at once, each naming its setting.
 #include <gtest/gtest.h>
 
+#include <filesystem>
 #include <fstream>
 #include <map>
 
@@ -85,6 +86,58 @@ TEST(Config, ApiKeyFromFileAndExactlyOneSource) {
   r = LoadConfig(Env(env));
   ASSERT_EQ(r.problems.size(), 1u);
   EXPECT_NE(r.problems[0].find("UPPZY_API_KEY_FILE"), std::string::npos);
+}
+
+TEST(Config, KeysDirectoryGivesTheDefaultSiteAndEveryProblemNamesTheSetting) {
+  const std::string dir = testing::TempDir() + "/uppzy-config-keys";
+  std::filesystem::remove_all(dir);
+  std::filesystem::create_directory(dir);
+  std::ofstream(dir + "/site-a") << "key-aaaa\n";
+  auto env = Minimal();
+  env.erase("UPPZY_API_KEY");
+  env.erase("UPPZY_SITE_ID");
+  env["UPPZY_API_KEYS_DIR"] = dir;
+  auto r = LoadConfig(Env(env));
+  ASSERT_TRUE(r.problems.empty()) << r.problems.front();
+  EXPECT_EQ(r.config.site.site_id, "site-a") << "the only site is the default";
+  EXPECT_EQ(r.config.site.api_key, "key-aaaa");
+  EXPECT_EQ(r.config.site.key_fingerprint, KeyFingerprint("key-aaaa"));
+  EXPECT_EQ(r.config.keys.keys_dir, dir);
+
+  std::ofstream(dir + "/site-b") << "key-bbbb\n";
+  r = LoadConfig(Env(env));
+  ASSERT_EQ(r.problems.size(), 1u);
+  EXPECT_EQ(r.problems[0].rfind("UPPZY_SITE_ID is required: UPPZY_API_KEYS_DIR", 0), 0u) << r.problems[0];
+  env["UPPZY_SITE_ID"] = "site-b";
+  r = LoadConfig(Env(env));
+  ASSERT_TRUE(r.problems.empty()) << r.problems.front();
+  EXPECT_EQ(r.config.site.api_key, "key-bbbb");
+
+  env["UPPZY_API_KEY"] = "key-env";  // site-b keyed twice
+  r = LoadConfig(Env(env));
+  ASSERT_EQ(r.problems.size(), 1u);
+  EXPECT_NE(r.problems[0].find("UPPZY_API_KEYS_DIR"), std::string::npos) << r.problems[0];
+  EXPECT_NE(r.problems[0].find("UPPZY_API_KEY keys too"), std::string::npos) << r.problems[0];
+  env.erase("UPPZY_API_KEY");
+
+  std::ofstream(dir + "/site c") << "key-cccc\n";
+  std::ofstream(dir + "/site-d") << "";
+  env["UPPZY_MAX_IN_FLIGHT"] = "0";
+  r = LoadConfig(Env(env));
+  std::string all;
+  for (const auto& p : r.problems) all += p + "\n";
+  EXPECT_NE(all.find("UPPZY_API_KEYS_DIR: '" + dir + "/site c': the file name must be a site_id"),
+            std::string::npos)
+      << all;
+  EXPECT_NE(all.find("UPPZY_API_KEYS_DIR: '" + dir + "/site-d' is empty"), std::string::npos) << all;
+  EXPECT_NE(all.find("UPPZY_MAX_IN_FLIGHT"), std::string::npos) << "reported with the others:\n" << all;
+
+  env.erase("UPPZY_MAX_IN_FLIGHT");
+  env["UPPZY_API_KEYS_DIR"] = dir + "/nowhere";
+  r = LoadConfig(Env(env));
+  ASSERT_EQ(r.problems.size(), 1u);
+  EXPECT_EQ(r.problems[0], "UPPZY_API_KEYS_DIR: '" + dir + "/nowhere' does not exist");
+  std::filesystem::remove_all(dir);
 }
 
 TEST(Config, CaFileMustBeAReadablePemFileAndIsNamedWhenNot) {

@@ -5,11 +5,14 @@
 
 #include <map>
 #include <memory>
+#include <stdexcept>
 #include <string>
 
 #include "runtime/engine.h"
 #include "runtime/mailbox.h"
 #include "support/runtime_fakes.h"
+#include "support/temp_dir.h"
+#include "uppzy/key_ring.h"
 
 namespace uppzy::runtime {
 namespace {
@@ -468,6 +471,90 @@ TEST_F(EngineTest, SubmissionStillInFlightAfterTheGraceIsLeftToItsLease) {
   engine->Shutdown();
   EXPECT_TRUE(Take().writes.empty());  // its POST may have reached Uppzy: rescue charges the attempt
   EXPECT_TRUE(mailbox.engine_done.load());
+}
+
+}  // namespace
+}  // namespace uppzy::runtime
+
+// The engine with a key ring (site-1's key in a file): on a refused key it has the ring re-read its
+// files and sends the request again at once when the key changed meanwhile (issue 10: "on a 401 it
+// re-reads the key once before it opens an incident").
+namespace uppzy::runtime {
+namespace {
+
+class EngineKeyTest : public EngineTest {
+ protected:
+  EngineKeyTest() {
+    Rotate("key-one-1");
+    KeySources sources;
+    sources.default_site = "site-1";
+    sources.keys_dir = keys_dir.path().string();
+    KeyRingResult loaded = KeyRing::Load(sources);
+    if (!loaded.ring) throw std::runtime_error(loaded.problems.front());
+    ring = std::move(loaded.ring);
+    engine = std::make_unique<Engine>(config, mailbox, metrics, client, clock, ring.get());
+  }
+  ~EngineKeyTest() override { engine.reset(); }
+
+  void Rotate(const std::string& key) { test::TempDir::Write(keys_dir / "site-1", key); }
+
+  test::TempDir keys_dir{"uppzy-engine-keys"};
+  std::unique_ptr<KeyRing> ring;
+};
+
+TEST_F(EngineKeyTest, AKeyRotatedWhileTheRequestWasOutIsSentAgainAtOnceInsteadOfAnIncident) {
+  Claim(Job(1));
+  Rotate("key-two-22");  // the old key is revoked at Uppzy: the answer is 401
+  Answer(Outcome::Of(OutcomeKind::kUnauthorized, 401));
+  Sent s = Take();
+  EXPECT_TRUE(s.reports.empty());
+  EXPECT_TRUE(s.writes.empty()) << "nothing to store: the job is still ours, its attempt unchanged";
+  EXPECT_EQ(ring->Get("site-1")->key, "key-two-22");
+  Pass();
+  ASSERT_EQ(client.calls.size(), 2u);
+  EXPECT_EQ(client.Last().kind, RequestKind::kSubmit);
+  EXPECT_EQ(client.Last().attempt, 1) << "the same attempt, the same Idempotency-Key";
+  Answer(Outcome::Accepted("req-1"));
+  s = Take();
+  EXPECT_TRUE(s.reports.empty());
+  ASSERT_EQ(s.writes.size(), 1u);
+  EXPECT_EQ(s.writes[0].new_state, JobState::kPolling);
+}
+
+TEST_F(EngineKeyTest, AKeyThatDidNotChangeOpensTheIncident) {
+  Claim(Job(1));
+  Answer(Outcome::Of(OutcomeKind::kUnauthorized, 401));
+  EXPECT_EQ(Take().reports.size(), 1u);
+  EXPECT_EQ(client.calls.size(), 1u);
+}
+
+TEST_F(EngineKeyTest, ASecondRefusalOfTheSameAttemptOpensTheIncidentWhateverTheKey) {
+  Accept(Job(1));
+  NextPoll();
+  Rotate("key-two-22");
+  Answer(Outcome::Of(OutcomeKind::kForbidden, 403));
+  EXPECT_TRUE(Take().reports.empty());
+  Pass();
+  ASSERT_EQ(client.calls.size(), 3u);
+  EXPECT_EQ(client.Last().kind, RequestKind::kStatus);
+  Rotate("key-three-333");
+  Answer(Outcome::Of(OutcomeKind::kForbidden, 403));
+  EXPECT_EQ(Take().reports.size(), 1u);
+}
+
+TEST_F(EngineKeyTest, ADeliveryRefusedWithARotatedKeyIsSentAgain) {
+  mailbox.PushDeliveries({Delivery(DeliveryKind::kSessionClose, 5)});
+  Pass();
+  Rotate("key-two-22");
+  Answer(Outcome::Of(OutcomeKind::kUnauthorized, 401));
+  EXPECT_TRUE(Take().reports.empty());
+  Pass();
+  ASSERT_EQ(client.calls.size(), 2u);
+  Answer(Outcome::Of(OutcomeKind::kDelivered, 200));
+  Sent s = Take();
+  EXPECT_TRUE(s.reports.empty());
+  ASSERT_EQ(s.deliveries.size(), 1u);
+  EXPECT_EQ(s.deliveries[0].new_state, DeliveryState::kDelivered);
 }
 
 }  // namespace
