@@ -40,6 +40,10 @@ struct JobWrite {
   std::optional<std::string> answer;
   std::optional<std::string> result_json;
   std::optional<ErrorEntry> error;  // sets error_kind, last_error, last_http_status and appends to errors
+  // What the polls saw of the answer's time (migration 0009; see SetAnswerTimes). Unset: unchanged,
+  // or cleared by clear_request.
+  std::optional<int> answer_ready_after_ms;
+  std::optional<int> answer_seen_after_ms;
 
   // True when the row leaves this worker's hands with this write.
   bool Releases() const { return !keep_lock; }
@@ -63,6 +67,12 @@ JobWrite WriteAccepted(const HeldJob& job, const std::string& request_id, TimePo
                        TimePoint poll_deadline);
 // polling -> completed.
 JobWrite WriteCompleted(const HeldJob& job, std::string answer, std::string result_json);
+// Records when the answer became ready, as the polls saw it: not yet at `not_ready_at` (the last poll
+// that saw the request in progress, or the acceptance), ready at `seen_at` (the poll that saw it; none
+// after a poll timeout). Times count from `accepted_at`. An interval that makes no sense (a clock step,
+// ends out of order, over a day) is left out rather than stored: it would mislead the estimate.
+void SetAnswerTimes(JobWrite& w, TimePoint accepted_at, TimePoint not_ready_at,
+                    std::optional<TimePoint> seen_at);
 // -> retrying (run_at = t.at) or failed, from a kRetry / kFail transition; appends the error.
 JobWrite WriteFinishedAttempt(const HeldJob& job, const Transition& t, TimePoint now);
 // Hands the row back without charging anything: submitting -> queued/retrying with the attempt

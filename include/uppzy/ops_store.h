@@ -33,6 +33,13 @@ struct StateCount {
 };
 
 // One row of uppzy.chat_job_health.
+// One finished job's answer-time observation: the answer became ready after ready_after_ms and at most
+// seen_after_ms after its acceptance; no seen_after_ms when its polls ran out.
+struct AnswerTimeRow {
+  int ready_after_ms = 0;
+  std::optional<int> seen_after_ms;
+};
+
 struct HealthWindow {
   std::string period;  // "1 hour" or "24 hours"
   long long finished = 0;
@@ -137,6 +144,9 @@ class OpsStore {
   // uppzy.resolve_all_incidents: returns how many were open.
   int IncidentsResolveAll();
   long long IncidentsOpenCount();
+  // Answer-time observations (migration 0009) of the jobs finished in the last `window`, newest first,
+  // at most `limit`: what adaptive polling fits its estimate on. Reads chat_jobs_finished_at_idx.
+  std::vector<AnswerTimeRow> AnswerTimesRecent(std::chrono::milliseconds window, int limit);
   // Rows of uppzy.delivery_failures (failed ratings and session closes).
   long long DeliveryFailuresCount();
 

@@ -35,6 +35,20 @@ JobWrite WriteCompleted(const HeldJob& job, std::string answer, std::string resu
   return w;
 }
 
+void SetAnswerTimes(JobWrite& w, TimePoint accepted_at, TimePoint not_ready_at,
+                    std::optional<TimePoint> seen_at) {
+  constexpr int64_t kDayMs = 86'400'000;
+  const int64_t lo = std::chrono::duration_cast<Millis>(not_ready_at - accepted_at).count();
+  if (lo < 0 || lo > kDayMs) return;
+  std::optional<int64_t> hi;
+  if (seen_at) {
+    hi = std::chrono::duration_cast<Millis>(*seen_at - accepted_at).count();
+    if (*hi <= lo || *hi > kDayMs) return;
+  }
+  w.answer_ready_after_ms = static_cast<int>(lo);
+  if (hi) w.answer_seen_after_ms = static_cast<int>(*hi);
+}
+
 JobWrite WriteFinishedAttempt(const HeldJob& job, const Transition& t, TimePoint now) {
   const bool retry = t.action == Action::kRetry;
   JobWrite w = Base(job, retry ? JobState::kRetrying : JobState::kFailed);

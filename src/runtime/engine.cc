@@ -424,6 +424,7 @@ void Engine::OnCompletion(Completion& c, TimePoint now) {
       h.row.polls = 0;
       h.phase = Phase::kPoll;
       h.poll_errors = 0;
+      h.not_ready_at.reset();
       f.state = JobState::kPolling;
       f.request_id = h.row.request_id;
       LogJob(spdlog::level::debug, "job_accepted", f);
@@ -433,6 +434,7 @@ void Engine::OnCompletion(Completion& c, TimePoint now) {
     case Action::kAwaitPoll:
       h.poll_errors = t.poll_error ? h.poll_errors + 1 : 0;
       h.last_poll_error = t.poll_error ? t.message : std::string();
+      if (!t.poll_error) h.not_ready_at = now;
       if (t.poll_error) LogJob(spdlog::level::warn, "poll_failed", f, t.message);
       Schedule(h, t.at);
       return;
@@ -442,6 +444,7 @@ void Engine::OnCompletion(Completion& c, TimePoint now) {
       f.state = JobState::kCompleted;
       LogJob(spdlog::level::info, "job_completed", f);
       JobWrite w = WriteCompleted(h.row, std::move(o.answer), std::move(o.result_json));
+      SetAnswerTimes(w, h.job.submitted_at, h.not_ready_at.value_or(h.job.submitted_at), now);
       Finish(id, std::move(w));
       return;
     }
@@ -452,7 +455,13 @@ void Engine::OnCompletion(Completion& c, TimePoint now) {
       f.state = retry ? JobState::kRetrying : JobState::kFailed;
       LogJob(retry ? spdlog::level::warn : spdlog::level::info, retry ? "job_retrying" : "job_failed", f,
              t.message);
-      Finish(id, WriteFinishedAttempt(h.row, t, now));
+      JobWrite w = WriteFinishedAttempt(h.row, t, now);
+      // A poll timeout that ends the job is an observation too: the answer came after the last poll,
+      // if ever. (A retry starts a new submission, whose own polls will tell.)
+      if (!retry && t.error_kind == ErrorKind::kPollTimeout) {
+        SetAnswerTimes(w, h.job.submitted_at, h.not_ready_at.value_or(h.job.submitted_at), std::nullopt);
+      }
+      Finish(id, std::move(w));
       return;
     }
     case Action::kIncident: {

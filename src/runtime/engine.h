@@ -71,6 +71,9 @@ class Engine {
     bool cancel_requested = false;
     std::string key_fingerprint;  // of the key the request in flight carried ("" when none)
     bool key_retried = false;     // sent again once for a new key (this attempt)
+    // The latest poll that saw the request still in progress (unset: none yet, so the acceptance):
+    // the lower end of the answer-time observation (SetAnswerTimes).
+    std::optional<TimePoint> not_ready_at;
   };
   struct HeldDelivery {
     ClaimedDelivery d;

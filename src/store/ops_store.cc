@@ -1,5 +1,6 @@
 #include "uppzy/ops_store.h"
 
+#include <algorithm>
 #include <pqxx/pqxx>
 
 #include "store/embedded_migrations.h"
@@ -254,6 +255,21 @@ long long OpsStore::IncidentsOpenCount() {
   return Translate([&] {
     pqxx::nontransaction tx(impl_->conn);
     return tx.exec(store::sql::kOpsIncidentsOpenCount)[0][0].as<long long>();
+  });
+}
+
+std::vector<AnswerTimeRow> OpsStore::AnswerTimesRecent(std::chrono::milliseconds window, int limit) {
+  return Translate([&] {
+    pqxx::nontransaction tx(impl_->conn);
+    std::vector<AnswerTimeRow> out;
+    for (const auto& row : tx.exec_params(store::sql::kOpsAnswerTimesRecent,
+                                          static_cast<long long>(window.count()), std::max(0, limit))) {
+      AnswerTimeRow a;
+      a.ready_after_ms = row[0].as<int>();
+      if (!row[1].is_null()) a.seen_after_ms = row[1].as<int>();
+      out.push_back(a);
+    }
+    return out;
   });
 }
 

@@ -89,7 +89,7 @@ RETURNING j.id
   "keep_lock boolean, expire_lease boolean, clear_request boolean, request_id text, "          \
   "submitted_at_ms double precision, poll_deadline_ms double precision, polls int, "           \
   "run_at_ms double precision, answer text, result jsonb, error_kind text, last_error text, "  \
-  "last_http_status int, error_entry jsonb)"
+  "last_http_status int, error_entry jsonb, answer_ready_after_ms int, answer_seen_after_ms int)"
 
 // The SET list of both forms of the batched write (u: the write, j: the row).
 #define UPPZY_APPLY_SET                                                                                      \
@@ -102,6 +102,10 @@ RETURNING j.id
   "poll_deadline = CASE WHEN u.poll_deadline_ms IS NOT NULL THEN to_timestamp(u.poll_deadline_ms / 1000.0) " \
   "WHEN u.clear_request THEN NULL ELSE j.poll_deadline END, "                                                \
   "polls = coalesce(u.polls, j.polls), "                                                                     \
+  "answer_ready_after_ms = CASE WHEN u.answer_ready_after_ms IS NOT NULL THEN u.answer_ready_after_ms "      \
+  "WHEN u.clear_request THEN NULL ELSE j.answer_ready_after_ms END, "                                        \
+  "answer_seen_after_ms = CASE WHEN u.answer_ready_after_ms IS NOT NULL THEN u.answer_seen_after_ms "        \
+  "WHEN u.clear_request THEN NULL ELSE j.answer_seen_after_ms END, "                                         \
   "run_at = coalesce(to_timestamp(u.run_at_ms / 1000.0), j.run_at), "                                        \
   "answer = coalesce(u.answer, j.answer), "                                                                  \
   "result = coalesce(u.result, j.result), "                                                                  \

@@ -75,6 +75,15 @@ inline constexpr const char* kOpsIncidentsResolveAll = "SELECT uppzy.resolve_all
 inline constexpr const char* kOpsIncidentsOpenCount =
     "SELECT count(*) FROM uppzy.incidents WHERE resolved_at IS NULL";
 
+// $1 window ms, $2 limit. Finished rows only (finished_at is set), through chat_jobs_finished_at_idx.
+inline constexpr const char* kOpsAnswerTimesRecent = R"sql(
+SELECT answer_ready_after_ms, answer_seen_after_ms
+FROM uppzy.chat_jobs
+WHERE finished_at > now() - $1::bigint * interval '1 millisecond' AND answer_ready_after_ms IS NOT NULL
+ORDER BY finished_at DESC
+LIMIT $2
+)sql";
+
 // The embedded, unnumbered file that `migrate --with-roles` runs (under the migrations' lock).
 inline constexpr const char* kOpsRolesFile = "roles.sql";
 

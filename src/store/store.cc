@@ -42,6 +42,8 @@ json WriteJson(const JobWrite& w) {
   j["poll_deadline_ms"] = w.poll_deadline ? json(Ms(*w.poll_deadline)) : json(nullptr);
   j["polls"] = w.polls ? json(*w.polls) : json(nullptr);
   j["run_at_ms"] = w.run_at ? json(Ms(*w.run_at)) : json(nullptr);
+  j["answer_ready_after_ms"] = w.answer_ready_after_ms ? json(*w.answer_ready_after_ms) : json(nullptr);
+  j["answer_seen_after_ms"] = w.answer_seen_after_ms ? json(*w.answer_seen_after_ms) : json(nullptr);
   j["answer"] = w.answer ? json(*w.answer) : json(nullptr);
   if (w.result_json) {
     json r = json::parse(*w.result_json, nullptr, false);

@@ -144,6 +144,23 @@ TEST_F(WorkerE2E, PollTimeoutRetriesThenFails) {
   EXPECT_EQ(Field(id, "errors->0->>'kind'"), "poll_timeout");
   EXPECT_FALSE(Field(id, "errors->0->>'request_id'").empty());
   EXPECT_EQ(mock_->Stats()["submits"], 2) << "never more submissions than max_attempts";
+  // The polls of the last submission ran out: its answer came after the last poll, if ever.
+  EXPECT_EQ(Field(id, "answer_ready_after_ms > 0 AND answer_seen_after_ms IS NULL"), "t");
+}
+
+TEST_F(WorkerE2E, CompletedJobKeepsWhenItsAnswerBecameReadyAsThePollsSawIt) {
+  auto id = Enqueue("slow mock.ready=600");
+  auto worker = StartWorker({{"UPPZY_POLL_INTERVAL_MS", "100"}});
+  ASSERT_TRUE(WaitState(id, "completed")) << worker->Log();
+  // What adaptive polling learns from: not ready at one poll, ready at the next, counted from the
+  // acceptance. The mock made the answer ready 600 ms after it accepted the submission.
+  const int ready = std::stoi(Field(id, "answer_ready_after_ms"));
+  const int seen = std::stoi(Field(id, "answer_seen_after_ms"));
+  EXPECT_GE(ready, 300);
+  EXPECT_LE(ready, 650);
+  EXPECT_GE(seen, 550);
+  EXPECT_GT(seen, ready);
+  EXPECT_LE(seen - ready, 1000) << "one poll interval apart, give or take a round trip";
 }
 
 TEST_F(WorkerE2E, UpstreamFailureKeepsUppzysErrorText) {

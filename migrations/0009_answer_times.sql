@@ -1,0 +1,28 @@
+-- 0009: answer times, for adaptive polling (include/uppzy/poll_schedule.h).
+--
+-- We never see the moment Uppzy's answer became ready, only that it was not ready at one poll and was
+-- at the next. So each submission that the worker polled to its end keeps both ends, counted in
+-- milliseconds from submitted_at (the acceptance):
+--
+--   answer_ready_after_ms  the answer was not ready yet this long after submitted_at: the last poll
+--                          that saw the request in progress (0 if none did)
+--   answer_seen_after_ms   the poll that saw the answer (completed); NULL when the polls ran out
+--                          (a poll timeout: the answer came later, if ever)
+--
+-- Workers read the recent ones back, by site, to fit each site's answer-time estimate (a query over
+-- the last minutes of finished rows through chat_jobs_finished_at_idx; no new index, no second write).
+-- A new submission of the same job (a retry) clears both. Only the worker writes them; the CHECK keeps
+-- a broken writer from storing an interval the estimate would misread.
+
+ALTER TABLE uppzy.chat_jobs
+  ADD COLUMN answer_ready_after_ms integer,
+  ADD COLUMN answer_seen_after_ms integer,
+  ADD CONSTRAINT chat_jobs_answer_times_valid CHECK (
+    (answer_ready_after_ms IS NULL AND answer_seen_after_ms IS NULL)
+    OR (answer_ready_after_ms IS NOT NULL AND answer_ready_after_ms >= 0
+        AND (answer_seen_after_ms IS NULL OR answer_seen_after_ms > answer_ready_after_ms)));
+
+COMMENT ON COLUMN uppzy.chat_jobs.answer_ready_after_ms IS
+  'ms after submitted_at when a poll last saw the request in progress (0 if none): the answer came later';
+COMMENT ON COLUMN uppzy.chat_jobs.answer_seen_after_ms IS
+  'ms after submitted_at when a poll saw the answer; NULL after a poll timeout';
