@@ -19,8 +19,8 @@ struct Policy {
   Millis backoff_base{1000};       // UPPZY_BACKOFF_BASE_MS: first retry delay before jitter
   Millis backoff_max{60000};       // UPPZY_BACKOFF_MAX_MS: cap on any computed backoff
   Millis retry_after_max{600000};  // UPPZY_RETRY_AFTER_MAX_MS: bound on a server's Retry-After
-  // In adaptive mode (UPPZY_POLL_TARGET_DELAY_MS once it is wired): the mean ready-to-stored delay accepted
-  // for fewer status calls (see poll_schedule.h).
+  // UPPZY_POLL_TARGET_DELAY_MS: in adaptive mode, the mean ready-to-stored delay accepted for fewer
+  // status calls (see poll_schedule.h).
   Millis poll_target_delay{1500};
 };
 

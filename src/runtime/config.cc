@@ -265,6 +265,8 @@ ConfigResult LoadConfig(const EnvLookup& env) {
     }
   }
   r.Integer("UPPZY_STATS_INTERVAL_MS", &c.stats_interval_ms, 100, 600000);
+  r.OneOf("UPPZY_POLL_MODE", &c.poll_mode, {"fixed", "adaptive"});
+  r.Duration("UPPZY_POLL_TARGET_DELAY_MS", &c.policy.poll_target_delay, 100, 600000);
 
   c.worker_id = DefaultWorkerId();
   r.String("UPPZY_WORKER_ID", &c.worker_id, false);

@@ -36,13 +36,14 @@ JobLogFields DeliveryFields(const ClaimedDelivery& d, const Outcome* o) {
 }  // namespace
 
 Engine::Engine(const Config& config, Mailbox& mailbox, metrics::WorkerMetrics& metrics,
-               UpstreamClient& client, const ClockSource& clock, KeyRing* keys)
+               UpstreamClient& client, const ClockSource& clock, KeyRing* keys, const PollPlans* plans)
     : config_(config),
       mailbox_(mailbox),
       metrics_(metrics),
       client_(client),
       clock_(clock),
       keys_(keys),
+      plans_(plans),
       // Enough started exchanges to keep every connection busy, few enough that a pause or a stop
       // leaves most jobs unsent and cleanly handed back.
       max_active_(static_cast<size_t>(config.http_max_connections) * 4),
@@ -395,6 +396,7 @@ void Engine::OnCompletion(Completion& c, TimePoint now) {
   ctx.poll_errors = h.poll_errors;
   ctx.last_poll_error = h.last_poll_error;
   ctx.accepted_at = h.job.submitted_at;
+  ctx.plan = PollPlans::Find(plan_now_, SiteOf(h.job));
   Transition t = Decide(ctx, o, now, config_.policy, jitter_(rng_));
   if (h.cancel_requested && t.action != Action::kComplete && t.action != Action::kFail) {
     if (t.action == Action::kAccept) {
@@ -491,6 +493,7 @@ void Engine::Run() {
 
 bool Engine::RunOnce() {
   TimePoint now = clock_.Now();
+  if (plans_ != nullptr) plan_now_ = plans_->Snapshot();
   for (auto& job : mailbox_.TakeJobs()) {
     if (mailbox_.stopping) {
       // Claimed while we were stopping: never sent, so back it goes, uncharged.

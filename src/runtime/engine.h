@@ -22,6 +22,7 @@
 #include <unordered_map>
 
 #include "runtime/mailbox.h"
+#include "runtime/poll_plans.h"
 #include "uppzy/breaker.h"
 #include "uppzy/clock.h"
 #include "uppzy/config.h"
@@ -40,7 +41,7 @@ class Engine {
   // was sent, sends the request again at once instead of opening an incident (DecideKeyRefusal; once
   // per attempt). Without it, every refusal is an incident. Never throws.
   Engine(const Config& config, Mailbox& mailbox, metrics::WorkerMetrics& metrics, UpstreamClient& client,
-         const ClockSource& clock, KeyRing* keys = nullptr);
+         const ClockSource& clock, KeyRing* keys = nullptr, const PollPlans* plans = nullptr);
 
   // Runs RunOnce() until it returns false, then Shutdown(). Returns when the stop is done.
   void Run();
@@ -125,6 +126,8 @@ class Engine {
   UpstreamClient& client_;
   const ClockSource& clock_;
   KeyRing* keys_;
+  const PollPlans* plans_;                          // null: every poll on the fixed tick
+  std::shared_ptr<const PollPlans::Map> plan_now_;  // this pass's plans (RunOnce takes a snapshot)
   bool keys_reloaded_this_pass_ = false;
   std::optional<SteadyTimePoint> grace_deadline_;  // set when the stop is first seen
   std::unordered_map<int64_t, Held> held_;

@@ -1,7 +1,12 @@
 #include "runtime/maintenance.h"
 
+#include <algorithm>
+#include <cmath>
+#include <limits>
 #include <nlohmann/json.hpp>
+#include <vector>
 
+#include "runtime/poll_plans.h"
 #include "uppzy/duration.h"
 #include "uppzy/error_text.h"
 #include "uppzy/log.h"
@@ -10,8 +15,8 @@
 
 namespace uppzy::runtime {
 
-Maintenance::Maintenance(const Config& config, metrics::WorkerMetrics& metrics)
-    : config_(config), metrics_(metrics) {}
+Maintenance::Maintenance(const Config& config, metrics::WorkerMetrics& metrics, PollPlans* plans)
+    : config_(config), metrics_(metrics), plans_(plans) {}
 
 Maintenance::~Maintenance() { Stop(); }
 
@@ -68,6 +73,11 @@ int Maintenance::RunOnce(bool retention) {
   if (Connect()) {
     try {
       RefreshGauges();
+      if (plans_ != nullptr && config_.poll_mode == "adaptive" && Steady::now() >= next_refit_) {
+        next_refit_ =
+            Steady::now() + std::min<Millis>(std::chrono::seconds(30), 6 * Millis(config_.stats_interval_ms));
+        RefitPlans();
+      }
       if (retention) purged = Retention();
     } catch (const StoreError& e) {
       std::lock_guard<std::mutex> lock(mu_);
@@ -104,6 +114,32 @@ void Maintenance::RefreshGauges() {
   db_error_.clear();
   open_incidents_ = open;
   last_check_ = Steady::now();
+}
+
+void Maintenance::RefitPlans() {
+  std::vector<AnswerInterval> seen;
+  for (const AnswerTimeRow& r : store_->AnswerTimesRecent(kAnswerWindow, kAnswerSamples)) {
+    seen.push_back({static_cast<double>(r.ready_after_ms), r.seen_after_ms
+                                                               ? static_cast<double>(*r.seen_after_ms)
+                                                               : std::numeric_limits<double>::infinity()});
+  }
+  const AnswerTimeEstimate estimate = AnswerTimeEstimate::Fit(seen);
+  PollPlan plan = PollPlan::Build(estimate, ScheduleOf(config_.policy));
+  const bool adaptive = plan.adaptive();
+  if (adaptive != plan_adaptive_ || adaptive) {
+    LogEvent(adaptive != plan_adaptive_ ? spdlog::level::info : spdlog::level::debug, "poll_plan_updated",
+             {{"site_id", config_.site.site_id},
+              {"adaptive", adaptive ? "true" : "false"},
+              {"answers", std::to_string(estimate.samples())},
+              {"median_answer_ms", std::to_string(std::llround(estimate.Quantile(0.5)))},
+              {"expected_calls", std::to_string(plan.expected_calls())},
+              {"expected_delay_ms", std::to_string(std::llround(plan.expected_delay_ms()))},
+              {"first_poll_ms", adaptive ? std::to_string(plan.offsets().front().count()) : ""}});
+  }
+  plan_adaptive_ = adaptive;
+  PollPlans::Map plans;
+  plans.emplace(config_.site.site_id, std::move(plan));
+  plans_->Publish(std::move(plans));
 }
 
 int Maintenance::Retention() {

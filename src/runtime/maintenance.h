@@ -8,6 +8,12 @@
 //   - Retention, every minute: deletes finished rows older than UPPZY_RETAIN_COMPLETED / _FAILED /
 //     _CANCELLED through uppzy.purge_jobs, in batches of 1000 rows, each its own short transaction.
 //     Several workers may run it at once (the function skips rows another one is deleting).
+//   - Adaptive polling (UPPZY_POLL_MODE=adaptive), every 30 s (6 gauge refreshes when those are more
+//     often): refits the answer-time estimate from the jobs finished in the last kAnswerWindow (at most
+//     kAnswerSamples, newest first) and publishes the poll plan the engine uses. A query over recent
+//     rows, not a histogram row kept up to date: no extra write per job, no hot row, and a new worker
+//     starts warm from what every worker stored; a vendor that gets slower leaves the window in 10
+//     minutes at the most.
 //
 // Start()/Stop() are called from one thread; Ready() from any thread. RunOnce() is for tests (and runs
 // on the caller's thread; do not mix it with Start()).
@@ -31,6 +37,7 @@ class WorkerMetrics;
 }
 
 namespace uppzy::runtime {
+class PollPlans;
 
 class Maintenance {
  public:
@@ -38,9 +45,12 @@ class Maintenance {
   // Per state and pass, so one pass stays short however large the backlog; the next pass goes on.
   static constexpr int kMaxBatchesPerPass = 100;
   static constexpr std::chrono::seconds kRetentionInterval{60};
+  static constexpr std::chrono::minutes kAnswerWindow{10};
+  static constexpr int kAnswerSamples = 2000;
 
-  // `config` and `metrics` (where the database gauges go) must outlive the maintenance.
-  Maintenance(const Config& config, metrics::WorkerMetrics& metrics);
+  // `config` and `metrics` (where the database gauges go) must outlive the maintenance, and `plans`
+  // (where adaptive polling's plans go; may be null: no refits) too.
+  Maintenance(const Config& config, metrics::WorkerMetrics& metrics, PollPlans* plans = nullptr);
   ~Maintenance();
   Maintenance(const Maintenance&) = delete;
   Maintenance& operator=(const Maintenance&) = delete;
@@ -64,10 +74,14 @@ class Maintenance {
   bool Connect();
   void RefreshGauges();
   int Retention();
+  void RefitPlans();
 
   const Config& config_;
   metrics::WorkerMetrics& metrics_;
+  PollPlans* plans_;
   std::unique_ptr<OpsStore> store_;
+  Steady::time_point next_refit_{};
+  bool plan_adaptive_ = false;  // whether the last plan published was adaptive (for the log)
   std::thread thread_;
   std::mutex stop_mu_;
   std::condition_variable stop_cv_;

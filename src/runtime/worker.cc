@@ -8,6 +8,7 @@
 #include "runtime/coordinator.h"
 #include "runtime/engine.h"
 #include "runtime/maintenance.h"
+#include "runtime/poll_plans.h"
 #include "uppzy/clock.h"
 #include "uppzy/health_server.h"
 #include "uppzy/key_ring.h"
@@ -130,11 +131,13 @@ int Worker::Run() {
   }
   KeyRing& keys = *loaded.ring;
   UppzyClient client(MakeUpstreamConfig(s.config, keys));  // throws std::invalid_argument for a refused URL
-  runtime::Engine engine(s.config, s.mailbox, s.metrics, client, RealClock(), &keys);
+  runtime::PollPlans plans;  // adaptive polling: maintenance publishes, the engine reads
+  runtime::Engine engine(s.config, s.mailbox, s.metrics, client, RealClock(), &keys, &plans);
   s.mailbox.SetEngineWaker([&engine] { engine.Wakeup(); });
   runtime::Coordinator coordinator(s.config, s.options, s.mailbox, s.metrics,
                                    runtime::PostgresWorkerStores(s.config.database_url), RealClock());
-  runtime::Maintenance maintenance(s.config, s.metrics);  // retention, database gauges, /readyz; own thread
+  runtime::Maintenance maintenance(s.config, s.metrics,
+                                   &plans);  // retention, database gauges, /readyz; own thread
   maintenance.Start();
   http::HealthServer health;
   if (s.config.http_addr != "off") {
