@@ -21,7 +21,10 @@
 --                   not as uppzy_worker.
 -- Ratings and session closes (0003): uppzy_app may INSERT them (the columns an app sets) and EXECUTE
 -- uppzy.rate_job / uppzy.close_session; uppzy_operator reads their views. Live workers (0004):
--- uppzy_operator reads uppzy.workers.
+-- uppzy_operator reads uppzy.workers. Sites (0008): uppzy_operator edits uppzy.sites with plain SQL
+-- (SELECT, INSERT, UPDATE, DELETE) and reads uppzy.site_queues and uppzy.live_worker_sites; uppzy_app
+-- may set site_id when it inserts a job, a rating or a close, and EXECUTE uppzy.close_session(text,
+-- text); uppzy_worker reads uppzy.sites (its heartbeat writes uppzy.workers.sites).
 
 DO $$
 DECLARE
@@ -100,6 +103,13 @@ BEGIN
   IF to_regclass('uppzy.workers') IS NOT NULL THEN
     GRANT SELECT ON uppzy.workers TO uppzy_operator;
     GRANT SELECT, INSERT, UPDATE ON uppzy.workers TO uppzy_worker;
+  END IF;
+  IF to_regclass('uppzy.sites') IS NOT NULL THEN
+    GRANT SELECT, INSERT, UPDATE, DELETE ON uppzy.sites TO uppzy_operator;
+    GRANT SELECT ON uppzy.site_queues, uppzy.live_worker_sites TO uppzy_operator;
+    GRANT INSERT (site_id) ON uppzy.chat_jobs, uppzy.chat_feedback, uppzy.session_closes TO uppzy_app;
+    GRANT EXECUTE ON FUNCTION uppzy.close_session(text, text) TO uppzy_app;
+    GRANT SELECT ON uppzy.sites TO uppzy_worker;
   END IF;
 END;
 $$;

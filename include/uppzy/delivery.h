@@ -50,6 +50,7 @@ struct ClaimedDelivery {
   std::string feedback;    // kFeedback only: "good" or "bad", the value this send carries
   int attempt = 0;         // attempts after the claim: the number of this send, 1-based
   int max_attempts = 0;
+  std::string site_id;  // the row's Uppzy site; a NULL site_id reads as the claim's default site
 
   DeliveryRef ref() const { return {kind, id}; }
 };

@@ -37,10 +37,15 @@ class DeliveryStore final : public WorkerDeliveryStore {
   DeliveryStore& operator=(const DeliveryStore&) = delete;
 
   // queued/retrying rows of `kind` with run_at <= now() -> sending, attempts + 1, locked by `worker`,
-  // lease now + lease_ms. FOR UPDATE SKIP LOCKED: concurrent claimers never take the same row. Oldest
-  // run_at first. Returns at most `limit` rows (none when limit <= 0).
+  // lease now + lease_ms. FOR UPDATE SKIP LOCKED: concurrent claimers never take the same row. Per site
+  // of `scope` at most its share's limit (see ClaimScope); oldest run_at first. Returns at most `limit`
+  // rows in all (none when limit <= 0).
   std::vector<ClaimedDelivery> DeliveriesClaim(DeliveryKind kind, const std::string& worker, int lease_ms,
-                                               int limit) override;
+                                               const ClaimScope& scope, int limit) override;
+  // The single-site form (tests, tools): only rows whose site_id is NULL, at most `limit`; a
+  // ClaimedDelivery's site_id is then "".
+  std::vector<ClaimedDelivery> DeliveriesClaim(DeliveryKind kind, const std::string& worker, int lease_ms,
+                                               int limit);
 
   // Applies the writes (both kinds may be mixed) in one transaction, guarded by id + state 'sending' +
   // attempts = expected_attempt + locked_by = worker; the row is released (locked_by, lease cleared)

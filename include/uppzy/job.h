@@ -60,6 +60,7 @@ struct ClaimedJob {
   TimePoint poll_deadline{};
   int polls = 0;
   TimePoint created_at{};  // the row's INSERT time (for the time-to-answer metric)
+  std::string site_id;     // the row's Uppzy site; a NULL site_id reads as the claim's default site
 };
 
 }  // namespace uppzy

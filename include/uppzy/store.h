@@ -73,8 +73,10 @@ class Store final : public WorkerJobStore {
   std::vector<std::string> Migrate();
 
   // WorkerJobStore.
-  std::vector<ClaimedJob> JobsClaimQueued(const std::string& worker, int lease_ms, int limit) override;
-  std::vector<ClaimedJob> JobsAdoptPolling(const std::string& worker, int lease_ms, int limit) override;
+  std::vector<ClaimedJob> JobsClaimQueued(const std::string& worker, int lease_ms,
+                                          const ClaimScope& scope) override;
+  std::vector<ClaimedJob> JobsAdoptPolling(const std::string& worker, int lease_ms, const ClaimScope& scope,
+                                           int limit) override;
   int JobsRescueExpiredSubmitting(int limit) override;
   ApplyResult JobsApplyWrites(const std::string& worker, const std::vector<JobWrite>& writes) override;
   std::vector<int64_t> JobsRenewLeases(const std::string& worker, const std::vector<int64_t>& ids,
@@ -86,8 +88,14 @@ class Store final : public WorkerJobStore {
                                          const std::string& worker) override;
   std::optional<int64_t> IncidentsOpenFor(const std::string& fingerprint) override;
   void WorkersHeartbeat(const std::string& worker, const std::string& host, int pid, const std::string& site,
-                        int lease_ms, int jobs_in_flight, const std::string& breaker_state) override;
+                        const std::vector<std::string>& sites, int lease_ms, int jobs_in_flight,
+                        const std::string& breaker_state) override;
   void WorkersStopped(const std::string& worker) override;
+
+  // The single-site forms (tests, tools): only rows whose site_id is NULL, at most `limit`; a
+  // ClaimedJob's site_id is then "".
+  std::vector<ClaimedJob> JobsClaimQueued(const std::string& worker, int lease_ms, int limit);
+  std::vector<ClaimedJob> JobsAdoptPolling(const std::string& worker, int lease_ms, int limit);
 
   EnqueueResult JobsEnqueue(const NewJob& job);
 

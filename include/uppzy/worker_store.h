@@ -28,6 +28,37 @@
 
 namespace uppzy {
 
+// One site's part of a claim: at most `limit` rows of `site_id`.
+struct SiteShare {
+  std::string site_id;
+  int limit = 0;
+};
+
+// Which work a claim may take: per site of the worker, at most that share's limit (a share with limit
+// <= 0 claims nothing of its site). Rows whose site_id is NULL belong to the default site: a share whose
+// site_id equals default_site covers both them and the rows with that site_id explicitly; without such
+// a share NULL-site rows are not claimed. A site listed twice has the sum of its limits. Rows of sites
+// not listed are never claimed, and neither are rows of a site paused in uppzy.sites (paused_at set).
+// Plain value; thread-compatible.
+struct ClaimScope {
+  std::string default_site;  // the worker's UPPZY_SITE_ID
+  std::vector<SiteShare> shares;
+
+  // Only the default site (NULL-site rows and rows of `site`), at most `limit` rows.
+  static ClaimScope DefaultOnly(std::string site, int limit) {
+    ClaimScope s;
+    s.shares.push_back({site, limit});
+    s.default_site = std::move(site);
+    return s;
+  }
+  // The sum of the positive limits: the most rows one claim takes.
+  int Total() const {
+    int n = 0;
+    for (const auto& share : shares) n += share.limit > 0 ? share.limit : 0;
+    return n;
+  }
+};
+
 // What became of each job of a JobsApplyWrites call; every job is in exactly one list.
 struct ApplyResult {
   std::vector<int64_t> applied;   // every write of the job was applied
@@ -51,10 +82,16 @@ class WorkerJobStore {
   virtual ~WorkerJobStore() = default;
 
   // queued/retrying rows with run_at <= now() -> submitting, attempts + 1, locked by `worker`.
-  // Concurrent claimers never take the same row. Best first; at most `limit` rows.
-  virtual std::vector<ClaimedJob> JobsClaimQueued(const std::string& worker, int lease_ms, int limit) = 0;
+  // Concurrent claimers never take the same row. Per site of `scope` (see ClaimScope), at most its
+  // share's limit of that site's best rows (priority DESC, run_at, id), so one site's backlog never
+  // takes another's share; at most scope.Total() rows in all, in one statement. Each ClaimedJob's
+  // site_id is its row's site (the scope's default site for a NULL site).
+  virtual std::vector<ClaimedJob> JobsClaimQueued(const std::string& worker, int lease_ms,
+                                                  const ClaimScope& scope) = 0;
   // polling rows whose lease ended (crashed or handed-back holders) -> held by `worker`, same attempt.
-  virtual std::vector<ClaimedJob> JobsAdoptPolling(const std::string& worker, int lease_ms, int limit) = 0;
+  // Only rows of the sites of `scope` (any limit) that are not paused; at most `limit` rows.
+  virtual std::vector<ClaimedJob> JobsAdoptPolling(const std::string& worker, int lease_ms,
+                                                   const ClaimScope& scope, int limit) = 0;
   // submitting rows whose lease ended -> retrying (or failed when no attempt is left), error
   // lease_expired. The POST may have reached Uppzy: this is the one duplicate-submission window.
   // Returns how many rows were rescued.
@@ -80,10 +117,12 @@ class WorkerJobStore {
   // The id of the open incident for this key fingerprint, if any.
   virtual std::optional<int64_t> IncidentsOpenFor(const std::string& fingerprint) = 0;
 
-  // Upserts this worker's row in uppzy.workers (heartbeat), or marks it stopped.
+  // Upserts this worker's row in uppzy.workers (heartbeat), or marks it stopped. `site` is its default
+  // site (UPPZY_SITE_ID), `sites` every site it holds a key for (uppzy.workers.sites, read by
+  // uppzy.site_queues to tell whether a site is served).
   virtual void WorkersHeartbeat(const std::string& worker, const std::string& host, int pid,
-                                const std::string& site, int lease_ms, int jobs_in_flight,
-                                const std::string& breaker_state) = 0;
+                                const std::string& site, const std::vector<std::string>& sites, int lease_ms,
+                                int jobs_in_flight, const std::string& breaker_state) = 0;
   virtual void WorkersStopped(const std::string& worker) = 0;
 };
 
@@ -95,10 +134,12 @@ class WorkerDeliveryStore {
   virtual ~WorkerDeliveryStore() = default;
 
   // queued/retrying rows of `kind` with run_at <= now() -> sending, attempts + 1, locked by `worker`,
-  // lease now + lease_ms. Concurrent claimers never take the same row. Oldest run_at first. Returns at
-  // most `limit` rows (none when limit <= 0).
+  // lease now + lease_ms. Concurrent claimers never take the same row. Per site of `scope` (see
+  // ClaimScope; a row's site is its own site_id), at most its share's limit; oldest run_at first.
+  // Returns at most `limit` rows in all (none when limit <= 0). Each row's site_id is its site (the
+  // scope's default site for a NULL site).
   virtual std::vector<ClaimedDelivery> DeliveriesClaim(DeliveryKind kind, const std::string& worker,
-                                                       int lease_ms, int limit) = 0;
+                                                       int lease_ms, const ClaimScope& scope, int limit) = 0;
   // Applies the writes (both kinds may be mixed) in one transaction, guarded by id + state 'sending' +
   // attempts = expected_attempt + locked_by = worker; every write releases its row. A row appearing
   // twice is applied in two rounds, in order. A row another session holds locked is deferred.

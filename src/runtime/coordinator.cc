@@ -248,7 +248,8 @@ void Coordinator::ClaimDeliveries() {
     for (const auto& ref : held_deliveries_) held += ref.kind == kind ? 1 : 0;
     const int room = std::min(cap - held, config_.claim_batch);
     if (room <= 0) continue;
-    auto got = deliveries_->DeliveriesClaim(kind, config_.worker_id, config_.lease_ms, room);
+    auto got = deliveries_->DeliveriesClaim(kind, config_.worker_id, config_.lease_ms,
+                                            ClaimScope::DefaultOnly(config_.site.site_id, room), room);
     if (static_cast<int>(got.size()) == room) more = true;
     for (auto& d : got) {
       held_deliveries_.insert(d.ref());
@@ -317,7 +318,10 @@ void Coordinator::Claim(bool adopt) {
   if (room <= 0) return;
   const int limit = std::min(room, config_.claim_batch);
   std::vector<ClaimedJob> jobs;
-  if (adopt) jobs = store_->JobsAdoptPolling(config_.worker_id, config_.lease_ms, limit);
+  if (adopt) {
+    jobs = store_->JobsAdoptPolling(config_.worker_id, config_.lease_ms,
+                                    ClaimScope::DefaultOnly(config_.site.site_id, limit), limit);
+  }
   int left = limit - static_cast<int>(jobs.size());
   // The circuit breaker: no new submissions while it is open (polls of adopted rows go on); one probe
   // while it is half-open.
@@ -334,7 +338,8 @@ void Coordinator::Claim(bool adopt) {
     probe_claimed_ = true;
   }
   if (left > 0) {
-    auto claimed = store_->JobsClaimQueued(config_.worker_id, config_.lease_ms, left);
+    auto claimed = store_->JobsClaimQueued(config_.worker_id, config_.lease_ms,
+                                           ClaimScope::DefaultOnly(config_.site.site_id, left));
     more_waiting_ = static_cast<int>(claimed.size()) == left && breaker == BreakerState::kClosed;
     for (auto& c : claimed) jobs.push_back(std::move(c));
   } else if (breaker == BreakerState::kClosed) {
@@ -367,7 +372,7 @@ void Coordinator::Heartbeat() {
   char host[256] = {0};
   gethostname(host, sizeof(host) - 1);
   store_->WorkersHeartbeat(config_.worker_id, host, static_cast<int>(getpid()), config_.site.site_id,
-                           config_.lease_ms, static_cast<int>(held_.size()),
+                           {config_.site.site_id}, config_.lease_ms, static_cast<int>(held_.size()),
                            std::string(ToString(mailbox_.breaker_state.load())));
 }
 

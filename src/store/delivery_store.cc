@@ -110,12 +110,15 @@ DeliveryStore::DeliveryStore(const std::string& database_url) {
 DeliveryStore::~DeliveryStore() = default;
 
 std::vector<ClaimedDelivery> DeliveryStore::DeliveriesClaim(DeliveryKind kind, const std::string& worker,
-                                                            int lease_ms, int limit) {
+                                                            int lease_ms, const ClaimScope& scope,
+                                                            int limit) {
   return Translate([&] {
     std::vector<ClaimedDelivery> out;
-    if (limit <= 0) return out;
+    if (limit <= 0 || scope.Total() <= 0) return out;
+    const auto arrays = store::ToArrays(scope);
     pqxx::work tx(impl_->conn);
-    auto r = tx.exec_prepared(Name("claim", kind), worker, static_cast<long long>(lease_ms), limit);
+    auto r = tx.exec_prepared(Name("claim", kind), worker, static_cast<long long>(lease_ms), arrays.sites,
+                              arrays.limits, scope.default_site, limit);
     tx.commit();
     out.reserve(r.size());
     for (const auto& row : r) {
@@ -127,10 +130,16 @@ std::vector<ClaimedDelivery> DeliveryStore::DeliveriesClaim(DeliveryKind kind, c
       d.feedback = row[3].as<std::string>();
       d.attempt = row[4].as<int>();
       d.max_attempts = row[5].as<int>();
+      d.site_id = row[6].as<std::string>();
       out.push_back(std::move(d));
     }
     return out;
   });
+}
+
+std::vector<ClaimedDelivery> DeliveryStore::DeliveriesClaim(DeliveryKind kind, const std::string& worker,
+                                                            int lease_ms, int limit) {
+  return DeliveriesClaim(kind, worker, lease_ms, ClaimScope::DefaultOnly("", limit), limit);
 }
 
 DeliveryApplyResult DeliveryStore::DeliveriesApplyWrites(const std::string& worker,

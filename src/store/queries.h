@@ -19,22 +19,45 @@ inline constexpr const char* kMigrationsApplied = "SELECT version FROM uppzy.sch
 inline constexpr const char* kMigrationsRecord =
     "INSERT INTO uppzy.schema_migrations (version, name) VALUES ($1, $2)";
 
-// Columns every claim or adoption returns, in this order.
+// Columns every claim or adoption returns, in this order. The last is the row's site, NULL read as the
+// scope's default site ($5 in every statement that returns them).
 #define UPPZY_CLAIMED_COLUMNS                                                                          \
   "j.id, coalesce(j.job_key, ''), j.session_id, j.message, j.response_language, j.state, j.attempts, " \
   "j.max_attempts, coalesce(j.request_id, ''), "                                                       \
   "coalesce((extract(epoch FROM j.submitted_at) * 1000)::bigint, 0), "                                 \
   "coalesce((extract(epoch FROM j.poll_deadline) * 1000)::bigint, 0), j.polls, "                       \
-  "(extract(epoch FROM j.created_at) * 1000)::bigint"
+  "(extract(epoch FROM j.created_at) * 1000)::bigint, coalesce(j.site_id, $5)"
 
-// $1 worker, $2 lease ms, $3 limit.
-inline constexpr const char* kJobsClaimQueued = R"sql(
-WITH c AS (
-  SELECT id FROM uppzy.chat_jobs
-  WHERE state IN ('queued', 'retrying') AND run_at <= now()
-  ORDER BY priority DESC, run_at, id
-  LIMIT $3
-  FOR UPDATE SKIP LOCKED
+// The claim of a ClaimScope, shared by jobs and deliveries: CTEs `lanes`, `picked` and `c` (c.id, the
+// rows to claim). $3 text[] sites, $4 int[] their limits (one per site, see ScopeArrays), $5 the
+// default site. A lane is a site of the scope with room and no pause in uppzy.sites. Each lane reads
+// the best `lim` claimable rows of its site from the site's range of the site index; the default
+// site's lane also reads the best `lim` NULL-site rows from the NULL-site index, and the two are
+// merged, best first, to `lim` (the rows locked and not taken are released at commit). `table` is the
+// table, `priority` the row's priority (an expression of j), `order` the order of its claim index.
+#define UPPZY_CLAIM_SCOPE_LANE(table, priority, order, site_rule)                                   \
+  "SELECT l.site, l.lim, c.* FROM lanes l CROSS JOIN LATERAL ("                                     \
+  "SELECT j.id, " priority " AS priority, j.run_at FROM uppzy." table                               \
+  " j "                                                                                             \
+  "WHERE j.state IN ('queued', 'retrying') AND j.run_at <= now() AND " site_rule " ORDER BY " order \
+  " LIMIT l.lim FOR UPDATE OF j SKIP LOCKED) c "
+#define UPPZY_CLAIM_SCOPE(table, priority, order) \
+  "lanes AS ("                                                                                              \
+  "SELECT s.site, s.lim FROM unnest($3::text[], $4::int[]) AS s(site, lim) "                                \
+  "WHERE s.lim > 0 AND NOT EXISTS ("                                                                        \
+  "SELECT 1 FROM uppzy.sites p WHERE p.site_id = s.site AND p.paused_at IS NOT NULL)"                      \
+  "), picked AS (" UPPZY_CLAIM_SCOPE_LANE(table, priority, order, "j.site_id = l.site") " UNION ALL "       \
+  UPPZY_CLAIM_SCOPE_LANE(table, priority, order, "j.site_id IS NULL") " WHERE l.site = $5"                  \
+  "), c AS ("                                                                                               \
+  "SELECT p.id, p.priority, p.run_at FROM (SELECT p.*, row_number() OVER ("                                 \
+  "PARTITION BY p.site ORDER BY p.priority DESC, p.run_at, p.id) AS site_rank FROM picked p) p "            \
+  "WHERE p.site_rank <= p.lim"
+
+// $1 worker, $2 lease ms, $3 text[] sites, $4 int[] limits, $5 default site (see UPPZY_CLAIM_SCOPE).
+// At most each site's limit of its best rows (priority DESC, run_at, id); a site's backlog never takes
+// another's share. Rows of sites not in the scope, and of paused sites, are never claimed.
+inline constexpr const char* kJobsClaimQueued =
+    "WITH " UPPZY_CLAIM_SCOPE("chat_jobs", "j.priority", "j.priority DESC, j.run_at, j.id") R"sql(
 )
 UPDATE uppzy.chat_jobs j
 SET state = 'submitting', attempts = j.attempts + 1, locked_by = $1,
@@ -43,14 +66,18 @@ SET state = 'submitting', attempts = j.attempts + 1, locked_by = $1,
 FROM c WHERE j.id = c.id
 RETURNING )sql" UPPZY_CLAIMED_COLUMNS;
 
-// $1 worker, $2 lease ms, $3 limit.
+// $1 worker, $2 lease ms, $3 text[] sites, $4 limit, $5 default site (NULL-site rows are its). Only
+// rows of the listed sites that are not paused in uppzy.sites.
 inline constexpr const char* kJobsAdoptPolling = R"sql(
 WITH c AS (
-  SELECT id FROM uppzy.chat_jobs
-  WHERE state = 'polling' AND lease_expires_at <= now()
-  ORDER BY lease_expires_at
-  LIMIT $3
-  FOR UPDATE SKIP LOCKED
+  SELECT j.id FROM uppzy.chat_jobs j
+  WHERE j.state = 'polling' AND j.lease_expires_at <= now()
+    AND coalesce(j.site_id, $5) = ANY ($3::text[])
+    AND NOT EXISTS (SELECT 1 FROM uppzy.sites p
+                    WHERE p.site_id = coalesce(j.site_id, $5) AND p.paused_at IS NOT NULL)
+  ORDER BY j.lease_expires_at
+  LIMIT $4
+  FOR UPDATE OF j SKIP LOCKED
 )
 UPDATE uppzy.chat_jobs j
 SET locked_by = $1, lease_expires_at = now() + $2::bigint * interval '1 millisecond', updated_at = now()
@@ -218,13 +245,14 @@ inline constexpr const char* kIncidentsResolve =
 inline constexpr const char* kIncidentsResolveAll =
     "UPDATE uppzy.incidents SET resolved_at = now() WHERE resolved_at IS NULL RETURNING id";
 
-// $1 worker id, $2 host, $3 pid, $4 version, $5 site, $6 lease ms, $7 jobs in flight, $8 breaker state.
+// $1 worker id, $2 host, $3 pid, $4 version, $5 site, $6 lease ms, $7 jobs in flight, $8 breaker state,
+// $9 text[] the sites it holds keys for.
 inline constexpr const char* kWorkersHeartbeat = R"sql(
-INSERT INTO uppzy.workers AS w (id, host, pid, version, site_id, lease_ms, jobs_in_flight, breaker_state)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+INSERT INTO uppzy.workers AS w (id, host, pid, version, site_id, lease_ms, jobs_in_flight, breaker_state, sites)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9::text[])
 ON CONFLICT (id) DO UPDATE
 SET heartbeat_at = now(), jobs_in_flight = EXCLUDED.jobs_in_flight, breaker_state = EXCLUDED.breaker_state,
-    lease_ms = EXCLUDED.lease_ms, stopped_at = NULL
+    lease_ms = EXCLUDED.lease_ms, sites = EXCLUDED.sites, stopped_at = NULL
 )sql";
 inline constexpr const char* kWorkersStopped =
     "UPDATE uppzy.workers SET stopped_at = now(), heartbeat_at = now(), jobs_in_flight = 0 WHERE id = $1";

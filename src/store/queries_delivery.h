@@ -4,22 +4,24 @@
 // fragments below before preparing it once per table.
 #pragma once
 
+#include "store/queries.h"  // UPPZY_CLAIM_SCOPE
+
 namespace uppzy::store::sql {
 
-// $1 worker, $2 lease ms, $3 limit. {claimed}: request_id, feedback (or two empty texts for a close).
-inline constexpr const char* kDeliveriesClaim = R"sql(
-WITH c AS (
-  SELECT id FROM uppzy.{table}
-  WHERE state IN ('queued', 'retrying') AND run_at <= now()
-  ORDER BY run_at, id
-  LIMIT $3
-  FOR UPDATE SKIP LOCKED
+// $1 worker, $2 lease ms, $3 text[] sites, $4 int[] their limits, $5 default site (see
+// UPPZY_CLAIM_SCOPE in queries.h), $6 the most rows in all. Oldest run_at first within a site and
+// across them (rows locked beyond $6 are released at commit). {claimed}: request_id, feedback (or two empty
+// texts for a close); the last column is the row's site, NULL read as the default site.
+inline constexpr const char* kDeliveriesClaim =
+    "WITH " UPPZY_CLAIM_SCOPE("{table}", "0", "j.run_at, j.id") R"sql(
+  ORDER BY p.run_at, p.id
+  LIMIT $6
 )
 UPDATE uppzy.{table} j
 SET state = 'sending', attempts = j.attempts + 1, locked_by = $1,
     lease_expires_at = now() + $2::bigint * interval '1 millisecond', updated_at = now()
 FROM c WHERE j.id = c.id
-RETURNING j.id, j.session_id, {claimed}, j.attempts, j.max_attempts
+RETURNING j.id, j.session_id, {claimed}, j.attempts, j.max_attempts, coalesce(j.site_id, $5)
 )sql";
 inline constexpr const char* kFeedbackClaimedColumns = "j.request_id, j.feedback";
 inline constexpr const char* kSessionCloseClaimedColumns = "''::text, ''::text";

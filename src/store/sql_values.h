@@ -1,6 +1,7 @@
 // Small conversions between C++ values and their SQL text forms, shared by every store class.
 #pragma once
 
+#include <algorithm>
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
@@ -11,17 +12,57 @@
 #include <vector>
 
 #include "uppzy/job.h"
+#include "uppzy/worker_store.h"
 
 namespace uppzy::store {
 
 // libpqxx 6.4 passes an array parameter as its text form: "{1,2,3}".
-inline std::string IdArray(const std::vector<int64_t>& ids) {
+template <typename Int>
+std::string IntArray(const std::vector<Int>& values) {
   std::string s = "{";
-  for (size_t i = 0; i < ids.size(); ++i) {
+  for (size_t i = 0; i < values.size(); ++i) {
     if (i) s += ',';
-    s += std::to_string(ids[i]);
+    s += std::to_string(values[i]);
   }
   return s + "}";
+}
+inline std::string IdArray(const std::vector<int64_t>& ids) { return IntArray(ids); }
+
+// A text[] parameter's text form: every element double-quoted, with '"' and '\' escaped by a
+// backslash, so any text (empty, with commas, braces, quotes or the word NULL) is one element.
+inline std::string TextArray(const std::vector<std::string>& values) {
+  std::string s = "{";
+  for (size_t i = 0; i < values.size(); ++i) {
+    if (i) s += ',';
+    s += '"';
+    for (char c : values[i]) {
+      if (c == '"' || c == '\\') s += '\\';
+      s += c;
+    }
+    s += '"';
+  }
+  return s + "}";
+}
+
+// A ClaimScope as the claim statements' parameters: sites (text[]) and their limits (int[]), one
+// entry per site, in the order first listed; a site listed twice gets the sum of its limits.
+struct ScopeArrays {
+  std::string sites;
+  std::string limits;
+};
+inline ScopeArrays ToArrays(const ClaimScope& scope) {
+  std::vector<std::string> sites;
+  std::vector<int> limits;
+  for (const auto& share : scope.shares) {
+    size_t i = 0;
+    while (i < sites.size() && sites[i] != share.site_id) ++i;
+    if (i == sites.size()) {
+      sites.push_back(share.site_id);
+      limits.push_back(0);
+    }
+    limits[i] += std::max(share.limit, 0);
+  }
+  return {TextArray(sites), IntArray(limits)};
 }
 
 // A nullable text column; NULL reads as "".

@@ -91,6 +91,7 @@ std::vector<ClaimedJob> ReadClaimed(const pqxx::result& r) {
     c.poll_deadline = FromMs(row[10].as<long long>());
     c.polls = row[11].as<int>();
     c.created_at = FromMs(row[12].as<long long>());
+    c.site_id = row[13].as<std::string>();
     out.push_back(std::move(c));
   }
   return out;
@@ -181,22 +182,37 @@ std::vector<std::string> Store::Migrate() {
   });
 }
 
-std::vector<ClaimedJob> Store::JobsClaimQueued(const std::string& worker, int lease_ms, int limit) {
+std::vector<ClaimedJob> Store::JobsClaimQueued(const std::string& worker, int lease_ms,
+                                               const ClaimScope& scope) {
   return Translate([&] {
+    if (scope.Total() <= 0) return std::vector<ClaimedJob>();
+    const auto arrays = store::ToArrays(scope);
     pqxx::work tx(impl_->conn);
-    auto r = tx.exec_prepared("claim_queued", worker, static_cast<long long>(lease_ms), limit);
+    auto r = tx.exec_prepared("claim_queued", worker, static_cast<long long>(lease_ms), arrays.sites,
+                              arrays.limits, scope.default_site);
+    tx.commit();
+    return ReadClaimed(r);
+  });
+}
+
+std::vector<ClaimedJob> Store::JobsClaimQueued(const std::string& worker, int lease_ms, int limit) {
+  return JobsClaimQueued(worker, lease_ms, ClaimScope::DefaultOnly("", limit));
+}
+
+std::vector<ClaimedJob> Store::JobsAdoptPolling(const std::string& worker, int lease_ms,
+                                                const ClaimScope& scope, int limit) {
+  return Translate([&] {
+    if (limit <= 0 || scope.shares.empty()) return std::vector<ClaimedJob>();
+    pqxx::work tx(impl_->conn);
+    auto r = tx.exec_prepared("adopt_polling", worker, static_cast<long long>(lease_ms),
+                              store::ToArrays(scope).sites, limit, scope.default_site);
     tx.commit();
     return ReadClaimed(r);
   });
 }
 
 std::vector<ClaimedJob> Store::JobsAdoptPolling(const std::string& worker, int lease_ms, int limit) {
-  return Translate([&] {
-    pqxx::work tx(impl_->conn);
-    auto r = tx.exec_prepared("adopt_polling", worker, static_cast<long long>(lease_ms), limit);
-    tx.commit();
-    return ReadClaimed(r);
-  });
+  return JobsAdoptPolling(worker, lease_ms, ClaimScope::DefaultOnly("", limit), limit);
 }
 
 int Store::JobsRescueExpiredSubmitting(int limit) {
@@ -330,12 +346,12 @@ std::vector<int64_t> Store::JobsCancelRequested(const std::string& worker) {
 }
 
 void Store::WorkersHeartbeat(const std::string& worker, const std::string& host, int pid,
-                             const std::string& site, int lease_ms, int jobs_in_flight,
-                             const std::string& breaker_state) {
+                             const std::string& site, const std::vector<std::string>& sites, int lease_ms,
+                             int jobs_in_flight, const std::string& breaker_state) {
   Translate([&] {
     pqxx::nontransaction tx(impl_->conn);
     tx.exec_params(store::sql::kWorkersHeartbeat, worker, host, pid, std::string(UPPZY_VERSION), site,
-                   lease_ms, jobs_in_flight, breaker_state);
+                   lease_ms, jobs_in_flight, breaker_state, store::TextArray(sites));
     return 0;
   });
 }

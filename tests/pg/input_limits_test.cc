@@ -5,7 +5,6 @@
 
 #include <pqxx/pqxx>
 
-#include "store/embedded_migrations.h"
 #include "support/support.h"
 #include "uppzy/ops_store.h"
 #include "uppzy/store.h"
@@ -13,19 +12,11 @@
 namespace uppzy {
 namespace {
 
+using test::ErrorOf;
 using test::Exec;
+using test::MigrateUpTo;
 using test::Query;
 using test::QueryInt;
-
-// The error text of `sql`, or "" when it succeeded.
-std::string ErrorOf(const std::string& db, const std::string& sql) {
-  try {
-    Exec(db, sql);
-    return "";
-  } catch (const pqxx::sql_error& e) {
-    return e.what();
-  }
-}
 
 struct Refused {
   const char* sql;
@@ -204,21 +195,6 @@ TEST(InputLimitsAccepted, TheAppRoleMeetsTheSameRules) {
             std::string::npos);
 }
 
-// Applies the numbered migrations before `first_not_applied` the way `migrate` records them.
-void MigrateUpTo(const std::string& db, const std::string& first_not_applied) {
-  pqxx::connection c(db);
-  pqxx::nontransaction tx(c);
-  tx.exec(
-      "CREATE SCHEMA IF NOT EXISTS uppzy; CREATE TABLE uppzy.schema_migrations (version int PRIMARY KEY, "
-      "name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())");
-  for (const auto& m : store::EmbeddedMigrations()) {
-    if (m.name >= first_not_applied || m.name == "roles.sql") continue;
-    tx.exec(m.sql);
-    tx.exec_params("INSERT INTO uppzy.schema_migrations (version, name) VALUES ($1, $2)",
-                   std::stoi(m.name.substr(0, 4)), m.name);
-  }
-}
-
 TEST(InputLimitsUpgrade, ADatabaseWithRowsBreakingTheRulesStillMigrates) {
   const std::string db = test::FreshDatabase();
   MigrateUpTo(db, "0007");
@@ -251,7 +227,7 @@ TEST(InputLimitsUpgrade, ADatabaseWithRowsBreakingTheRulesStillMigrates) {
 
   Store store(db);
   const auto applied = store.Migrate();
-  ASSERT_EQ(applied.size(), 1u);
+  ASSERT_FALSE(applied.empty());  // 0007 and every later migration
   EXPECT_EQ(applied[0], "0007_input_limits.sql");
   EXPECT_TRUE(store.Migrate().empty());
 

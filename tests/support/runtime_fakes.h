@@ -152,14 +152,15 @@ struct FakeDb {
 class FakeJobStore final : public WorkerJobStore {
  public:
   explicit FakeJobStore(FakeDb& db) : db_(db) {}
-  std::vector<ClaimedJob> JobsClaimQueued(const std::string&, int, int limit) override {
+  std::vector<ClaimedJob> JobsClaimQueued(const std::string&, int, const ClaimScope& scope) override {
+    int limit = scope.Total();
     db_.claim_limits.push_back(limit);
     std::vector<ClaimedJob> out;
     for (; limit > 0 && db_.queued > 0; --limit, --db_.queued)
       out.push_back(db_.NewClaim(JobState::kSubmitting));
     return out;
   }
-  std::vector<ClaimedJob> JobsAdoptPolling(const std::string&, int, int limit) override {
+  std::vector<ClaimedJob> JobsAdoptPolling(const std::string&, int, const ClaimScope&, int limit) override {
     db_.adopt_limits.push_back(limit);
     const auto n = std::min(db_.adoptable.size(), static_cast<size_t>(std::max(limit, 0)));
     std::vector<ClaimedJob> out(db_.adoptable.begin(),
@@ -197,7 +198,8 @@ class FakeJobStore final : public WorkerJobStore {
     return {*db_.open_incident, created};
   }
   std::optional<int64_t> IncidentsOpenFor(const std::string&) override { return db_.open_incident; }
-  void WorkersHeartbeat(const std::string&, const std::string&, int, const std::string&, int, int,
+  void WorkersHeartbeat(const std::string&, const std::string&, int, const std::string&,
+                        const std::vector<std::string>&, int, int,
                         const std::string& breaker_state) override {
     db_.heartbeats.push_back(breaker_state);
   }
@@ -210,7 +212,7 @@ class FakeJobStore final : public WorkerJobStore {
 class FakeDeliveryStore final : public WorkerDeliveryStore {
  public:
   explicit FakeDeliveryStore(FakeDb& db) : db_(db) {}
-  std::vector<ClaimedDelivery> DeliveriesClaim(DeliveryKind kind, const std::string&, int,
+  std::vector<ClaimedDelivery> DeliveriesClaim(DeliveryKind kind, const std::string&, int, const ClaimScope&,
                                                int limit) override {
     db_.delivery_claims.emplace_back(kind, limit);
     std::vector<ClaimedDelivery> out;

@@ -14,6 +14,7 @@
 #include <sstream>
 #include <stdexcept>
 
+#include "store/embedded_migrations.h"
 #include "uppzy/store.h"
 
 namespace uppzy::test {
@@ -89,6 +90,20 @@ std::string MigratedDatabase() {
   return url;
 }
 
+void MigrateUpTo(const std::string& url, const std::string& first_not_applied) {
+  pqxx::connection c(url);
+  pqxx::nontransaction tx(c);
+  tx.exec(
+      "CREATE SCHEMA IF NOT EXISTS uppzy; CREATE TABLE uppzy.schema_migrations (version int PRIMARY KEY, "
+      "name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())");
+  for (const auto& m : store::EmbeddedMigrations()) {
+    if (m.name >= first_not_applied || m.name == "roles.sql") continue;
+    tx.exec(m.sql);
+    tx.exec_params("INSERT INTO uppzy.schema_migrations (version, name) VALUES ($1, $2)",
+                   std::stoi(m.name.substr(0, 4)), m.name);
+  }
+}
+
 std::string Query(const std::string& url, const std::string& sql) {
   pqxx::connection c(url);
   pqxx::nontransaction tx(c);
@@ -106,6 +121,15 @@ void Exec(const std::string& url, const std::string& sql) {
   pqxx::connection c(url);
   pqxx::nontransaction tx(c);
   tx.exec(sql);
+}
+
+std::string ErrorOf(const std::string& url, const std::string& sql) {
+  try {
+    Exec(url, sql);
+    return "";
+  } catch (const pqxx::sql_error& e) {
+    return e.what();
+  }
 }
 
 void RestartPostgres() {

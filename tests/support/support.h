@@ -22,11 +22,17 @@ std::string AdminUrl();
 std::string FreshDatabase();
 // A new database with every migration applied; returns its URL.
 std::string MigratedDatabase();
+// Applies to the database at `url` (a fresh one) the numbered migrations whose file names sort before
+// `first_not_applied` (e.g. "0008"), recorded the way `migrate` records them, so that a test can fill
+// an older schema with rows and then run Store::Migrate().
+void MigrateUpTo(const std::string& url, const std::string& first_not_applied);
 
 // First column of the first row as text ("" for no row or NULL).
 std::string Query(const std::string& url, const std::string& sql);
 long long QueryInt(const std::string& url, const std::string& sql);
 void Exec(const std::string& url, const std::string& sql);
+// Runs `sql`; returns the error text the database gave, or "" when it succeeded.
+std::string ErrorOf(const std::string& url, const std::string& sql);
 
 // Restarts the throwaway PostgreSQL (pg_ctl restart -m fast, same port). Chaos tests only.
 void RestartPostgres();
