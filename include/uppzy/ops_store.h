@@ -38,6 +38,7 @@ struct StateCount {
 struct AnswerTimeRow {
   int ready_after_ms = 0;
   std::optional<int> seen_after_ms;
+  std::string site_id;  // "" for a job without one (the default site of whoever served it)
 };
 
 struct HealthWindow {
@@ -145,7 +146,8 @@ class OpsStore {
   int IncidentsResolveAll();
   long long IncidentsOpenCount();
   // Answer-time observations (migration 0009) of the jobs finished in the last `window`, newest first,
-  // at most `limit`: what adaptive polling fits its estimate on. Reads chat_jobs_finished_at_idx.
+  // at most `limit`, of every site: what adaptive polling fits its estimates on. Reads
+  // chat_jobs_finished_at_idx.
   std::vector<AnswerTimeRow> AnswerTimesRecent(std::chrono::milliseconds window, int limit);
   // Rows of uppzy.delivery_failures (failed ratings and session closes).
   long long DeliveryFailuresCount();

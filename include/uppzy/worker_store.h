@@ -43,6 +43,18 @@ struct SiteShare {
 struct ClaimScope {
   std::string default_site;  // the worker's UPPZY_SITE_ID
   std::vector<SiteShare> shares;
+  // The most rows of all sites together, taken round the sites (JobsClaimQueued); 0: Total().
+  int total = 0;
+
+  // Every site of `sites` (the ones this worker holds keys for) may take up to `room` rows, and `room`
+  // in all, taken round them: a site alone gets the whole room, sites with work share it evenly.
+  static ClaimScope Fair(std::string default_site, const std::vector<std::string>& sites, int room) {
+    ClaimScope s;
+    s.default_site = std::move(default_site);
+    for (const auto& site : sites) s.shares.push_back({site, room});
+    s.total = room;
+    return s;
+  }
 
   // Only the default site (NULL-site rows and rows of `site`), at most `limit` rows.
   static ClaimScope DefaultOnly(std::string site, int limit) {
@@ -84,8 +96,8 @@ class WorkerJobStore {
   // queued/retrying rows with run_at <= now() -> submitting, attempts + 1, locked by `worker`.
   // Concurrent claimers never take the same row. Per site of `scope` (see ClaimScope), at most its
   // share's limit of that site's best rows (priority DESC, run_at, id), so one site's backlog never
-  // takes another's share; at most scope.Total() rows in all, in one statement. Each ClaimedJob's
-  // site_id is its row's site (the scope's default site for a NULL site).
+  // takes another's share; at most scope.total (or Total()) rows in all, taken round the sites, in one
+  // statement. Each ClaimedJob's site_id is its row's site (the scope's default site for a NULL site).
   virtual std::vector<ClaimedJob> JobsClaimQueued(const std::string& worker, int lease_ms,
                                                   const ClaimScope& scope) = 0;
   // polling rows whose lease ended (crashed or handed-back holders) -> held by `worker`, same attempt.

@@ -8,6 +8,7 @@
 
 #include "uppzy/breaker.h"
 #include "uppzy/delivery_store.h"
+#include "uppzy/key_ring.h"
 #include "uppzy/log.h"
 #include "uppzy/store.h"
 
@@ -29,13 +30,24 @@ WorkerStoreFactory PostgresWorkerStores(std::string database_url) {
 }
 
 Coordinator::Coordinator(const Config& config, const WorkerOptions& options, Mailbox& mailbox,
-                         metrics::WorkerMetrics& metrics, WorkerStoreFactory stores, const ClockSource& clock)
+                         metrics::WorkerMetrics& metrics, WorkerStoreFactory stores, const ClockSource& clock,
+                         const KeyRing* keys)
     : config_(config),
       options_(options),
       mailbox_(mailbox),
       metrics_(metrics),
       make_stores_(std::move(stores)),
-      clock_(clock) {}
+      clock_(clock),
+      keys_(keys) {}
+
+std::vector<std::string> Coordinator::Sites() const {
+  if (keys_ == nullptr) return {config_.site.site_id};
+  return keys_->Sites();
+}
+
+ClaimScope Coordinator::Scope(int room) const {
+  return ClaimScope::Fair(keys_ != nullptr ? keys_->DefaultSite() : config_.site.site_id, Sites(), room);
+}
 
 bool Coordinator::EnsureConnected() {
   if (store_) return true;
@@ -248,8 +260,7 @@ void Coordinator::ClaimDeliveries() {
     for (const auto& ref : held_deliveries_) held += ref.kind == kind ? 1 : 0;
     const int room = std::min(cap - held, config_.claim_batch);
     if (room <= 0) continue;
-    auto got = deliveries_->DeliveriesClaim(kind, config_.worker_id, config_.lease_ms,
-                                            ClaimScope::DefaultOnly(config_.site.site_id, room), room);
+    auto got = deliveries_->DeliveriesClaim(kind, config_.worker_id, config_.lease_ms, Scope(room), room);
     if (static_cast<int>(got.size()) == room) more = true;
     for (auto& d : got) {
       held_deliveries_.insert(d.ref());
@@ -319,8 +330,7 @@ void Coordinator::Claim(bool adopt) {
   const int limit = std::min(room, config_.claim_batch);
   std::vector<ClaimedJob> jobs;
   if (adopt) {
-    jobs = store_->JobsAdoptPolling(config_.worker_id, config_.lease_ms,
-                                    ClaimScope::DefaultOnly(config_.site.site_id, limit), limit);
+    jobs = store_->JobsAdoptPolling(config_.worker_id, config_.lease_ms, Scope(limit), limit);
   }
   int left = limit - static_cast<int>(jobs.size());
   // The circuit breaker: no new submissions while it is open (polls of adopted rows go on); one probe
@@ -338,8 +348,7 @@ void Coordinator::Claim(bool adopt) {
     probe_claimed_ = true;
   }
   if (left > 0) {
-    auto claimed = store_->JobsClaimQueued(config_.worker_id, config_.lease_ms,
-                                           ClaimScope::DefaultOnly(config_.site.site_id, left));
+    auto claimed = store_->JobsClaimQueued(config_.worker_id, config_.lease_ms, Scope(left));
     more_waiting_ = static_cast<int>(claimed.size()) == left && breaker == BreakerState::kClosed;
     for (auto& c : claimed) jobs.push_back(std::move(c));
   } else if (breaker == BreakerState::kClosed) {
@@ -371,8 +380,8 @@ void Coordinator::Heartbeat() {
   next_heartbeat_ = now + Millis(std::max(config_.lease_ms / 3, 100));
   char host[256] = {0};
   gethostname(host, sizeof(host) - 1);
-  store_->WorkersHeartbeat(config_.worker_id, host, static_cast<int>(getpid()), config_.site.site_id,
-                           {config_.site.site_id}, config_.lease_ms, static_cast<int>(held_.size()),
+  store_->WorkersHeartbeat(config_.worker_id, host, static_cast<int>(getpid()), config_.site.site_id, Sites(),
+                           config_.lease_ms, static_cast<int>(held_.size()),
                            std::string(ToString(mailbox_.breaker_state.load())));
 }
 

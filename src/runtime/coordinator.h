@@ -27,6 +27,10 @@
 #include "uppzy/worker.h"
 #include "uppzy/worker_store.h"
 
+namespace uppzy {
+class KeyRing;
+}
+
 namespace uppzy::runtime {
 
 // Milliseconds on the steady clock (Mailbox::db_progress_at_ms).
@@ -40,8 +44,12 @@ class Coordinator {
  public:
   // `config`, `mailbox`, `metrics` and `clock` must outlive the coordinator. `stores` is called to
   // (re)connect; it may throw StoreError. Never throws.
+  // `keys`, if given, must outlive it too: the sites it holds keys for are the only ones it claims work
+  // of (read at every claim, so a key file added or removed counts at once). Without it, only the
+  // default site (config.site).
   Coordinator(const Config& config, const WorkerOptions& options, Mailbox& mailbox,
-              metrics::WorkerMetrics& metrics, WorkerStoreFactory stores, const ClockSource& clock);
+              metrics::WorkerMetrics& metrics, WorkerStoreFactory stores, const ClockSource& clock,
+              const KeyRing* keys = nullptr);
 
   // Runs until the engine is done and every write is stored (or the database stayed away past the
   // shutdown grace period). Sets `all_done` when until_empty finds nothing left to do.
@@ -70,6 +78,9 @@ class Coordinator {
   void ApplyDeliveryWrites();
   void ClaimDeliveries();
   void Heartbeat();
+  // The sites this worker serves (those it holds keys for), and a claim scope over them.
+  std::vector<std::string> Sites() const;
+  ClaimScope Scope(int room) const;
 
   const Config& config_;
   WorkerOptions options_;
@@ -77,6 +88,7 @@ class Coordinator {
   metrics::WorkerMetrics& metrics_;
   WorkerStoreFactory make_stores_;
   const ClockSource& clock_;
+  const KeyRing* keys_;
   std::unique_ptr<WorkerJobStore> store_;
   std::unique_ptr<WorkerDeliveryStore> deliveries_;  // ratings and session closes, on their own connection
   std::vector<JobWrite> pending_writes_;

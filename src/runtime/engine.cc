@@ -281,9 +281,15 @@ void Engine::ReportIncident(const Transition& t, const Outcome& o, const JobLogF
   mailbox_.PushIncident(IncidentReport{t.error_kind, o.http_status, t.message});
 }
 
-const std::string& Engine::SiteOf(const ClaimedJob& /*job*/) const { return config_.site.site_id; }
+// The store reads a NULL site as the claim's default site, so site_id is set for every claimed row;
+// an empty one (a row handed over by a test's store without scope) is the default site.
+const std::string& Engine::SiteOf(const ClaimedJob& job) const {
+  return job.site_id.empty() ? config_.site.site_id : job.site_id;
+}
 
-const std::string& Engine::SiteOf(const ClaimedDelivery& /*d*/) const { return config_.site.site_id; }
+const std::string& Engine::SiteOf(const ClaimedDelivery& d) const {
+  return d.site_id.empty() ? config_.site.site_id : d.site_id;
+}
 
 std::string Engine::FingerprintOf(const std::string& site) const {
   if (keys_ == nullptr) return {};

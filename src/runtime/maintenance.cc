@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <vector>
 
@@ -117,28 +118,38 @@ void Maintenance::RefreshGauges() {
 }
 
 void Maintenance::RefitPlans() {
-  std::vector<AnswerInterval> seen;
-  for (const AnswerTimeRow& r : store_->AnswerTimesRecent(kAnswerWindow, kAnswerSamples)) {
-    seen.push_back({static_cast<double>(r.ready_after_ms), r.seen_after_ms
+  // One read for every site, newest first; each site keeps its newest kAnswerSamples.
+  std::map<std::string, std::vector<AnswerInterval>> seen;
+  for (const AnswerTimeRow& r : store_->AnswerTimesRecent(kAnswerWindow, kAnswerSamples * 10)) {
+    auto& site = seen[r.site_id.empty() ? config_.site.site_id : r.site_id];
+    if (site.size() >= static_cast<size_t>(kAnswerSamples)) continue;
+    site.push_back({static_cast<double>(r.ready_after_ms), r.seen_after_ms
                                                                ? static_cast<double>(*r.seen_after_ms)
                                                                : std::numeric_limits<double>::infinity()});
   }
-  const AnswerTimeEstimate estimate = AnswerTimeEstimate::Fit(seen);
-  PollPlan plan = PollPlan::Build(estimate, ScheduleOf(config_.policy));
-  const bool adaptive = plan.adaptive();
-  if (adaptive != plan_adaptive_ || adaptive) {
-    LogEvent(adaptive != plan_adaptive_ ? spdlog::level::info : spdlog::level::debug, "poll_plan_updated",
-             {{"site_id", config_.site.site_id},
-              {"adaptive", adaptive ? "true" : "false"},
-              {"answers", std::to_string(estimate.samples())},
-              {"median_answer_ms", std::to_string(std::llround(estimate.Quantile(0.5)))},
-              {"expected_calls", std::to_string(plan.expected_calls())},
-              {"expected_delay_ms", std::to_string(std::llround(plan.expected_delay_ms()))},
-              {"first_poll_ms", adaptive ? std::to_string(plan.offsets().front().count()) : ""}});
-  }
-  plan_adaptive_ = adaptive;
   PollPlans::Map plans;
-  plans.emplace(config_.site.site_id, std::move(plan));
+  for (const auto& [site, intervals] : seen) {
+    const AnswerTimeEstimate estimate = AnswerTimeEstimate::Fit(intervals);
+    PollPlan plan = PollPlan::Build(estimate, ScheduleOf(config_.policy));
+    const bool adaptive = plan.adaptive();
+    const bool was = adaptive_sites_.count(site) > 0;
+    if (adaptive != was || adaptive) {
+      LogEvent(adaptive != was ? spdlog::level::info : spdlog::level::debug, "poll_plan_updated",
+               {{"site_id", site},
+                {"adaptive", adaptive ? "true" : "false"},
+                {"answers", std::to_string(estimate.samples())},
+                {"median_answer_ms", std::to_string(std::llround(estimate.Quantile(0.5)))},
+                {"expected_calls", std::to_string(plan.expected_calls())},
+                {"expected_delay_ms", std::to_string(std::llround(plan.expected_delay_ms()))},
+                {"first_poll_ms", adaptive ? std::to_string(plan.offsets().front().count()) : ""}});
+    }
+    if (adaptive) {
+      adaptive_sites_.insert(site);
+      plans.emplace(site, std::move(plan));
+    } else {
+      adaptive_sites_.erase(site);
+    }
+  }
   plans_->Publish(std::move(plans));
 }
 

@@ -23,6 +23,7 @@
 #include <condition_variable>
 #include <memory>
 #include <mutex>
+#include <set>
 #include <string>
 #include <thread>
 #include <utility>
@@ -81,7 +82,7 @@ class Maintenance {
   PollPlans* plans_;
   std::unique_ptr<OpsStore> store_;
   Steady::time_point next_refit_{};
-  bool plan_adaptive_ = false;  // whether the last plan published was adaptive (for the log)
+  std::set<std::string> adaptive_sites_;  // the sites whose last plan was adaptive (for the log)
   std::thread thread_;
   std::mutex stop_mu_;
   std::condition_variable stop_cv_;

@@ -135,7 +135,7 @@ int Worker::Run() {
   runtime::Engine engine(s.config, s.mailbox, s.metrics, client, RealClock(), &keys, &plans);
   s.mailbox.SetEngineWaker([&engine] { engine.Wakeup(); });
   runtime::Coordinator coordinator(s.config, s.options, s.mailbox, s.metrics,
-                                   runtime::PostgresWorkerStores(s.config.database_url), RealClock());
+                                   runtime::PostgresWorkerStores(s.config.database_url), RealClock(), &keys);
   runtime::Maintenance maintenance(s.config, s.metrics,
                                    &plans);  // retention, database gauges, /readyz; own thread
   maintenance.Start();

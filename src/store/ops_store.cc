@@ -267,6 +267,7 @@ std::vector<AnswerTimeRow> OpsStore::AnswerTimesRecent(std::chrono::milliseconds
       AnswerTimeRow a;
       a.ready_after_ms = row[0].as<int>();
       if (!row[1].is_null()) a.seen_after_ms = row[1].as<int>();
+      a.site_id = row[2].as<std::string>();
       out.push_back(a);
     }
     return out;

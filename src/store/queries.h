@@ -53,11 +53,15 @@ inline constexpr const char* kMigrationsRecord =
   "PARTITION BY p.site ORDER BY p.priority DESC, p.run_at, p.id) AS site_rank FROM picked p) p "            \
   "WHERE p.site_rank <= p.lim"
 
-// $1 worker, $2 lease ms, $3 text[] sites, $4 int[] limits, $5 default site (see UPPZY_CLAIM_SCOPE).
-// At most each site's limit of its best rows (priority DESC, run_at, id); a site's backlog never takes
-// another's share. Rows of sites not in the scope, and of paused sites, are never claimed.
+// $1 worker, $2 lease ms, $3 text[] sites, $4 int[] limits, $5 default site (see UPPZY_CLAIM_SCOPE),
+// $6 the most rows in all. At most each site's limit of its best rows (priority DESC, run_at, id), and
+// $6 in all taken round the sites: every site's best row, then every site's second, ... So a site's
+// backlog never takes another's share, and a site alone gets everything (rows locked beyond $6 are
+// released at commit). Rows of sites not in the scope, and of paused sites, are never claimed.
 inline constexpr const char* kJobsClaimQueued =
     "WITH " UPPZY_CLAIM_SCOPE("chat_jobs", "j.priority", "j.priority DESC, j.run_at, j.id") R"sql(
+  ORDER BY p.site_rank, p.priority DESC, p.run_at, p.id
+  LIMIT $6
 )
 UPDATE uppzy.chat_jobs j
 SET state = 'submitting', attempts = j.attempts + 1, locked_by = $1,

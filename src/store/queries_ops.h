@@ -77,7 +77,7 @@ inline constexpr const char* kOpsIncidentsOpenCount =
 
 // $1 window ms, $2 limit. Finished rows only (finished_at is set), through chat_jobs_finished_at_idx.
 inline constexpr const char* kOpsAnswerTimesRecent = R"sql(
-SELECT answer_ready_after_ms, answer_seen_after_ms
+SELECT answer_ready_after_ms, answer_seen_after_ms, coalesce(site_id, '')
 FROM uppzy.chat_jobs
 WHERE finished_at > now() - $1::bigint * interval '1 millisecond' AND answer_ready_after_ms IS NOT NULL
 ORDER BY finished_at DESC

@@ -188,8 +188,9 @@ std::vector<ClaimedJob> Store::JobsClaimQueued(const std::string& worker, int le
     if (scope.Total() <= 0) return std::vector<ClaimedJob>();
     const auto arrays = store::ToArrays(scope);
     pqxx::work tx(impl_->conn);
-    auto r = tx.exec_prepared("claim_queued", worker, static_cast<long long>(lease_ms), arrays.sites,
-                              arrays.limits, scope.default_site);
+    auto r =
+        tx.exec_prepared("claim_queued", worker, static_cast<long long>(lease_ms), arrays.sites,
+                         arrays.limits, scope.default_site, scope.total > 0 ? scope.total : scope.Total());
     tx.commit();
     return ReadClaimed(r);
   });
