@@ -46,7 +46,13 @@ std::vector<std::string> Coordinator::Sites() const {
 }
 
 ClaimScope Coordinator::Scope(int room) const {
-  return ClaimScope::Fair(keys_ != nullptr ? keys_->DefaultSite() : config_.site.site_id, Sites(), room);
+  // A site with an open incident is left out: its work waits (and its polling rows stay unadopted).
+  const auto paused = mailbox_.PausedSites();
+  std::vector<std::string> sites;
+  for (auto& site : Sites()) {
+    if (paused->count(site) == 0) sites.push_back(std::move(site));
+  }
+  return ClaimScope::Fair(keys_ != nullptr ? keys_->DefaultSite() : config_.site.site_id, sites, room);
 }
 
 bool Coordinator::EnsureConnected() {
@@ -88,18 +94,22 @@ void Coordinator::Disconnect(const StoreError& e) {
 void Coordinator::ProcessReports() {
   while (!pending_reports_.empty()) {
     const IncidentReport& r = pending_reports_.front();
-    auto [id, created] =
-        store_->IncidentsOpen(std::string(ToString(r.kind)), r.http_status, r.detail, config_.site.site_id,
-                              config_.site.key_fingerprint, config_.worker_id);
+    const std::string site = r.site_id.empty() ? config_.site.site_id : r.site_id;
+    const std::string fingerprint = r.fingerprint.empty() ? FingerprintOf(site) : r.fingerprint;
+    auto [id, created] = store_->IncidentsOpen(std::string(ToString(r.kind)), r.http_status, r.detail, site,
+                                               fingerprint, config_.worker_id);
     if (created) {
       LogEvent(spdlog::level::err, "incident_opened",
                {{"incident_id", std::to_string(id)},
                 {"kind", std::string(ToString(r.kind))},
                 {"http_status", std::to_string(r.http_status)},
-                {"api_key_fingerprint", config_.site.key_fingerprint}});
+                {"site_id", site},
+                {"api_key_fingerprint", fingerprint}});
     }
-    mailbox_.paused = true;
-    was_paused_ = true;
+    // Only this site stops, at once; the incident check keeps it stopped until the incident is resolved.
+    std::set<std::string> paused = *mailbox_.PausedSites();
+    paused.insert(site);
+    PublishPaused(std::move(paused));
     pending_reports_.erase(pending_reports_.begin());
     ++mailbox_.reports_processed;
   }
@@ -290,25 +300,49 @@ void Coordinator::RenewLeases() {
   }
 }
 
+std::string Coordinator::FingerprintOf(const std::string& site) const {
+  if (keys_ != nullptr) {
+    if (std::optional<Key> key = keys_->Get(site)) return key->fingerprint;
+  }
+  return site == config_.site.site_id ? config_.site.key_fingerprint : std::string();
+}
+
+void Coordinator::PublishPaused(std::set<std::string> paused) {
+  bool all = !paused.empty();
+  for (const auto& site : Sites()) all = all && paused.count(site) > 0;
+  mailbox_.SetPausedSites(std::move(paused));
+  mailbox_.paused = all;
+}
+
 void Coordinator::CheckIncident() {
   const auto now = clock_.SteadyNow();
   if (now < next_incident_check_) return;
-  const bool open = store_->IncidentsOpenFor(config_.site.key_fingerprint).has_value();
-  // While paused, look every second, so a resolved incident resumes work within a second.
-  next_incident_check_ = now + Millis(open ? 1000 : 5000);
-  if (open && !mailbox_.paused) {
-    LogEvent(spdlog::level::err, "paused_by_open_incident",
-             {{"api_key_fingerprint", config_.site.key_fingerprint},
-              {"detail", "an incident for this API key is open; run `uppzy-worker incidents resolve`"}});
+  // Per site: paused while an incident is open for the key it has now (a rotated key that works
+  // resumes it, as does an operator's resolve). One look per site; every site shares the schedule.
+  const auto before = mailbox_.PausedSites();
+  std::set<std::string> paused;
+  for (const auto& site : Sites()) {
+    const std::string fingerprint = FingerprintOf(site);
+    const bool open = store_->IncidentsOpenFor(fingerprint).has_value();
+    const bool was = before->count(site) > 0;
+    if (open) paused.insert(site);
+    if (open && !was) {
+      LogEvent(
+          spdlog::level::err, "paused_by_open_incident",
+          {{"site_id", site},
+           {"api_key_fingerprint", fingerprint},
+           {"detail", "an incident for this site's API key is open; run `uppzy-worker incidents resolve`"}});
+    }
+    if (!open && was) {
+      LogEvent(spdlog::level::info, "incident_resolved_resuming", {{"site_id", site}});
+      more_waiting_ = true;
+      next_fetch_ = now;
+      next_rescue_ = now;
+    }
   }
-  if (!open && mailbox_.paused) {
-    LogEvent(spdlog::level::info, "incident_resolved_resuming", {});
-    more_waiting_ = true;
-    next_fetch_ = now;
-    next_rescue_ = now;
-  }
-  mailbox_.paused = open;
-  was_paused_ = open;
+  // While any site is paused, look every second, so a resolved incident resumes it within a second.
+  next_incident_check_ = now + Millis(paused.empty() ? 5000 : 1000);
+  PublishPaused(std::move(paused));
 }
 
 void Coordinator::Rescue() {

@@ -81,6 +81,10 @@ class Coordinator {
   // The sites this worker serves (those it holds keys for), and a claim scope over them.
   std::vector<std::string> Sites() const;
   ClaimScope Scope(int room) const;
+  // The fingerprint of the key this worker has for `site` now ("" if none).
+  std::string FingerprintOf(const std::string& site) const;
+  // Publishes the paused sites to the engine (and `paused` when they are all of ours).
+  void PublishPaused(std::set<std::string> paused);
 
   const Config& config_;
   WorkerOptions options_;
@@ -98,7 +102,6 @@ class Coordinator {
   std::set<DeliveryRef> held_deliveries_;
   bool more_waiting_ = true;      // the last claim filled its batch: claim again as soon as there is room
   bool more_deliveries_ = false;  // the last delivery claim filled its room
-  bool was_paused_ = false;
   int reconnect_delay_ms_ = 100;
   Steady::time_point next_connect_{};
   Steady::time_point next_fetch_{};

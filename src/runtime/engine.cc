@@ -88,8 +88,27 @@ void Engine::ApplyCancels(TimePoint now) {
   for (int64_t id : mailbox_.TakeCancels()) Cancel(id, now);
 }
 
-bool Engine::Paused() const {
-  return mailbox_.paused.load() || mailbox_.reports_processed.load() < reports_sent_;
+bool Engine::Paused() const { return mailbox_.paused.load(); }
+
+bool Engine::SitePaused(const std::string& site) const {
+  if (mailbox_.paused.load()) return true;
+  if (paused_now_ && paused_now_->count(site) > 0) return true;
+  // Reported and not yet recorded by the coordinator: stopped already, so no second request is refused.
+  const auto it = report_seq_.find(site);
+  return it != report_seq_.end() && mailbox_.reports_processed.load() < it->second;
+}
+
+void Engine::HandBackPausedSites() {
+  std::vector<int64_t> idle;
+  for (const auto& [id, h] : held_) {
+    if (!h.http_active && SitePaused(SiteOf(h.job))) idle.push_back(id);
+  }
+  for (int64_t id : idle) HandBack(id, std::nullopt);
+  std::vector<DeliveryRef> idle_deliveries;
+  for (const auto& [ref, h] : deliveries_) {
+    if (!h.http_active && SitePaused(SiteOf(h.d))) idle_deliveries.push_back(ref);
+  }
+  for (const auto& ref : idle_deliveries) HandBackDelivery(ref, std::nullopt);
 }
 
 JobLogFields Engine::Fields(const Held& h) const {
@@ -146,6 +165,10 @@ void Engine::StartReady() {
       auto it = held_.find(id);
       if (it == held_.end() || it->second.http_active) continue;
       Held& h = it->second;
+      if (SitePaused(SiteOf(h.job))) {
+        HandBack(id, std::nullopt);  // its site has an open incident: no call, nothing charged
+        continue;
+      }
       const auto tag = static_cast<uint64_t>(id);
       if (h.phase == Phase::kSubmit) {
         if (!breaker_.AllowSubmit(now)) {
@@ -237,6 +260,10 @@ void Engine::RecordNetwork(std::chrono::steady_clock::time_point now) {
 bool Engine::StartDelivery(const DeliveryRef& ref, TimePoint now, std::vector<DeliveryRef>* blocked) {
   auto it = deliveries_.find(ref);
   if (it == deliveries_.end() || it->second.http_active) return false;
+  if (SitePaused(SiteOf(it->second.d))) {
+    HandBackDelivery(ref, std::nullopt);
+    return false;
+  }
   if (!breaker_.AllowSubmit(now)) {
     blocked->push_back(ref);
     return false;
@@ -270,15 +297,17 @@ void Engine::HandBackDelivery(const DeliveryRef& ref, std::optional<ErrorEntry> 
   deliveries_.erase(it);
 }
 
-void Engine::ReportIncident(const Transition& t, const Outcome& o, const JobLogFields& f) {
-  if (!Paused()) {
+void Engine::ReportIncident(const Transition& t, const Outcome& o, const JobLogFields& f,
+                            const std::string& site, const std::string& fingerprint) {
+  if (!SitePaused(site)) {
     // One line per incident, not one per job; the coordinator records the incident row.
     LogJob(spdlog::level::err, "configuration_incident", f,
-           "Uppzy refused the API key (fingerprint " + config_.site.key_fingerprint +
-               "); pausing all Uppzy calls until an operator runs `uppzy-worker incidents resolve`");
+           "Uppzy refused the API key of site " + site + " (fingerprint " + fingerprint +
+               "); pausing that site's Uppzy calls until an operator runs `uppzy-worker incidents resolve`");
   }
-  ++reports_sent_;
-  mailbox_.PushIncident(IncidentReport{t.error_kind, o.http_status, t.message});
+  report_seq_[site] = ++reports_sent_;
+  handback_paused_ = true;
+  mailbox_.PushIncident(IncidentReport{t.error_kind, o.http_status, t.message, site, fingerprint});
 }
 
 // The store reads a NULL site as the claim's default site, so site_id is set for every claimed row;
@@ -331,7 +360,7 @@ void Engine::OnDeliveryCompletion(const DeliveryRef& ref, Outcome& o, TimePoint 
     Transition jt;
     jt.error_kind = t.error_kind;
     jt.message = t.message;
-    ReportIncident(jt, o, f);
+    ReportIncident(jt, o, f, SiteOf(d), it->second.key_fingerprint);
     ErrorEntry e;
     e.attempt = d.attempt;
     e.at = now;
@@ -477,7 +506,7 @@ void Engine::OnCompletion(Completion& c, TimePoint now) {
         ready_.push_back(id);
         return;
       }
-      ReportIncident(t, o, f);
+      ReportIncident(t, o, f, SiteOf(h.job), h.key_fingerprint);
       ErrorEntry e;
       e.attempt = h.row.attempt;
       e.at = now;
@@ -500,6 +529,10 @@ void Engine::Run() {
 bool Engine::RunOnce() {
   TimePoint now = clock_.Now();
   if (plans_ != nullptr) plan_now_ = plans_->Snapshot();
+  if (auto paused = mailbox_.PausedSites(); paused != paused_now_) {
+    paused_now_ = std::move(paused);
+    handback_paused_ = true;
+  }
   for (auto& job : mailbox_.TakeJobs()) {
     if (mailbox_.stopping) {
       // Claimed while we were stopping: never sent, so back it goes, uncharged.
@@ -529,6 +562,10 @@ bool Engine::RunOnce() {
   if (stopping || Paused()) {
     HandBackIdle();
   } else {
+    if (handback_paused_) {
+      handback_paused_ = false;
+      HandBackPausedSites();
+    }
     StartReady();
   }
   if (stopping && (client_.InFlight() == 0 || clock_.SteadyNow() >= *grace_deadline_)) return false;

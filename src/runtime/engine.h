@@ -19,6 +19,7 @@
 #include <optional>
 #include <queue>
 #include <random>
+#include <set>
 #include <unordered_map>
 
 #include "runtime/mailbox.h"
@@ -97,7 +98,11 @@ class Engine {
   void Finish(int64_t id, JobWrite w);
   void HandBack(int64_t id, std::optional<ErrorEntry> error);
   void HandBackIdle();
-  bool Paused() const;
+  bool Paused() const;  // every site this worker serves is paused
+  // No Uppzy call for this site now: an incident is open for its key, or was just reported.
+  bool SitePaused(const std::string& site) const;
+  // Hands back the idle jobs and deliveries of paused sites (after the paused set changed).
+  void HandBackPausedSites();
   void ApplyCancels(TimePoint now);
   void Cancel(int64_t id, TimePoint now);
   void PublishBreaker(TimePoint now);
@@ -107,7 +112,8 @@ class Engine {
   bool StartDelivery(const DeliveryRef& ref, TimePoint now, std::vector<DeliveryRef>* blocked);
   void OnDeliveryCompletion(const DeliveryRef& ref, Outcome& o, TimePoint now);
   void HandBackDelivery(const DeliveryRef& ref, std::optional<ErrorEntry> error);
-  void ReportIncident(const Transition& t, const Outcome& o, const JobLogFields& f);
+  void ReportIncident(const Transition& t, const Outcome& o, const JobLogFields& f, const std::string& site,
+                      const std::string& fingerprint);
   // The site a job's (or a delivery's) requests go to: today the default site (UPPZY_SITE_ID) for all.
   const std::string& SiteOf(const ClaimedJob& job) const;
   const std::string& SiteOf(const ClaimedDelivery& d) const;
@@ -126,8 +132,12 @@ class Engine {
   UpstreamClient& client_;
   const ClockSource& clock_;
   KeyRing* keys_;
-  const PollPlans* plans_;                          // null: every poll on the fixed tick
-  std::shared_ptr<const PollPlans::Map> plan_now_;  // this pass's plans (RunOnce takes a snapshot)
+  const PollPlans* plans_;  // null: every poll on the fixed tick
+  std::shared_ptr<const PollPlans::Map> plan_now_;
+  std::shared_ptr<const std::set<std::string>> paused_now_;  // the coordinator's paused sites, this pass
+  std::map<std::string, unsigned long long> report_seq_;     // site -> its latest incident report
+  bool handback_paused_ = false;  // the paused sites changed: hand back their idle work once  // this pass's
+                                  // plans (RunOnce takes a snapshot)
   bool keys_reloaded_this_pass_ = false;
   std::optional<SteadyTimePoint> grace_deadline_;  // set when the stop is first seen
   std::unordered_map<int64_t, Held> held_;

@@ -5,7 +5,10 @@
 #include <chrono>
 #include <condition_variable>
 #include <functional>
+#include <memory>
 #include <mutex>
+#include <set>
+#include <string>
 #include <vector>
 
 #include "uppzy/breaker.h"
@@ -21,6 +24,8 @@ struct IncidentReport {
   ErrorKind kind = ErrorKind::kUnauthorized;
   int http_status = 0;
   std::string detail;
+  std::string site_id;      // the site whose key was refused
+  std::string fingerprint;  // of the key the refused request carried ("" when it carried none)
 };
 
 class Mailbox {
@@ -130,7 +135,17 @@ class Mailbox {
   // while it is open, and one at a time while it is half-open.
   std::atomic<BreakerState> breaker_state{BreakerState::kClosed};
 
-  // Set by the coordinator only: an incident is open for our key, so no Uppzy calls are made.
+  // Set by the coordinator only: the sites with an open incident for their key. No Uppzy call is made
+  // for them; the other sites go on. `paused` is true when every site this worker serves is paused.
+  void SetPausedSites(std::set<std::string> sites) {
+    auto next = std::make_shared<const std::set<std::string>>(std::move(sites));
+    std::lock_guard<std::mutex> lock(mu_);
+    paused_sites_ = std::move(next);
+  }
+  std::shared_ptr<const std::set<std::string>> PausedSites() const {
+    std::lock_guard<std::mutex> lock(mu_);
+    return paused_sites_;
+  }
   std::atomic<bool> paused{false};
   // Incident reports the coordinator has processed (the engine stays paused until it catches up).
   std::atomic<unsigned long long> reports_processed{0};
@@ -143,7 +158,9 @@ class Mailbox {
   std::atomic<long long> db_progress_at_ms{0};
 
  private:
-  std::mutex mu_;
+  std::shared_ptr<const std::set<std::string>> paused_sites_ =
+      std::make_shared<const std::set<std::string>>();
+  mutable std::mutex mu_;
   std::condition_variable db_cv_;
   std::vector<JobWrite> writes_;
   std::vector<IncidentReport> reports_;

@@ -100,5 +100,29 @@ TEST_F(SitesE2E, ASiteWithoutAKeyStaysQueuedAndIsReportedAndAPauseStopsOnlyItsSi
   EXPECT_EQ(Count("site_id = 'site-c' AND state = 'queued'"), 4);
 }
 
+TEST_F(SitesE2E, ARefusedKeyStopsOnlyItsSiteAndAFixedKeyResumesItWithoutARestart) {
+  test::TempDir::Write(dir_ / "site-b", "key-bbbb-WRONG\n");  // revoked, say
+  auto worker = Start();
+  EnqueueFor("site-b", 3);
+  ASSERT_TRUE(WaitFor([&] { return QueryInt(db_, "SELECT count(*) FROM uppzy.incidents") == 1; }, 20s))
+      << worker->Log();
+  EXPECT_EQ(Query(db_, "SELECT site_id FROM uppzy.incidents"), "site-b");
+  // site-a goes on at full speed while site-b is stopped.
+  EnqueueFor("site-a", 20);
+  ASSERT_TRUE(WaitFor([&] { return Count("site_id = 'site-a' AND state = 'completed'") == 20; }, 20s))
+      << worker->Log();
+  EXPECT_EQ(Count("site_id = 'site-b' AND state = 'completed'"), 0);
+  EXPECT_EQ(Count("site_id = 'site-b' AND state IN ('queued', 'retrying') AND attempts = 0"), 3)
+      << "handed back uncharged";
+  EXPECT_NE(worker->Log().find("incident_opened"), std::string::npos) << worker->Log();
+
+  // The operator deploys the right key: the worker sees the file change and site-b resumes, no restart.
+  test::TempDir::Write(dir_ / "site-b", "key-bbbb-2222\n");
+  EXPECT_TRUE(WaitFor([&] { return Count("site_id = 'site-b' AND state = 'completed'") == 3; }, 10s))
+      << worker->Log();
+  EXPECT_EQ(QueryInt(db_, "SELECT count(*) FROM uppzy.incidents WHERE resolved_at IS NULL"), 1)
+      << "the incident of the revoked key stays open for the operator to close";
+}
+
 }  // namespace
 }  // namespace uppzy

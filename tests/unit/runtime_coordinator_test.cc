@@ -128,7 +128,7 @@ TEST_F(CoordinatorTest, AnOpenIncidentPausesClaimsUntilResolved) {
 
 TEST_F(CoordinatorTest, AnIncidentReportOpensTheIncidentAndPauses) {
   Pass();
-  mailbox.PushIncident(IncidentReport{ErrorKind::kForbidden, 403, "HTTP 403"});
+  mailbox.PushIncident(IncidentReport{ErrorKind::kForbidden, 403, "HTTP 403", "", ""});
   Pass();
   EXPECT_EQ(db.incidents_opened, (std::vector<std::string>{"forbidden"}));
   EXPECT_TRUE(mailbox.paused.load());
