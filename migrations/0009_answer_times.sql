@@ -26,3 +26,12 @@ COMMENT ON COLUMN uppzy.chat_jobs.answer_ready_after_ms IS
   'ms after submitted_at when a poll last saw the request in progress (0 if none): the answer came later';
 COMMENT ON COLUMN uppzy.chat_jobs.answer_seen_after_ms IS
   'ms after submitted_at when a poll saw the answer; NULL after a poll timeout';
+
+-- Per-site polling: a site may poll in its own mode with its own accepted delay, beside the
+-- poll_interval_ms and poll_timeout_ms of 0008. NULL: the worker's UPPZY_POLL_MODE and
+-- UPPZY_POLL_TARGET_DELAY_MS.
+ALTER TABLE uppzy.sites
+  ADD COLUMN poll_mode text,
+  ADD COLUMN poll_target_delay_ms integer,
+  ADD CONSTRAINT sites_poll_mode_valid CHECK (poll_mode IN ('fixed', 'adaptive')),
+  ADD CONSTRAINT sites_poll_target_delay_range CHECK (poll_target_delay_ms BETWEEN 100 AND 600000);

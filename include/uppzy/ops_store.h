@@ -41,6 +41,15 @@ struct AnswerTimeRow {
   std::string site_id;  // "" for a job without one (the default site of whoever served it)
 };
 
+// A site's own polling settings (uppzy.sites; NULL: the worker's setting).
+struct SitePolling {
+  std::string site_id;
+  std::optional<int> poll_interval_ms;
+  std::optional<int> poll_timeout_ms;
+  std::optional<std::string> poll_mode;  // "fixed" or "adaptive"
+  std::optional<int> poll_target_delay_ms;
+};
+
 struct HealthWindow {
   std::string period;  // "1 hour" or "24 hours"
   long long finished = 0;
@@ -149,6 +158,8 @@ class OpsStore {
   // at most `limit`, of every site: what adaptive polling fits its estimates on. Reads
   // chat_jobs_finished_at_idx.
   std::vector<AnswerTimeRow> AnswerTimesRecent(std::chrono::milliseconds window, int limit);
+  // The sites that set any polling setting of their own.
+  std::vector<SitePolling> SitesPolling();
   // Rows of uppzy.delivery_failures (failed ratings and session closes).
   long long DeliveryFailuresCount();
 

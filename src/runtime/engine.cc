@@ -431,8 +431,10 @@ void Engine::OnCompletion(Completion& c, TimePoint now) {
   ctx.poll_errors = h.poll_errors;
   ctx.last_poll_error = h.last_poll_error;
   ctx.accepted_at = h.job.submitted_at;
-  ctx.plan = PollPlans::Find(plan_now_, SiteOf(h.job));
-  Transition t = Decide(ctx, o, now, config_.policy, jitter_(rng_));
+  const PollPlans::Site* site_poll = PollPlans::Find(plan_now_, SiteOf(h.job));
+  ctx.plan = site_poll != nullptr && site_poll->plan.adaptive() ? &site_poll->plan : nullptr;
+  Transition t =
+      Decide(ctx, o, now, site_poll != nullptr ? site_poll->policy : config_.policy, jitter_(rng_));
   if (h.cancel_requested && t.action != Action::kComplete && t.action != Action::kFail) {
     if (t.action == Action::kAccept) {
       // Accepted just now: store the request_id first so the history shows what was sent.

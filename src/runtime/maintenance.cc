@@ -74,7 +74,7 @@ int Maintenance::RunOnce(bool retention) {
   if (Connect()) {
     try {
       RefreshGauges();
-      if (plans_ != nullptr && config_.poll_mode == "adaptive" && Steady::now() >= next_refit_) {
+      if (plans_ != nullptr && Steady::now() >= next_refit_) {
         next_refit_ =
             Steady::now() + std::min<Millis>(std::chrono::seconds(30), 6 * Millis(config_.stats_interval_ms));
         RefitPlans();
@@ -118,24 +118,47 @@ void Maintenance::RefreshGauges() {
 }
 
 void Maintenance::RefitPlans() {
-  // One read for every site, newest first; each site keeps its newest kAnswerSamples.
-  std::map<std::string, std::vector<AnswerInterval>> seen;
-  for (const AnswerTimeRow& r : store_->AnswerTimesRecent(kAnswerWindow, kAnswerSamples * 10)) {
-    auto& site = seen[r.site_id.empty() ? config_.site.site_id : r.site_id];
-    if (site.size() >= static_cast<size_t>(kAnswerSamples)) continue;
-    site.push_back({static_cast<double>(r.ready_after_ms), r.seen_after_ms
-                                                               ? static_cast<double>(*r.seen_after_ms)
-                                                               : std::numeric_limits<double>::infinity()});
+  // Each site's own settings first: its policy, and whether it polls adaptively.
+  PollPlans::Map sites;
+  adaptive_mode_.clear();
+  for (const SitePolling& p : store_->SitesPolling()) {
+    PollPlans::Site& site = sites[p.site_id];
+    site.policy = config_.policy;
+    if (p.poll_interval_ms) site.policy.poll_interval = Millis(*p.poll_interval_ms);
+    if (p.poll_timeout_ms) site.policy.poll_timeout = Millis(*p.poll_timeout_ms);
+    if (p.poll_target_delay_ms) site.policy.poll_target_delay = Millis(*p.poll_target_delay_ms);
+    if (p.poll_mode) adaptive_mode_[p.site_id] = *p.poll_mode == "adaptive";
   }
-  PollPlans::Map plans;
-  for (const auto& [site, intervals] : seen) {
+  auto adaptive_mode = [&](const std::string& site) {
+    const auto it = adaptive_mode_.find(site);
+    return it != adaptive_mode_.end() ? it->second : config_.poll_mode == "adaptive";
+  };
+  // One read for every site, newest first; each adaptive site keeps its newest kAnswerSamples.
+  std::map<std::string, std::vector<AnswerInterval>> seen;
+  bool any_adaptive = config_.poll_mode == "adaptive";
+  for (const auto& [site, mode] : adaptive_mode_) any_adaptive = any_adaptive || mode;
+  if (any_adaptive) {
+    for (const AnswerTimeRow& r : store_->AnswerTimesRecent(kAnswerWindow, kAnswerSamples * 10)) {
+      const std::string& site = r.site_id.empty() ? config_.site.site_id : r.site_id;
+      if (!adaptive_mode(site)) continue;
+      auto& intervals = seen[site];
+      if (intervals.size() >= static_cast<size_t>(kAnswerSamples)) continue;
+      intervals.push_back(
+          {static_cast<double>(r.ready_after_ms), r.seen_after_ms ? static_cast<double>(*r.seen_after_ms)
+                                                                  : std::numeric_limits<double>::infinity()});
+    }
+  }
+  for (const auto& [site_id, intervals] : seen) {
+    auto [it, added] = sites.try_emplace(site_id);
+    if (added) it->second.policy = config_.policy;
     const AnswerTimeEstimate estimate = AnswerTimeEstimate::Fit(intervals);
-    PollPlan plan = PollPlan::Build(estimate, ScheduleOf(config_.policy));
+    it->second.plan = PollPlan::Build(estimate, ScheduleOf(it->second.policy));
+    const PollPlan& plan = it->second.plan;
     const bool adaptive = plan.adaptive();
-    const bool was = adaptive_sites_.count(site) > 0;
+    const bool was = adaptive_sites_.count(site_id) > 0;
     if (adaptive != was || adaptive) {
       LogEvent(adaptive != was ? spdlog::level::info : spdlog::level::debug, "poll_plan_updated",
-               {{"site_id", site},
+               {{"site_id", site_id},
                 {"adaptive", adaptive ? "true" : "false"},
                 {"answers", std::to_string(estimate.samples())},
                 {"median_answer_ms", std::to_string(std::llround(estimate.Quantile(0.5)))},
@@ -144,13 +167,12 @@ void Maintenance::RefitPlans() {
                 {"first_poll_ms", adaptive ? std::to_string(plan.offsets().front().count()) : ""}});
     }
     if (adaptive) {
-      adaptive_sites_.insert(site);
-      plans.emplace(site, std::move(plan));
+      adaptive_sites_.insert(site_id);
     } else {
-      adaptive_sites_.erase(site);
+      adaptive_sites_.erase(site_id);
     }
   }
-  plans_->Publish(std::move(plans));
+  plans_->Publish(std::move(sites));
 }
 
 int Maintenance::Retention() {

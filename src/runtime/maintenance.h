@@ -8,10 +8,12 @@
 //   - Retention, every minute: deletes finished rows older than UPPZY_RETAIN_COMPLETED / _FAILED /
 //     _CANCELLED through uppzy.purge_jobs, in batches of 1000 rows, each its own short transaction.
 //     Several workers may run it at once (the function skips rows another one is deleting).
-//   - Adaptive polling (UPPZY_POLL_MODE=adaptive), every 30 s (6 gauge refreshes when those are more
-//     often): refits the answer-time estimate from the jobs finished in the last kAnswerWindow (at most
-//     kAnswerSamples, newest first) and publishes the poll plan the engine uses. A query over recent
-//     rows, not a histogram row kept up to date: no extra write per job, no hot row, and a new worker
+//   - Each site's polling, every 30 s (6 gauge refreshes when those are more often): reads the sites'
+//     own settings (uppzy.sites: poll_interval_ms, poll_timeout_ms, poll_mode, poll_target_delay_ms),
+//     and for every site that polls adaptively (its poll_mode, else UPPZY_POLL_MODE) refits the
+//     answer-time estimate from the jobs finished in the last kAnswerWindow (at most kAnswerSamples,
+//     newest first); publishes each site's policy and poll plan to the engine (PollPlans). A query over
+//     recent rows, not a histogram row kept up to date: no extra write per job, no hot row, and a new worker
 //     starts warm from what every worker stored; a vendor that gets slower leaves the window in 10
 //     minutes at the most.
 //
@@ -21,6 +23,7 @@
 
 #include <chrono>
 #include <condition_variable>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <set>
@@ -82,7 +85,8 @@ class Maintenance {
   PollPlans* plans_;
   std::unique_ptr<OpsStore> store_;
   Steady::time_point next_refit_{};
-  std::set<std::string> adaptive_sites_;  // the sites whose last plan was adaptive (for the log)
+  std::set<std::string> adaptive_sites_;       // the sites whose last plan was adaptive (for the log)
+  std::map<std::string, bool> adaptive_mode_;  // sites with a poll_mode of their own: adaptive or not
   std::thread thread_;
   std::mutex stop_mu_;
   std::condition_variable stop_cv_;

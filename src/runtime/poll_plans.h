@@ -1,5 +1,6 @@
-// PollPlans: each site's poll plan (adaptive polling), published by Maintenance when it refits the
-// sites' answer-time estimates and read by the engine for every poll decision.
+// PollPlans: each site's own polling, published by Maintenance (which reads the sites' settings and
+// refits their answer-time estimates) and read by the engine for every poll decision: the policy with
+// the site's overrides from uppzy.sites, and its poll plan when it polls adaptively.
 //
 // Thread-safe: Publish() from one thread (maintenance), Snapshot() from any (the engine, once per
 // pass). A snapshot is immutable and stays valid while held, so the engine reads it without a lock.
@@ -11,13 +12,19 @@
 #include <mutex>
 #include <string>
 
+#include "uppzy/policy.h"
 #include "uppzy/poll_schedule.h"
 
 namespace uppzy::runtime {
 
 class PollPlans {
  public:
-  using Map = std::map<std::string, PollPlan>;  // site_id -> plan; a site without one polls on the tick
+  struct Site {
+    Policy policy;  // the worker's, with the site's poll_interval_ms, poll_timeout_ms, poll_target_delay_ms
+    PollPlan plan;  // adaptive() only when the site polls adaptively and has enough answers
+  };
+  // site_id -> its polling; a site not here uses the worker's policy and the fixed tick.
+  using Map = std::map<std::string, Site>;
 
   void Publish(Map plans) {
     auto next = std::make_shared<const Map>(std::move(plans));
@@ -30,11 +37,11 @@ class PollPlans {
     return current_;
   }
 
-  // The plan of `site` in `snapshot`, or null (the fixed tick).
-  static const PollPlan* Find(const std::shared_ptr<const Map>& snapshot, const std::string& site) {
+  // The polling of `site` in `snapshot`, or null (the worker's policy, the fixed tick).
+  static const Site* Find(const std::shared_ptr<const Map>& snapshot, const std::string& site) {
     if (!snapshot) return nullptr;
     const auto it = snapshot->find(site);
-    return it == snapshot->end() || !it->second.adaptive() ? nullptr : &it->second;
+    return it == snapshot->end() ? nullptr : &it->second;
   }
 
  private:

@@ -274,4 +274,21 @@ std::vector<AnswerTimeRow> OpsStore::AnswerTimesRecent(std::chrono::milliseconds
   });
 }
 
+std::vector<SitePolling> OpsStore::SitesPolling() {
+  return Translate([&] {
+    pqxx::nontransaction tx(impl_->conn);
+    std::vector<SitePolling> out;
+    for (const auto& row : tx.exec(store::sql::kOpsSitesPolling)) {
+      SitePolling p;
+      p.site_id = row[0].as<std::string>();
+      if (!row[1].is_null()) p.poll_interval_ms = row[1].as<int>();
+      if (!row[2].is_null()) p.poll_timeout_ms = row[2].as<int>();
+      if (!row[3].is_null()) p.poll_mode = row[3].as<std::string>();
+      if (!row[4].is_null()) p.poll_target_delay_ms = row[4].as<int>();
+      out.push_back(std::move(p));
+    }
+    return out;
+  });
+}
+
 }  // namespace uppzy

@@ -84,6 +84,13 @@ ORDER BY finished_at DESC
 LIMIT $2
 )sql";
 
+inline constexpr const char* kOpsSitesPolling = R"sql(
+SELECT site_id, poll_interval_ms, poll_timeout_ms, poll_mode, poll_target_delay_ms
+FROM uppzy.sites
+WHERE poll_interval_ms IS NOT NULL OR poll_timeout_ms IS NOT NULL OR poll_mode IS NOT NULL
+   OR poll_target_delay_ms IS NOT NULL
+)sql";
+
 // The embedded, unnumbered file that `migrate --with-roles` runs (under the migrations' lock).
 inline constexpr const char* kOpsRolesFile = "roles.sql";
 

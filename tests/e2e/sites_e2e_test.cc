@@ -124,5 +124,23 @@ TEST_F(SitesE2E, ARefusedKeyStopsOnlyItsSiteAndAFixedKeyResumesItWithoutARestart
       << "the incident of the revoked key stays open for the operator to close";
 }
 
+TEST_F(SitesE2E, ASitesOwnPollIntervalAndTimeoutOverrideTheWorkers) {
+  // site-b polls every 400 ms and gives up after 3 s; site-a keeps the worker's 50 ms and 45 s.
+  Exec(db_, "UPDATE uppzy.sites SET poll_interval_ms = 400, poll_timeout_ms = 3000 WHERE site_id = 'site-b'");
+  auto worker = Start();
+  Exec(db_,
+       "INSERT INTO uppzy.chat_jobs (session_id, message, site_id) VALUES ('s', 'a slow mock.ready=1000', "
+       "'site-a'), ('s', 'b slow mock.ready=1000', 'site-b'), ('s', 'b never mock.ready=60000', 'site-b')");
+  ASSERT_TRUE(WaitFor([&] { return Count("state = 'completed'") == 2; }, 20s)) << worker->Log();
+  const long long a_polls = QueryInt(db_, "SELECT polls FROM uppzy.chat_jobs WHERE message LIKE 'a slow%'");
+  const long long b_polls = QueryInt(db_, "SELECT polls FROM uppzy.chat_jobs WHERE message LIKE 'b slow%'");
+  EXPECT_GE(a_polls, 8) << "every 50 ms for an answer of 1 s";
+  EXPECT_LE(b_polls, 4) << "every 400 ms for an answer of 1 s";
+  // site-b's own 3 s timeout, not the worker's 45 s.
+  ASSERT_TRUE(
+      WaitFor([&] { return Count("message LIKE 'b never%' AND error_kind = 'poll_timeout'") == 1; }, 20s))
+      << worker->Log();
+}
+
 }  // namespace
 }  // namespace uppzy

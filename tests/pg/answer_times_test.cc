@@ -84,5 +84,27 @@ TEST(AnswerTimes, TheConstraintRefusesIntervalsTheEstimateWouldMisread) {
   }
 }
 
+TEST(AnswerTimes, ASitesOwnPollModeAndDelayAreCheckedByNamedConstraints) {
+  const std::string db = test::MigratedDatabase();
+  Exec(db,
+       "INSERT INTO uppzy.sites (site_id, poll_mode, poll_target_delay_ms) VALUES ('a', 'adaptive', 2000)");
+  for (const auto& [set, constraint] : std::vector<std::pair<std::string, std::string>>{
+           {"poll_mode = 'smart'", "sites_poll_mode_valid"},
+           {"poll_target_delay_ms = 50", "sites_poll_target_delay_range"}}) {
+    try {
+      Exec(db, "UPDATE uppzy.sites SET " + set);
+      ADD_FAILURE() << set << " was accepted";
+    } catch (const pqxx::check_violation& e) {
+      EXPECT_NE(std::string(e.what()).find(constraint), std::string::npos) << e.what();
+    }
+  }
+  OpsStore ops(db);
+  const auto sites = ops.SitesPolling();
+  ASSERT_EQ(sites.size(), 1u);
+  EXPECT_EQ(sites[0].poll_mode, "adaptive");
+  EXPECT_EQ(sites[0].poll_target_delay_ms, 2000);
+  EXPECT_FALSE(sites[0].poll_interval_ms.has_value());
+}
+
 }  // namespace
 }  // namespace uppzy
