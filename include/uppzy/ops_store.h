@@ -1,8 +1,8 @@
-// What operators run against the database: the views (uppzy.chat_job_stats, uppzy.chat_job_health),
-// job listings, and the operator functions (uppzy.retry_jobs, retry_failed, cancel_jobs, purge_jobs,
-// resolve_incident, resolve_all_incidents) defined in migrations/0002_operations.sql. The CLI, the
-// worker's metrics and retention, psql users and any dashboard all go through the same views and
-// functions, so they always show the same numbers and apply the same rules.
+// What operators run against the database: the views (uppzy.chat_job_stats, uppzy.chat_job_health,
+// uppzy.site_queues), job listings, the rows of uppzy.sites, and the operator functions (uppzy.retry_jobs,
+// retry_failed, cancel_jobs, purge_jobs, resolve_incident, resolve_all_incidents) defined in
+// migrations/0002_operations.sql. The CLI, the worker's metrics and retention, psql users and any dashboard
+// all go through the same views and functions, so they always show the same numbers and apply the same rules.
 //
 // An OpsStore owns one connection and is NOT thread-safe. Every method is its own short transaction
 // and throws StoreError (see store.h); transient() says whether reconnecting may help.
@@ -114,6 +114,52 @@ struct JobDetail : JobSummary {
   std::optional<std::string> answer;
 };
 
+// The settings of one uppzy.sites row (migrations/0008_sites.sql); nullopt is NULL: no limit, or the
+// worker's own setting.
+struct SiteSettings {
+  std::optional<double> requests_per_s;  // > 0 and finite (sites_requests_per_s_positive)
+  std::optional<int> burst;              // >= 1 (sites_burst_positive)
+  std::optional<int> max_in_flight;      // >= 1 (sites_max_in_flight_positive)
+  std::optional<int> poll_interval_ms;   // 10 to 600000 (sites_poll_interval_range)
+  std::optional<int> poll_timeout_ms;    // 100 to 3600000 (sites_poll_timeout_range)
+};
+
+// One row of uppzy.sites. Timestamps are ISO 8601 UTC ("" when NULL).
+struct SiteRow {
+  std::string site_id;  // "" only for the default site in SiteStatus
+  SiteSettings settings;
+  std::string paused_at;      // "" when not paused
+  std::string paused_reason;  // "" when none
+};
+
+// One row of uppzy.site_queues with its site's settings (SitesList).
+struct SiteStatus {
+  bool is_default = false;  // the jobs with no site_id (each worker's UPPZY_SITE_ID); no uppzy.sites row
+  SiteRow site;             // settings all nullopt and no pause for the default site
+  long long queued = 0;
+  long long retrying = 0;
+  long long submitting = 0;
+  long long polling = 0;
+  std::optional<double> oldest_queued_age_s;  // of the oldest queued or retrying job; nullopt when none
+  bool served = false;                        // some live worker claims this site's work
+};
+
+// What SitesSet changes, per setting: nullopt leaves it as it is; a value, or NULL (an empty inner
+// optional), replaces it.
+struct SiteSettingsChange {
+  std::optional<std::optional<double>> requests_per_s;
+  std::optional<std::optional<int>> burst;
+  std::optional<std::optional<int>> max_in_flight;
+  std::optional<std::optional<int>> poll_interval_ms;
+  std::optional<std::optional<int>> poll_timeout_ms;
+};
+
+// A site's row before and after a change (SitesSet, SitesPause, SitesResume).
+struct SiteChange {
+  std::optional<SiteRow> before;  // nullopt: there was no row; the change created it
+  SiteRow after;
+};
+
 class OpsStore {
  public:
   // Connects at once. Throws StoreError (transient) when the database cannot be reached.
@@ -162,6 +208,24 @@ class OpsStore {
   std::vector<SitePolling> SitesPolling();
   // Rows of uppzy.delivery_failures (failed ratings and session closes).
   long long DeliveryFailuresCount();
+
+  // Sites. `site_id` must be valid by the rule of UPPZY_SITE_ID: callers check ValidSiteId (config.h)
+  // first, as the CLI does; the named CHECK constraint sites_site_id_valid refuses the rest. A value
+  // outside a setting's range is refused by its named constraint (see SiteSettings): StoreError, not
+  // transient, sqlstate 23514, what() naming the constraint, and nothing is changed.
+  //
+  // uppzy.site_queues joined with uppzy.sites: the default site first, then every site by site_id.
+  std::vector<SiteStatus> SitesList();
+  // INSERT ... ON CONFLICT (site_id) DO UPDATE of only the settings `change` gives; a new row gets
+  // NULL for the others. One transaction.
+  SiteChange SitesSet(const std::string& site_id, const SiteSettingsChange& change);
+  // Pauses a site: paused_at = now() unless it is already paused (then the pause keeps its start), and
+  // paused_reason = `reason` when given (otherwise the current reason stays). Creates the row of an
+  // unknown site, so a site can be paused before its first job. At most 500 characters of reason
+  // (sites_paused_reason_length).
+  SiteChange SitesPause(const std::string& site_id, const std::optional<std::string>& reason);
+  // Clears paused_at and paused_reason. nullopt when uppzy.sites has no such site.
+  std::optional<SiteChange> SitesResume(const std::string& site_id);
 
  private:
   struct Impl;

@@ -44,7 +44,8 @@ int RunCli(int argc, char** argv, const EnvLookup& env, std::ostream& out, std::
   // One line per subcommand; each lives in its own file.
   std::vector<Command> commands = {AddMigrate(app),   AddRun(app),      AddEnqueue(app),
                                    AddIncidents(app), AddFeedback(app), AddCloseSession(app)};
-  for (auto add : {AddStats, AddJobs, AddShow, AddRetry, AddCancel, AddPurge}) commands.push_back(add(app));
+  for (auto add : {AddStats, AddJobs, AddShow, AddRetry, AddCancel, AddPurge, AddSites})
+    commands.push_back(add(app));
   commands.push_back(AddDashboard(app));
   auto* version = app.add_subcommand("version", "Print the version");
 

@@ -51,6 +51,8 @@ Command AddShow(CLI::App& app);
 Command AddRetry(CLI::App& app);
 Command AddCancel(CLI::App& app);
 Command AddPurge(CLI::App& app);
+// uppzy.sites and their queues (sites.cc).
+Command AddSites(CLI::App& app);
 // The operators' web dashboard (dashboard.cc).
 Command AddDashboard(CLI::App& app);
 

@@ -3,7 +3,9 @@
 #pragma once
 
 #include <CLI/CLI.hpp>
+#include <optional>
 #include <string>
+#include <string_view>
 
 namespace uppzy::cli {
 
@@ -15,5 +17,16 @@ CLI::Validator FinishedStateValidator();
 CLI::Validator ErrorKindValidator();
 // 90s, 30m, 1h, 7d (see uppzy/duration.h).
 CLI::Validator DurationValidator();
+// A site_id by the rule of UPPZY_SITE_ID (ValidSiteId in uppzy/config.h).
+CLI::Validator SiteIdValidator();
+
+// A setting given as a number or `none` (NULL). The outer nullopt: neither (a usage error); an empty
+// inner optional: none. Ranges are the database's to check (its named constraints), not these.
+// A whole number that fits an int: "12", "-3".
+std::optional<std::optional<int>> ParseIntOrNone(std::string_view text);
+// A finite decimal number: "12", "0.5", "-1".
+std::optional<std::optional<double>> ParseNumberOrNone(std::string_view text);
+CLI::Validator IntOrNoneValidator();
+CLI::Validator NumberOrNoneValidator();
 
 }  // namespace uppzy::cli

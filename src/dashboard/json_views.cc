@@ -11,6 +11,7 @@ json StatusOrNull(int http_status) { return http_status ? json(http_status) : js
 
 json Opt(const std::string& s) { return s.empty() ? json(nullptr) : json(s); }
 json Opt(const std::optional<double>& v) { return v ? json(*v) : json(nullptr); }
+json Opt(const std::optional<int>& v) { return v ? json(*v) : json(nullptr); }
 
 json ParsedOr(const std::string& text, json fallback) {
   if (text.empty()) return fallback;

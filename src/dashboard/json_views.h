@@ -19,6 +19,7 @@ using nlohmann::json;
 // null for "" / nullopt, else the value.
 json Opt(const std::string& s);
 json Opt(const std::optional<double>& v);
+json Opt(const std::optional<int>& v);
 // `text` parsed as JSON; `fallback` when it is "", the text itself when it is not JSON.
 json ParsedOr(const std::string& text, json fallback);
 

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <pqxx/pqxx>
+#include <utility>
 
 #include "store/embedded_migrations.h"
 #include "store/queries.h"
@@ -39,6 +40,50 @@ void ReadSummary(const pqxx::row& row, JobSummary* j) {
   j->request_id = Text(row[8]);
   j->created_at = IsoUtc(row[9]);
   j->finished_at = IsoUtc(row[10]);
+}
+
+std::optional<int> Int(const pqxx::field& f) {
+  if (f.is_null()) return std::nullopt;
+  return f.as<int>();
+}
+
+// The eight columns every sites statement returns (queries_ops.h), from `row[0]` on.
+SiteRow ReadSiteRow(const pqxx::row& row) {
+  SiteRow s;
+  s.site_id = Text(row[0]);
+  s.settings.requests_per_s = Real(row[1]);
+  s.settings.burst = Int(row[2]);
+  s.settings.max_in_flight = Int(row[3]);
+  s.settings.poll_interval_ms = Int(row[4]);
+  s.settings.poll_timeout_ms = Int(row[5]);
+  s.paused_at = IsoUtc(row[6]);
+  s.paused_reason = Text(row[7]);
+  return s;
+}
+
+// A setting of SitesSet as its two parameters: given, and its text (nullopt: NULL).
+template <typename T>
+std::pair<bool, std::optional<std::string>> SettingParams(const std::optional<std::optional<T>>& change) {
+  if (!change || !*change) return {change.has_value(), std::nullopt};
+  return {true, pqxx::to_string(**change)};
+}
+
+// libpqxx 6.4 sends a null `const char*` as NULL.
+const char* OrNull(const std::optional<std::string>& s) { return s ? s->c_str() : nullptr; }
+
+// The row before (locked) and what `change` returns, in one transaction; `change` returns the
+// statement's result, empty when it changed no row.
+template <typename Fn>
+std::optional<SiteChange> ChangeSite(pqxx::connection& conn, const std::string& site_id, Fn&& change) {
+  pqxx::work tx(conn);
+  SiteChange out;
+  auto before = tx.exec_params(store::sql::kOpsSitesGetForUpdate, site_id);
+  if (!before.empty()) out.before = ReadSiteRow(before[0]);
+  auto after = change(tx);
+  if (after.empty()) return std::nullopt;
+  out.after = ReadSiteRow(after[0]);
+  tx.commit();
+  return out;
 }
 
 int FirstInt(const pqxx::result& r) { return r.empty() || r[0][0].is_null() ? 0 : r[0][0].as<int>(); }
@@ -288,6 +333,56 @@ std::vector<SitePolling> OpsStore::SitesPolling() {
       out.push_back(std::move(p));
     }
     return out;
+  });
+}
+
+std::vector<SiteStatus> OpsStore::SitesList() {
+  return Translate([&] {
+    pqxx::nontransaction tx(impl_->conn);
+    std::vector<SiteStatus> out;
+    for (const auto& row : tx.exec(store::sql::kOpsSitesList)) {
+      SiteStatus s;
+      s.site = ReadSiteRow(row);
+      s.is_default = row[8].as<bool>();
+      s.queued = row[9].as<long long>();
+      s.retrying = row[10].as<long long>();
+      s.submitting = row[11].as<long long>();
+      s.polling = row[12].as<long long>();
+      s.oldest_queued_age_s = Real(row[13]);
+      s.served = row[14].as<bool>();
+      out.push_back(std::move(s));
+    }
+    return out;
+  });
+}
+
+SiteChange OpsStore::SitesSet(const std::string& site_id, const SiteSettingsChange& change) {
+  return Translate([&] {
+    const auto rate = SettingParams(change.requests_per_s);
+    const auto burst = SettingParams(change.burst);
+    const auto in_flight = SettingParams(change.max_in_flight);
+    const auto interval = SettingParams(change.poll_interval_ms);
+    const auto timeout = SettingParams(change.poll_timeout_ms);
+    return *ChangeSite(impl_->conn, site_id, [&](pqxx::work& tx) {
+      return tx.exec_params(store::sql::kOpsSitesSet, site_id, rate.first, OrNull(rate.second), burst.first,
+                            OrNull(burst.second), in_flight.first, OrNull(in_flight.second), interval.first,
+                            OrNull(interval.second), timeout.first, OrNull(timeout.second));
+    });
+  });
+}
+
+SiteChange OpsStore::SitesPause(const std::string& site_id, const std::optional<std::string>& reason) {
+  return Translate([&] {
+    return *ChangeSite(impl_->conn, site_id, [&](pqxx::work& tx) {
+      return tx.exec_params(store::sql::kOpsSitesPause, site_id, OrNull(reason));
+    });
+  });
+}
+
+std::optional<SiteChange> OpsStore::SitesResume(const std::string& site_id) {
+  return Translate([&] {
+    return ChangeSite(impl_->conn, site_id,
+                      [&](pqxx::work& tx) { return tx.exec_params(store::sql::kOpsSitesResume, site_id); });
   });
 }
 

@@ -91,6 +91,62 @@ WHERE poll_interval_ms IS NOT NULL OR poll_timeout_ms IS NOT NULL OR poll_mode I
    OR poll_target_delay_ms IS NOT NULL
 )sql";
 
+// Sites (migrations/0008_sites.sql). Every statement that returns a row of uppzy.sites returns the same
+// eight columns, in this order: site_id, requests_per_s (as float8), burst, max_in_flight,
+// poll_interval_ms, poll_timeout_ms, paused_at, paused_reason.
+
+// uppzy.site_queues (the default site, site_id NULL, first) with each site's settings; then is_default,
+// queued, retrying, submitting, polling, oldest queued age in seconds, served.
+inline constexpr const char* kOpsSitesList = R"sql(
+SELECT q.site_id, s.requests_per_s::float8, s.burst, s.max_in_flight, s.poll_interval_ms, s.poll_timeout_ms,
+       q.paused_at, q.paused_reason,
+       q.is_default, q.queued, q.retrying, q.submitting, q.polling,
+       extract(epoch FROM q.oldest_queued_age)::float8, q.served
+FROM uppzy.site_queues q
+LEFT JOIN uppzy.sites s ON s.site_id = q.site_id
+ORDER BY q.site_id NULLS FIRST
+)sql";
+
+// $1 site_id. The row as it is before a change, locked until the change commits.
+inline constexpr const char* kOpsSitesGetForUpdate = R"sql(
+SELECT site_id, requests_per_s::float8, burst, max_in_flight, poll_interval_ms, poll_timeout_ms,
+       paused_at, paused_reason
+FROM uppzy.sites WHERE site_id = $1 FOR UPDATE
+)sql";
+
+// $1 site_id; then for each setting a boolean (given) and its value (NULL: none): $2 $3 requests_per_s,
+// $4 $5 burst, $6 $7 max_in_flight, $8 $9 poll_interval_ms, $10 $11 poll_timeout_ms. A setting not
+// given keeps its value (a new row: NULL). float8 -> numeric keeps 0.1 as 0.1.
+inline constexpr const char* kOpsSitesSet = R"sql(
+INSERT INTO uppzy.sites AS s (site_id, requests_per_s, burst, max_in_flight, poll_interval_ms, poll_timeout_ms)
+VALUES ($1, $3::float8::numeric, $5::integer, $7::integer, $9::integer, $11::integer)
+ON CONFLICT (site_id) DO UPDATE SET
+  requests_per_s = CASE WHEN $2::boolean THEN EXCLUDED.requests_per_s ELSE s.requests_per_s END,
+  burst = CASE WHEN $4::boolean THEN EXCLUDED.burst ELSE s.burst END,
+  max_in_flight = CASE WHEN $6::boolean THEN EXCLUDED.max_in_flight ELSE s.max_in_flight END,
+  poll_interval_ms = CASE WHEN $8::boolean THEN EXCLUDED.poll_interval_ms ELSE s.poll_interval_ms END,
+  poll_timeout_ms = CASE WHEN $10::boolean THEN EXCLUDED.poll_timeout_ms ELSE s.poll_timeout_ms END
+RETURNING site_id, requests_per_s::float8, burst, max_in_flight, poll_interval_ms, poll_timeout_ms,
+          paused_at, paused_reason
+)sql";
+
+// $1 site_id, $2 reason (NULL: keep the current one). An existing pause keeps its paused_at.
+inline constexpr const char* kOpsSitesPause = R"sql(
+INSERT INTO uppzy.sites AS s (site_id, paused_at, paused_reason) VALUES ($1, now(), $2)
+ON CONFLICT (site_id) DO UPDATE SET
+  paused_at = coalesce(s.paused_at, EXCLUDED.paused_at),
+  paused_reason = coalesce(EXCLUDED.paused_reason, s.paused_reason)
+RETURNING site_id, requests_per_s::float8, burst, max_in_flight, poll_interval_ms, poll_timeout_ms,
+          paused_at, paused_reason
+)sql";
+
+// $1 site_id. No row: no such site.
+inline constexpr const char* kOpsSitesResume = R"sql(
+UPDATE uppzy.sites SET paused_at = NULL, paused_reason = NULL WHERE site_id = $1
+RETURNING site_id, requests_per_s::float8, burst, max_in_flight, poll_interval_ms, poll_timeout_ms,
+          paused_at, paused_reason
+)sql";
+
 // The embedded, unnumbered file that `migrate --with-roles` runs (under the migrations' lock).
 inline constexpr const char* kOpsRolesFile = "roles.sql";
 

@@ -37,17 +37,10 @@ class OpsCli : public ::testing::Test {
   }
 
   int Run(std::vector<std::string> args, std::string* out) {
-    args.insert(args.begin(), UPPZY_WORKER_BIN);
-    return test::RunCommand(args, {{"DATABASE_URL", db_}}, out);
+    return test::RunWorkerCli(db_, std::move(args), out);
   }
-
   json RunJson(std::vector<std::string> args, int expect_rc = 0) {
-    std::string out;
-    const int rc = Run(args, &out);
-    EXPECT_EQ(rc, expect_rc) << out;
-    json j = json::parse(out, nullptr, false);
-    EXPECT_FALSE(j.is_discarded()) << out;
-    return j;
+    return test::RunWorkerCliJson(db_, std::move(args), expect_rc);
   }
 
   std::string State(long long id) {
@@ -59,7 +52,8 @@ class OpsCli : public ::testing::Test {
 };
 
 TEST_F(OpsCli, EverySubcommandHasHelp) {
-  for (const char* cmd : {"stats", "jobs", "show", "retry", "cancel", "purge", "incidents", "migrate"}) {
+  for (const char* cmd :
+       {"stats", "jobs", "show", "retry", "cancel", "purge", "incidents", "sites", "migrate"}) {
     std::string out;
     EXPECT_EQ(Run({cmd, "--help"}, &out), 0) << cmd << ": " << out;
     EXPECT_NE(out.find("Usage"), std::string::npos) << cmd << ": " << out;

@@ -1,5 +1,7 @@
 #include "support/support.h"
 
+#include <gtest/gtest.h>
+
 #include <curl/curl.h>
 #include <fcntl.h>
 #include <signal.h>
@@ -215,6 +217,20 @@ int RunCommand(std::vector<std::string> argv, std::map<std::string, std::string>
   int rc = p.Wait(std::chrono::milliseconds(60000));
   if (output) *output = p.Log();
   return rc;
+}
+
+int RunWorkerCli(const std::string& url, std::vector<std::string> args, std::string* output) {
+  args.insert(args.begin(), UPPZY_WORKER_BIN);
+  return RunCommand(std::move(args), {{"DATABASE_URL", url}}, output);
+}
+
+nlohmann::json RunWorkerCliJson(const std::string& url, std::vector<std::string> args, int expect_rc) {
+  std::string out;
+  const int rc = RunWorkerCli(url, std::move(args), &out);
+  EXPECT_EQ(rc, expect_rc) << out;
+  nlohmann::json j = nlohmann::json::parse(out, nullptr, false);
+  EXPECT_FALSE(j.is_discarded()) << out;
+  return j;
 }
 
 long HttpGet(const std::string& url, std::string* body) { return Http(url, nullptr, body); }

@@ -68,6 +68,12 @@ std::string HttpPortFromLog(const Process& p, std::chrono::milliseconds timeout)
 // Runs a command to completion; returns its exit code and fills `output` (stdout+stderr).
 int RunCommand(std::vector<std::string> argv, std::map<std::string, std::string> env, std::string* output);
 
+// `uppzy-worker ARGS...` against the database at `url` (as DATABASE_URL); as RunCommand.
+int RunWorkerCli(const std::string& url, std::vector<std::string> args, std::string* output);
+// The same, for a command that prints JSON: checks (EXPECT) that it exits `expect_rc` and that its
+// output parses; returns the parsed document (discarded when it did not parse).
+nlohmann::json RunWorkerCliJson(const std::string& url, std::vector<std::string> args, int expect_rc = 0);
+
 // HTTP over 127.0.0.1 with libcurl: returns the status (0 on failure) and fills `body`.
 long HttpGet(const std::string& url, std::string* body);
 long HttpPost(const std::string& url, const std::string& payload, std::string* body);
