@@ -106,8 +106,15 @@ if "worker" in services:
          "worker: must depend on migrate completing successfully")
     for var in ("DATABASE_URL", "UPPZY_BASE_URL", "UPPZY_SITE_ID", "UPPZY_HTTP_ADDR"):
         need(var in env, f"worker: {var} is not set")
-    need(("UPPZY_API_KEY" in env) != ("UPPZY_API_KEY_FILE" in env),
-         "worker: set exactly one of UPPZY_API_KEY and UPPZY_API_KEY_FILE")
+    need(not ("UPPZY_API_KEY" in env and "UPPZY_API_KEY_FILE" in env),
+         "worker: set at most one of UPPZY_API_KEY and UPPZY_API_KEY_FILE")
+    need("UPPZY_API_KEY" in env or "UPPZY_API_KEY_FILE" in env or "UPPZY_API_KEYS_DIR" in env,
+         "worker: set UPPZY_API_KEY, UPPZY_API_KEY_FILE or UPPZY_API_KEYS_DIR")
+    keys_dir = env.get("UPPZY_API_KEYS_DIR")
+    if keys_dir:
+        mounts = [str(v) for v in (w.get("volumes") or [])]
+        need(any(m.split(":")[1:2] == [keys_dir] for m in mounts),
+             f"worker: UPPZY_API_KEYS_DIR={keys_dir} is not a mounted volume")
     base = env.get("UPPZY_BASE_URL") or ""
     need(base.startswith("http://mock:8080/"), "worker: UPPZY_BASE_URL must point at http://mock:8080/")
     if base.startswith("http://"):
