@@ -17,6 +17,13 @@
 //              uppzy_queue_depth{state}, uppzy_oldest_queued_age_seconds, uppzy_open_incidents,
 //              uppzy_database_up
 //   histograms uppzy_time_to_answer_seconds, uppzy_http_request_duration_seconds{endpoint}
+// and, per site, series made when the site is first seen (adaptive polling's figures):
+//   histograms uppzy_status_calls_per_answer{site}: status calls a completed job needed;
+//              uppzy_answer_seen_gap_seconds{site}: the time between the last poll that found the
+//              answer not ready and the poll that found it, the most the answer waited for us (its
+//              ready-to-stored delay is between 0 and this)
+//   gauges     uppzy_poll_plan_expected_calls{site}, uppzy_poll_plan_expected_delay_seconds{site}: the
+//              adaptive plan in force, under the site's estimate (0 while the site polls on the tick)
 //
 // Thread-safety: every method may be called from any thread. Counters and gauges are relaxed atomics;
 // a histogram observation takes that histogram's mutex (prometheus-cpp); a labelled series seen for
@@ -72,6 +79,11 @@ class WorkerMetrics {
   void AttemptRetried(ErrorKind kind);
   // An answer stored: `created_at` is the job's INSERT time (ignored when unknown, the epoch).
   void Answered(TimePoint created_at, TimePoint now);
+  // An answer found by the polls of `site`: how many status calls it took, and the gap between the last
+  // poll that found it not ready (or the acceptance) and the one that found it.
+  void AnswerSeen(const std::string& site, int status_calls, double gap_seconds);
+  // Maintenance: the poll plan of `site` now (0, 0 when it polls on the fixed tick).
+  void SetPollPlan(const std::string& site, double expected_calls, double expected_delay_seconds);
   // One exchange with Uppzy; `endpoint` is ToString(RequestKind): "submit", "status", ...
   void HttpExchange(std::string_view endpoint, std::chrono::milliseconds duration);
   void SetInFlight(size_t jobs);
@@ -135,6 +147,10 @@ class WorkerMetrics {
   // uppzy_http_request_duration_seconds, one series per endpoint, all made at construction.
   std::array<std::pair<std::string_view, prometheus::Histogram*>, 4> http_duration_;
   prometheus::Family<prometheus::Histogram>& http_duration_family_;
+  prometheus::Family<prometheus::Histogram>& status_calls_family_;
+  prometheus::Family<prometheus::Histogram>& seen_gap_family_;
+  prometheus::Family<prometheus::Gauge>& plan_calls_family_;
+  prometheus::Family<prometheus::Gauge>& plan_delay_family_;
 
   mutable std::mutex mu_;  // guards the two maps below (their series are thread-safe themselves)
   std::map<std::pair<JobState, ErrorKind>, prometheus::Counter*> finished_;

@@ -17,6 +17,8 @@ using prometheus::Registry;
 // Bucket upper bounds, as they have been since the first dashboards (the +Inf bucket is implied).
 const Histogram::BucketBoundaries kTimeToAnswerBuckets = {0.5, 1,  2,   5,   10,  20,  30,
                                                           45,  60, 120, 300, 600, 1800};
+const Histogram::BucketBoundaries kStatusCallsBuckets = {1, 2, 3, 4, 5, 6, 8, 10, 15, 20, 30};
+const Histogram::BucketBoundaries kSeenGapBuckets = {0.1, 0.25, 0.5, 1, 2, 2.5, 3, 4, 5, 7.5, 10, 20};
 const Histogram::BucketBoundaries kHttpDurationBuckets = {0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
                                                           0.5,   1,    2.5,   5,    10,  30};
 
@@ -105,7 +107,21 @@ WorkerMetrics::WorkerMetrics(Registry& r, const Labels& common)
           CounterSeries(r, common, "uppzy_http_connection_wait_seconds_total",
                         "Seconds requests spent queued in the client for a connection to Uppzy.")),
       http_duration_family_(HistogramFamily(r, "uppzy_http_request_duration_seconds",
-                                            "Duration of one exchange with Uppzy, by endpoint.")) {
+                                            "Duration of one exchange with Uppzy, by endpoint.")),
+      status_calls_family_(HistogramFamily(r, "uppzy_status_calls_per_answer",
+                                           "Status calls a completed job needed, by site.")),
+      seen_gap_family_(
+          HistogramFamily(r, "uppzy_answer_seen_gap_seconds",
+                          "Seconds between the last poll that found the answer not ready and the poll that "
+                          "found it, by site: "
+                          "the most the answer waited (its ready-to-stored delay lies between 0 and this).")),
+      plan_calls_family_(GaugeFamily(r, "uppzy_poll_plan_expected_calls",
+                                     "Status calls per job the site's adaptive poll plan expects (0 while it "
+                                     "polls on the fixed tick).")),
+      plan_delay_family_(
+          GaugeFamily(r, "uppzy_poll_plan_expected_delay_seconds",
+                      "Mean ready-to-stored delay the site's adaptive poll plan expects (0 while "
+                      "it polls on the fixed tick).")) {
   size_t i = 0;
   for (std::string_view endpoint : {"submit", "status", "feedback", "session_close"}) {
     http_duration_[i++] = {endpoint, &http_duration_family_.Add(With({{"endpoint", std::string(endpoint)}}),
@@ -148,6 +164,18 @@ void WorkerMetrics::AttemptRetried(ErrorKind kind) {
 void WorkerMetrics::Answered(TimePoint created_at, TimePoint now) {
   if (created_at.time_since_epoch().count() == 0) return;  // unknown
   time_to_answer_.Observe(std::chrono::duration<double>(now - created_at).count());
+}
+
+void WorkerMetrics::AnswerSeen(const std::string& site, int status_calls, double gap_seconds) {
+  // Family::Add returns the existing series for labels it has seen (under the family's mutex).
+  status_calls_family_.Add(With({{"site", site}}), kStatusCallsBuckets).Observe(status_calls);
+  seen_gap_family_.Add(With({{"site", site}}), kSeenGapBuckets).Observe(std::max(0.0, gap_seconds));
+}
+
+void WorkerMetrics::SetPollPlan(const std::string& site, double expected_calls,
+                                double expected_delay_seconds) {
+  plan_calls_family_.Add(With({{"site", site}})).Set(expected_calls);
+  plan_delay_family_.Add(With({{"site", site}})).Set(expected_delay_seconds);
 }
 
 void WorkerMetrics::HttpExchange(std::string_view endpoint, std::chrono::milliseconds duration) {

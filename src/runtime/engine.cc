@@ -484,6 +484,9 @@ void Engine::OnCompletion(Completion& c, TimePoint now) {
       LogJob(spdlog::level::info, "job_completed", f);
       JobWrite w = WriteCompleted(h.row, std::move(o.answer), std::move(o.result_json));
       SetAnswerTimes(w, h.job.submitted_at, h.not_ready_at.value_or(h.job.submitted_at), now);
+      metrics_.AnswerSeen(
+          SiteOf(h.job), h.row.polls,
+          std::chrono::duration<double>(now - h.not_ready_at.value_or(h.job.submitted_at)).count());
       Finish(id, std::move(w));
       return;
     }

@@ -166,6 +166,8 @@ void Maintenance::RefitPlans() {
                 {"expected_delay_ms", std::to_string(std::llround(plan.expected_delay_ms()))},
                 {"first_poll_ms", adaptive ? std::to_string(plan.offsets().front().count()) : ""}});
     }
+    metrics_.SetPollPlan(site_id, adaptive ? plan.expected_calls() : 0,
+                         adaptive ? plan.expected_delay_ms() / 1000 : 0);
     if (adaptive) {
       adaptive_sites_.insert(site_id);
     } else {

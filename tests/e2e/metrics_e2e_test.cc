@@ -102,6 +102,10 @@ TEST_F(MetricsE2E, MetricsParseAndCountWhatHappened) {
   EXPECT_EQ(v("uppzy_database_up"), 1);
   EXPECT_NEAR(v("uppzy_oldest_queued_age_seconds"), 42, 10);
   EXPECT_EQ(v("uppzy_queue_depth", R"({"state":"polling"})"), 0);
+  // Adaptive polling's figures, per site: the two answers each took at least one status call.
+  EXPECT_EQ(v("uppzy_status_calls_per_answer_count", R"({"site":"test-site"})"), 2);
+  EXPECT_GE(v("uppzy_status_calls_per_answer_sum", R"({"site":"test-site"})"), 2);
+  EXPECT_EQ(v("uppzy_answer_seen_gap_seconds_count", R"({"site":"test-site"})"), 2);
   // Every family is uppzy_-prefixed and typed.
   for (const auto& s : m) {
     EXPECT_EQ(s.name.rfind("uppzy_", 0), 0u) << s.name;
