@@ -35,3 +35,22 @@ ALTER TABLE uppzy.sites
   ADD COLUMN poll_target_delay_ms integer,
   ADD CONSTRAINT sites_poll_mode_valid CHECK (poll_mode IN ('fixed', 'adaptive')),
   ADD CONSTRAINT sites_poll_target_delay_range CHECK (poll_target_delay_ms BETWEEN 100 AND 600000);
+
+-- Per site, the jobs finished in the last hour: how many status calls an answer took, and how long an
+-- answer may have waited for the poll that found it (answer_seen_after_ms - answer_ready_after_ms is
+-- the most it waited; its true ready-to-stored delay lies between 0 and that). The default site's rows
+-- (site_id NULL) are the row with site_id NULL. `stats` and operators read it.
+CREATE VIEW uppzy.site_polling_health AS
+SELECT site_id,
+       count(*) FILTER (WHERE state = 'completed') AS completed,
+       count(*) FILTER (WHERE error_kind = 'poll_timeout') AS poll_timeouts,
+       round(avg(polls) FILTER (WHERE state = 'completed'), 2) AS status_calls_per_completed,
+       percentile_cont(0.5) WITHIN GROUP (ORDER BY (answer_seen_after_ms - answer_ready_after_ms) / 1000.0)
+         FILTER (WHERE answer_seen_after_ms IS NOT NULL) AS seen_gap_p50_s,
+       percentile_cont(0.95) WITHIN GROUP (ORDER BY (answer_seen_after_ms - answer_ready_after_ms) / 1000.0)
+         FILTER (WHERE answer_seen_after_ms IS NOT NULL) AS seen_gap_p95_s,
+       percentile_cont(0.5) WITHIN GROUP (ORDER BY answer_seen_after_ms / 1000.0)
+         FILTER (WHERE answer_seen_after_ms IS NOT NULL) AS answer_seen_p50_s
+FROM uppzy.chat_jobs
+WHERE finished_at > now() - interval '1 hour'
+GROUP BY site_id;

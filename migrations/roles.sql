@@ -111,5 +111,8 @@ BEGIN
     GRANT EXECUTE ON FUNCTION uppzy.close_session(text, text) TO uppzy_app;
     GRANT SELECT ON uppzy.sites TO uppzy_worker;
   END IF;
+  IF to_regclass('uppzy.site_polling_health') IS NOT NULL THEN
+    GRANT SELECT ON uppzy.site_polling_health TO uppzy_operator;
+  END IF;
 END;
 $$;

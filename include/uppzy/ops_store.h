@@ -50,6 +50,17 @@ struct SitePolling {
   std::optional<int> poll_target_delay_ms;
 };
 
+// One row of uppzy.site_polling_health: a site's polling over the jobs finished in the last hour.
+struct SitePollingHealth {
+  std::optional<std::string> site_id;  // none: the default site's rows (site_id NULL)
+  long long completed = 0;
+  long long poll_timeouts = 0;
+  std::optional<double> status_calls_per_completed;
+  std::optional<double> seen_gap_p50_s;  // the most an answer waited for the poll that found it
+  std::optional<double> seen_gap_p95_s;
+  std::optional<double> answer_seen_p50_s;  // submission accepted -> answer found
+};
+
 struct HealthWindow {
   std::string period;  // "1 hour" or "24 hours"
   long long finished = 0;
@@ -178,6 +189,8 @@ class OpsStore {
   std::vector<StateCount> StatsByState(bool unfinished_only = false);
   // uppzy.chat_job_health: "1 hour", then "24 hours".
   std::vector<HealthWindow> HealthWindows();
+  // uppzy.site_polling_health (migration 0009), the default site first.
+  std::vector<SitePollingHealth> SitesPollingHealth();
   // Newest first.
   std::vector<JobSummary> JobsList(const JobFilter& filter);
   // nullopt when no job has this id.

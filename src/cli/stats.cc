@@ -38,6 +38,7 @@ int Run(bool as_json, const Io& io) {
     OpsStore ops(url);
     const auto states = ops.StatsByState();
     const auto health = ops.HealthWindows();
+    const auto sites = ops.SitesPollingHealth();
     const long long failed_deliveries = ops.DeliveryFailuresCount();
     Store store(url);
     const auto incidents = store.IncidentsList(true);
@@ -63,6 +64,16 @@ int Run(bool as_json, const Io& io) {
                                        {"detail", i.detail}});
       }
       j["failed_deliveries"] = failed_deliveries;
+      j["sites"] = json::array();
+      for (const auto& s : sites) {
+        j["sites"].push_back({{"site_id", s.site_id ? json(*s.site_id) : json(nullptr)},
+                              {"completed", s.completed},
+                              {"poll_timeouts", s.poll_timeouts},
+                              {"status_calls_per_completed", Opt(s.status_calls_per_completed)},
+                              {"seen_gap_p50_s", Opt(s.seen_gap_p50_s)},
+                              {"seen_gap_p95_s", Opt(s.seen_gap_p95_s)},
+                              {"answer_seen_p50_s", Opt(s.answer_seen_p50_s)}});
+      }
       io.out << j.dump(2) << "\n";
       return kExitOk;
     }
@@ -96,6 +107,19 @@ int Run(bool as_json, const Io& io) {
     }
     ratings.Print(io.out);
     io.out << "Failed deliveries (uppzy.delivery_failures): " << failed_deliveries << "\n";
+
+    io.out << "\nPolling by site, last hour (uppzy.site_polling_health)\n";
+    Table polling({"site", "completed", "poll_timeouts", "calls_per_answer", "seen_gap_p50", "seen_gap_p95",
+                   "answer_p50"});
+    for (const auto& s : sites) {
+      char calls[32] = "";
+      if (s.status_calls_per_completed)
+        std::snprintf(calls, sizeof(calls), "%.2f", *s.status_calls_per_completed);
+      polling.Row({s.site_id.value_or("(default)"), std::to_string(s.completed),
+                   std::to_string(s.poll_timeouts), calls, Seconds(s.seen_gap_p50_s),
+                   Seconds(s.seen_gap_p95_s), Seconds(s.answer_seen_p50_s)});
+    }
+    polling.Print(io.out);
 
     io.out << "\nOpen incidents: " << (incidents.empty() ? "none" : std::to_string(incidents.size())) << "\n";
     for (const auto& i : incidents) {

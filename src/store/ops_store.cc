@@ -386,4 +386,23 @@ std::optional<SiteChange> OpsStore::SitesResume(const std::string& site_id) {
   });
 }
 
+std::vector<SitePollingHealth> OpsStore::SitesPollingHealth() {
+  return Translate([&] {
+    pqxx::nontransaction tx(impl_->conn);
+    std::vector<SitePollingHealth> out;
+    for (const auto& row : tx.exec(store::sql::kOpsSitesPollingHealth)) {
+      SitePollingHealth h;
+      if (!row[0].is_null()) h.site_id = row[0].as<std::string>();
+      h.completed = row[1].as<long long>();
+      h.poll_timeouts = row[2].as<long long>();
+      h.status_calls_per_completed = Real(row[3]);
+      h.seen_gap_p50_s = Real(row[4]);
+      h.seen_gap_p95_s = Real(row[5]);
+      h.answer_seen_p50_s = Real(row[6]);
+      out.push_back(std::move(h));
+    }
+    return out;
+  });
+}
+
 }  // namespace uppzy

@@ -147,6 +147,13 @@ RETURNING site_id, requests_per_s::float8, burst, max_in_flight, poll_interval_m
           paused_at, paused_reason
 )sql";
 
+inline constexpr const char* kOpsSitesPollingHealth = R"sql(
+SELECT site_id, completed, poll_timeouts, status_calls_per_completed::float8, seen_gap_p50_s::float8,
+       seen_gap_p95_s::float8, answer_seen_p50_s::float8
+FROM uppzy.site_polling_health
+ORDER BY site_id NULLS FIRST
+)sql";
+
 // The embedded, unnumbered file that `migrate --with-roles` runs (under the migrations' lock).
 inline constexpr const char* kOpsRolesFile = "roles.sql";
 

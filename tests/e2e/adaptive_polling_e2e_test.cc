@@ -71,6 +71,15 @@ TEST_F(AdaptivePollingE2E, AfterLearningTheSitesAnswerTimesTheWorkerPollsLessFor
   EXPECT_GE(before, 8) << "the fixed tick polls about every 100 ms for answers of about 1 s";
   EXPECT_LE(after, 0.7 * before) << "before " << before << ", after " << after;
   EXPECT_EQ(QueryInt(db_, "SELECT count(*) FROM uppzy.chat_jobs WHERE error_kind IS NOT NULL"), 0);
+  // Operators see the figures per site: `stats` (uppzy.site_polling_health) and /metrics.
+  const auto stats = test::RunWorkerCliJson(db_, {"stats", "--json"});
+  ASSERT_EQ(stats["sites"].size(), 1u) << stats.dump();
+  EXPECT_TRUE(stats["sites"][0]["site_id"].is_null()) << "jobs without a site are the default site's";
+  EXPECT_EQ(stats["sites"][0]["completed"], 160);
+  const double calls = stats["sites"][0]["status_calls_per_completed"].get<double>();
+  EXPECT_NEAR(calls, (before + after) / 2, 0.05);
+  EXPECT_GT(stats["sites"][0]["seen_gap_p50_s"].get<double>(), 0);
+  EXPECT_NE(worker->Log().find("poll_plan_updated"), std::string::npos);
 }
 
 TEST_F(AdaptivePollingE2E, FixedModeNeverLeavesTheTick) {
