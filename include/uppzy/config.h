@@ -83,11 +83,12 @@ struct Config {
   // UPPZY_STATS_INTERVAL_MS [100, 600000]: how often the database gauges of /metrics and the answer
   // of /readyz are refreshed (one cheap query on the worker's maintenance connection).
   int stats_interval_ms = 5000;
-  // UPPZY_POLL_MODE: "fixed" polls every UPPZY_POLL_INTERVAL_MS (the vendor's playbook); "adaptive"
-  // places polls by each site's answer times, learned from its finished jobs (poll_schedule.h), with
-  // a mean ready-to-stored delay of UPPZY_POLL_TARGET_DELAY_MS [100, 600000] (Policy::poll_target_delay,
-  // default 1500). Adaptive mode is exactly the fixed tick until a site has 50 recent answers.
-  std::string poll_mode = "fixed";
+  // UPPZY_POLL_MODE: "adaptive" (the default) places polls by each site's answer times, learned from
+  // its finished jobs (poll_schedule.h), with a mean ready-to-stored delay of UPPZY_POLL_TARGET_DELAY_MS
+  // [100, 600000] (Policy::poll_target_delay; default 0.6 x the poll interval, 1,500 ms at 2,500 ms); it
+  // is exactly the fixed tick until a site has 50 recent answers. "fixed" polls every
+  // UPPZY_POLL_INTERVAL_MS (the vendor's playbook) always.
+  std::string poll_mode = "adaptive";
   BreakerPolicy breaker;  // UPPZY_BREAKER_FAILURES [1, 100000], UPPZY_BREAKER_COOLDOWN_MS [100, 3600000]
   // UPPZY_CA_FILE: a PEM file of CA certificates Uppzy's certificate must chain to (a test CA, a
   // corporate TLS proxy's), in place of libcurl's default bundle file. Empty: the default. Must be a

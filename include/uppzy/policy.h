@@ -21,11 +21,11 @@ struct Policy {
   Millis retry_after_max{600000};  // UPPZY_RETRY_AFTER_MAX_MS: bound on a server's Retry-After
   // UPPZY_POLL_TARGET_DELAY_MS: in adaptive mode, the mean ready-to-stored delay accepted for fewer
   // status calls (see poll_schedule.h).
-  Millis poll_target_delay{1500};
+  Millis poll_target_delay{0};  // 0: 0.6 x poll_interval (1,500 ms at the default 2,500 ms)
 };
 
-// The poll schedule's settings from the policy: its interval, timeout and accepted delay; gaps of at
-// most 4 intervals (10 s at least).
+// The poll schedule's settings from the policy: its interval, timeout and accepted delay (0.6 x the
+// interval when unset); gaps of at most 4 intervals.
 PollSchedule ScheduleOf(const Policy& policy);
 
 // Which request a job is waiting on.

@@ -120,8 +120,11 @@ PollSchedule ScheduleOf(const Policy& policy) {
   PollSchedule s;
   s.interval = policy.poll_interval;
   s.timeout = policy.poll_timeout;
-  s.target_delay = policy.poll_target_delay;
-  s.max_gap = std::max(Millis(10000), 4 * policy.poll_interval);
+  // Unset (0): 0.6 of the interval, a little above the fixed tick's mean delay (half the interval), so
+  // a site polled every 10 ms is not made to wait seconds for a handful of fewer calls.
+  s.target_delay =
+      policy.poll_target_delay.count() > 0 ? policy.poll_target_delay : policy.poll_interval * 3 / 5;
+  s.max_gap = 4 * policy.poll_interval;
   return s;
 }
 

@@ -68,8 +68,9 @@ TEST_F(AdaptivePollingE2E, AfterLearningTheSitesAnswerTimesTheWorkerPollsLessFor
   ASSERT_TRUE(AllCompleted("second", 80)) << worker->Log();
   const double before = PollsPerJob("first");
   const double after = PollsPerJob("second");
-  EXPECT_GE(before, 8) << "the fixed tick polls about every 100 ms for answers of about 1 s";
-  EXPECT_LE(after, 0.7 * before) << "before " << before << ", after " << after;
+  EXPECT_GE(before, 5)
+      << "the fixed tick polls about every 100 ms for answers of about 1 s (fewer on a slow machine)";
+  EXPECT_LE(after, 0.75 * before) << "before " << before << ", after " << after;
   EXPECT_EQ(QueryInt(db_, "SELECT count(*) FROM uppzy.chat_jobs WHERE error_kind IS NOT NULL"), 0);
   // Operators see the figures per site: `stats` (uppzy.site_polling_health) and /metrics.
   const auto stats = test::RunWorkerCliJson(db_, {"stats", "--json"});
@@ -83,7 +84,8 @@ TEST_F(AdaptivePollingE2E, AfterLearningTheSitesAnswerTimesTheWorkerPollsLessFor
 }
 
 TEST_F(AdaptivePollingE2E, FixedModeNeverLeavesTheTick) {
-  auto worker = StartWorker({{"UPPZY_POLL_INTERVAL_MS", "100"}, {"UPPZY_STATS_INTERVAL_MS", "100"}});
+  auto worker = StartWorker(
+      {{"UPPZY_POLL_MODE", "fixed"}, {"UPPZY_POLL_INTERVAL_MS", "100"}, {"UPPZY_STATS_INTERVAL_MS", "100"}});
   EnqueueBatch(60, "a");
   ASSERT_TRUE(AllCompleted("a", 60)) << worker->Log();
   EnqueueBatch(60, "b");
