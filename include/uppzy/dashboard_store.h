@@ -1,5 +1,6 @@
 // What the web dashboard (`uppzy-worker dashboard`) reads and does. It reads the operators' views
-// (uppzy.chat_job_stats, uppzy.chat_job_health, uppzy.chat_feedback_health), uppzy.incidents,
+// (uppzy.chat_job_stats, uppzy.chat_job_health, uppzy.chat_feedback_health, uppzy.site_queues,
+// uppzy.site_polling_health), uppzy.incidents,
 // uppzy.workers and the job columns other than the message and answer text, and it changes rows only
 // through the operator functions of migrations/0002_operations.sql (uppzy.retry_jobs,
 // uppzy.cancel_jobs, uppzy.resolve_incident). So it runs as a login that has only the uppzy_operator
@@ -136,6 +137,27 @@ struct DashboardMinute {
   long long poll_timeouts = 0;  // of those, how many hit poll_timeout at least once
 };
 
+// One row of uppzy.site_queues (the default site, then each row of uppzy.sites), with that site's row
+// of uppzy.site_polling_health (jobs finished in the last hour) and its open incidents.
+struct DashboardSite {
+  std::string site_id;  // "" for the default site
+  bool is_default = false;
+  long long queued = 0;
+  long long retrying = 0;
+  long long submitting = 0;
+  long long polling = 0;
+  std::optional<double> oldest_queued_age_seconds;  // nullopt: nothing queued or retrying
+  std::string paused_at;                            // "" when not paused
+  std::string paused_reason;
+  bool served = false;  // some live worker claims this site's work
+  long long open_incidents = 0;
+  long long completed_last_hour = 0;
+  long long poll_timeouts_last_hour = 0;
+  std::optional<double> status_calls_per_completed;
+  std::optional<double> seen_gap_p50_seconds;
+  std::optional<double> seen_gap_p95_seconds;
+};
+
 // Everything on the overview page, read in one snapshot.
 struct DashboardOverview {
   std::string now;
@@ -146,6 +168,7 @@ struct DashboardOverview {
   std::vector<DashboardIncident> open_incidents;
   std::vector<DashboardWorker> workers;  // not stopped, or stopped within the last hour; newest first
   std::vector<DashboardFeedbackWindow> feedback;
+  std::vector<DashboardSite> sites;  // at most 200, the default site first, then by site_id
 };
 
 class DashboardStore {
@@ -158,7 +181,7 @@ class DashboardStore {
 
   // The overview, in one read-only REPEATABLE READ transaction (one snapshot: the numbers agree).
   // `full` false reads only the parts that stay cheap however large the table is: the unfinished
-  // states' counts, open incidents, workers and feedback (no finished counts, health or chart).
+  // states' counts, open incidents, workers and feedback (no finished counts, health, chart or sites).
   DashboardOverview OverviewRead(bool full = true);
 
   // Up to `limit` jobs matching `filter`, newest first (created_at DESC, id DESC), after `after`.

@@ -152,6 +152,26 @@ json OverviewJson(const DashboardOverview& o) {
                         {"good_ratio", Opt(f.good_ratio)},
                         {"pending", f.pending}});
   }
+  json sites = json::array();
+  for (const auto& s : o.sites) {
+    sites.push_back({{"site_id", s.is_default ? json(nullptr) : json(s.site_id)},
+                     {"is_default", s.is_default},
+                     {"queued", s.queued},
+                     {"retrying", s.retrying},
+                     {"submitting", s.submitting},
+                     {"polling", s.polling},
+                     {"oldest_queued_age_seconds", Opt(s.oldest_queued_age_seconds)},
+                     {"paused_at", Opt(s.paused_at)},
+                     {"paused_reason", Opt(s.paused_reason)},
+                     {"served", s.served},
+                     {"open_incidents", s.open_incidents},
+                     {"last_hour",
+                      {{"completed", s.completed_last_hour},
+                       {"poll_timeouts", s.poll_timeouts_last_hour},
+                       {"status_calls_per_completed", Opt(s.status_calls_per_completed)},
+                       {"seen_gap_p50_s", Opt(s.seen_gap_p50_seconds)},
+                       {"seen_gap_p95_s", Opt(s.seen_gap_p95_seconds)}}}});
+  }
   return {{"now", o.now},
           {"states", states},
           {"health", health},
@@ -162,7 +182,8 @@ json OverviewJson(const DashboardOverview& o) {
             {"rows", rows}}},
           {"incidents", incidents},
           {"workers", workers},
-          {"feedback", feedback}};
+          {"feedback", feedback},
+          {"sites", sites}};
 }
 
 json FilterJson(const DashboardJobFilter& f) {

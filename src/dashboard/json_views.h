@@ -36,6 +36,7 @@ json DashboardJobDetailJson(const DashboardJobDetail& j);
 // the feedback columns; the dashboard has its own feedback table).
 json StateCountJson(const StateCount& s);
 json HealthWindowJson(const HealthWindow& h);
+// The overview; its "sites" (full reads only) is one object per site, site_id null for the default.
 json OverviewJson(const DashboardOverview& o);
 json FilterJson(const DashboardJobFilter& f);  // only the fields that are set
 

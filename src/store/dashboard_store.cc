@@ -198,6 +198,26 @@ DashboardOverview DashboardStore::OverviewRead(bool full) {
       o.feedback.push_back(DashboardFeedbackWindow{Text(row[0]), Count(row[1]), Count(row[2]), Count(row[3]),
                                                    Count(row[4]), Real(row[5]), Count(row[6])});
     }
+    for (const auto& row : full ? tx.exec(store::sql::kDashOverviewSites) : pqxx::result()) {
+      DashboardSite s;
+      s.site_id = Text(row[0]);
+      s.is_default = row[1].as<bool>();
+      s.queued = Count(row[2]);
+      s.retrying = Count(row[3]);
+      s.submitting = Count(row[4]);
+      s.polling = Count(row[5]);
+      s.oldest_queued_age_seconds = Real(row[6]);
+      s.paused_at = Iso(row[7]);
+      s.paused_reason = Text(row[8]);
+      s.served = row[9].as<bool>();
+      s.open_incidents = Count(row[10]);
+      s.completed_last_hour = Count(row[11]);
+      s.poll_timeouts_last_hour = Count(row[12]);
+      s.status_calls_per_completed = Real(row[13]);
+      s.seen_gap_p50_seconds = Real(row[14]);
+      s.seen_gap_p95_seconds = Real(row[15]);
+      o.sites.push_back(std::move(s));
+    }
     tx.commit();
     return o;
   });

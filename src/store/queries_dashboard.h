@@ -83,6 +83,23 @@ inline constexpr const char* kDashOverviewFeedback = R"sql(
 SELECT period, delivered, failed, good, bad, good_ratio::float8, pending FROM uppzy.chat_feedback_health
 )sql";
 
+// One row per site (site_queues: the default site, site_id NULL, first), with its polling over the
+// last hour (site_polling_health: one range scan of chat_jobs_finished_at_idx) and its open incidents.
+// A site with no finished job in the hour has NULL polling figures. At most 200 sites.
+inline constexpr const char* kDashOverviewSites = R"sql(
+SELECT q.site_id, q.is_default, q.queued, q.retrying, q.submitting, q.polling,
+       extract(epoch FROM q.oldest_queued_age)::float8, q.paused_at, q.paused_reason, q.served,
+       coalesce(i.open_incidents, 0), coalesce(h.completed, 0), coalesce(h.poll_timeouts, 0),
+       h.status_calls_per_completed::float8, h.seen_gap_p50_s::float8, h.seen_gap_p95_s::float8
+FROM uppzy.site_queues q
+LEFT JOIN uppzy.site_polling_health h ON h.site_id IS NOT DISTINCT FROM q.site_id
+LEFT JOIN (SELECT site_id, count(*) AS open_incidents
+           FROM uppzy.incidents WHERE resolved_at IS NULL GROUP BY site_id) i
+       ON i.site_id IS NOT DISTINCT FROM q.site_id
+ORDER BY q.site_id NULLS FIRST
+LIMIT 200
+)sql";
+
 // ---- The jobs listing: newest first, keyset pagination (see migrations/0005_dashboard.sql). -------
 // One branch per state (only the filtered one when state is given), each
 //   "(" kDashJobsSelect " WHERE j.state = '<state>'" <filters> [<cursor>] kDashJobsOrder <$limit> ")"

@@ -289,6 +289,10 @@ class DashboardBrowserTest(unittest.TestCase):
             "INSERT INTO uppzy.incidents (kind, http_status, detail, site_id, api_key_fingerprint, opened_by) "
             "VALUES ('forbidden', 403, 'HTTP 403 from POST /chat/async', 'site-1', '0123456789ab', 'worker-a') "
             "RETURNING id"))
+        # A paused site whose reason is hostile operator input, and one job waiting for it.
+        cls.db.q("INSERT INTO uppzy.sites (site_id, paused_at, paused_reason) VALUES ('site-paused', now(), %s); "
+                 "INSERT INTO uppzy.chat_jobs (session_id, message, site_id) VALUES ('sess-site', 'm', 'site-paused')"
+                 % sql_literal(XSS_IMG + XSS_SCRIPT))
         cls.history_job = int(cls.db.q("SELECT id FROM uppzy.chat_jobs WHERE job_key = 'history-job'"))
         cls.readonly = start_dashboard(cls.db.operator_url)
         cls.actions = start_dashboard(cls.db.operator_url, TOKEN)
@@ -384,6 +388,11 @@ class DashboardBrowserTest(unittest.TestCase):
         for cls in ("bar-completed", "bar-failed", "bar-cancelled"):
             self.assertGreater(len(self.b.find_elements(By.CSS_SELECTOR, "#chart-finished rect." + cls)), 0, cls)
         self.assertGreater(len(self.b.find_elements(By.CSS_SELECTOR, "#chart-timeouts rect.bar-timeout")), 0)
+        # The Sites panel: the paused site, its waiting job, not served, its reason shown as text.
+        site = self.b.find_element(By.CSS_SELECTOR, "#sites tr[data-site-id='site-paused']")
+        self.assertIn("site-paused", site.text)
+        self.assertIn("no live worker holds its key: 1 waiting", site.text)
+        self.assertIn(XSS_SCRIPT, site.find_element(By.CSS_SELECTOR, "td.site-paused").text)
         gone = self.b.find_element(By.CSS_SELECTOR, "#workers tr[data-worker-id='worker-c']")
         self.assertIn("gone", gone.text)
         # It refreshes without a reload: a new queued job appears.

@@ -256,6 +256,77 @@ TEST_F(DashboardHttp, OverviewAgreesWithTheViews) {
   EXPECT_EQ(o["read_only"], true);
 }
 
+TEST_F(DashboardHttp, OverviewShowsEachSiteWithItsQueueServedPausedAndPolling) {
+  // site-a: one queued job, one completed in the last hour (4 status calls, seen 1 s after ready), a
+  // live worker holding its key. site-b: paused with a reason, an open incident, no worker.
+  Exec(db_,
+       "INSERT INTO uppzy.sites (site_id) VALUES ('site-a'); "
+       "INSERT INTO uppzy.sites (site_id, paused_at, paused_reason) VALUES "
+       "('site-b', now(), '<b>plan</b> renewal')");
+  Exec(db_, "INSERT INTO uppzy.chat_jobs (session_id, message, site_id) VALUES ('sess-s', 'm', 'site-a')");
+  Exec(db_,
+       "INSERT INTO uppzy.chat_jobs (job_key, session_id, message, state, attempts, answer, request_id, "
+       "site_id, polls, answer_ready_after_ms, answer_seen_after_ms, created_at, finished_at) VALUES "
+       "('key-site-a', 'sess-s', 'm', 'completed', 1, 'a', 'req_s', 'site-a', 4, 9000, 10000, "
+       "now() - interval '20 minutes', now() - interval '19 minutes')");
+  Exec(db_,
+       "INSERT INTO uppzy.incidents (kind, http_status, detail, api_key_fingerprint, opened_by, site_id) "
+       "VALUES ('unauthorized', 401, 'HTTP 401', 'fedcba654321', 'w-1', 'site-b')");
+  Exec(db_,
+       "INSERT INTO uppzy.workers (id, host, pid, version, lease_ms, jobs_in_flight, breaker_state, "
+       "heartbeat_at, sites) VALUES ('w-sites', 'h5', 5, 'v', 30000, 0, 'closed', now(), ARRAY['site-a'])");
+  Dashboard d(db_);
+  const Response r = d.Get("/api/overview");
+  ASSERT_EQ(r.status, 200) << r.body;
+  const json sites = r.Json()["sites"];
+  ASSERT_EQ(sites.size(), 3u) << sites.dump();
+
+  const json& def = sites[0];
+  EXPECT_TRUE(def["site_id"].is_null());
+  EXPECT_EQ(def["is_default"], true);
+  EXPECT_EQ(def["queued"], 1);
+  EXPECT_EQ(def["polling"], 1);
+  EXPECT_EQ(def["served"], true) << "w-alive serves the default site";
+  EXPECT_EQ(def["open_incidents"], 1);
+  EXPECT_TRUE(def["paused_at"].is_null());
+
+  const json& a = sites[1];
+  EXPECT_EQ(a["site_id"], "site-a");
+  EXPECT_EQ(a["is_default"], false);
+  EXPECT_EQ(a["queued"], 1);
+  EXPECT_EQ(a["retrying"], 0);
+  EXPECT_EQ(a["submitting"], 0);
+  EXPECT_EQ(a["polling"], 0);
+  EXPECT_TRUE(a["oldest_queued_age_seconds"].is_number());
+  EXPECT_EQ(a["served"], true);
+  EXPECT_TRUE(a["paused_at"].is_null());
+  EXPECT_TRUE(a["paused_reason"].is_null());
+  EXPECT_EQ(a["open_incidents"], 0);
+  EXPECT_EQ(a["last_hour"]["completed"], 1);
+  EXPECT_EQ(a["last_hour"]["poll_timeouts"], 0);
+  EXPECT_DOUBLE_EQ(a["last_hour"]["status_calls_per_completed"].get<double>(), 4.0);
+  EXPECT_DOUBLE_EQ(a["last_hour"]["seen_gap_p50_s"].get<double>(), 1.0);
+  EXPECT_DOUBLE_EQ(a["last_hour"]["seen_gap_p95_s"].get<double>(), 1.0);
+
+  const json& b = sites[2];
+  EXPECT_EQ(b["site_id"], "site-b");
+  EXPECT_EQ(b["queued"], 0);
+  EXPECT_TRUE(b["oldest_queued_age_seconds"].is_null());
+  EXPECT_EQ(b["served"], false) << "no live worker holds site-b's key";
+  EXPECT_TRUE(b["paused_at"].is_string());
+  EXPECT_EQ(b["paused_reason"], "<b>plan</b> renewal");
+  EXPECT_EQ(b["open_incidents"], 1);
+  EXPECT_EQ(b["last_hour"]["completed"], 0);
+  EXPECT_TRUE(b["last_hour"]["status_calls_per_completed"].is_null());
+
+  // The served flags agree with the view the CLI and psql read.
+  EXPECT_EQ(
+      Query(db_,
+            "SELECT string_agg(coalesce(site_id, '-') || '=' || served, ',' ORDER BY site_id NULLS FIRST) "
+            "FROM uppzy.site_queues"),
+      "-=true,site-a=true,site-b=false");
+}
+
 TEST_F(DashboardHttp, JobsListFiltersAndPagesNewestFirstWithoutGapsOrRepeats) {
   // 25 rows of one INSERT share created_at: the id breaks the tie.
   Exec(db_,

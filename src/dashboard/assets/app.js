@@ -283,6 +283,40 @@
     $('workers-alive').setAttribute('data-value', alive);
   }
 
+  // One row per site (the default site first). Site ids and pause reasons are operator input: text
+  // nodes only, as everywhere. `sites` is absent from an overview of an older server: the panel stays.
+  function renderSites(sites) {
+    if (!Array.isArray(sites)) return;
+    const tbody = clear($('sites').querySelector('tbody'));
+    let unserved = 0;
+    for (const s of sites) {
+      const name = s.is_default ? '(default)' : s.site_id;
+      const waiting = s.queued + s.retrying;
+      if (!s.served) unserved++;
+      const h = s.last_hour || {};
+      const calls = h.status_calls_per_completed;
+      tbody.append(el('tr', { class: 'site-row' + (s.served ? '' : ' site-unserved'), 'data-site-id': s.is_default ? '' : s.site_id },
+        el('td', { class: s.is_default ? 'muted' : 'mono' }, name),
+        el('td', { class: 'num' }, fmtInt(s.queued)),
+        el('td', { class: 'num' }, fmtInt(s.retrying)),
+        el('td', { class: 'num' }, fmtInt(s.submitting)),
+        el('td', { class: 'num' }, fmtInt(s.polling)),
+        el('td', { class: 'num' }, fmtAge(s.oldest_queued_age_seconds)),
+        el('td', { class: 'site-served' }, s.served ? badge('yes', 'good')
+          : badge((s.is_default ? 'no live worker' : 'no live worker holds its key') +
+            (waiting > 0 ? ': ' + fmtInt(waiting) + ' waiting' : ''), 'bad')),
+        el('td', { class: 'site-paused' }, s.paused_at
+          ? [badge('paused', 'warn'), ' ', el('span', { title: fmtTime(s.paused_at) }, s.paused_reason || 'no reason given')]
+          : el('span', { class: 'muted' }, 'no')),
+        el('td', { class: 'num' }, s.open_incidents > 0 ? badge(fmtInt(s.open_incidents), 'bad') : '0'),
+        el('td', { class: 'num' }, fmtInt(h.completed)),
+        el('td', { class: 'num' }, calls === null || calls === undefined ? '—' : Number(calls).toFixed(2)),
+        el('td', { class: 'num' }, fmtSeconds(h.seen_gap_p50_s) + ' / ' + fmtSeconds(h.seen_gap_p95_s))));
+    }
+    $('sites-unserved').textContent = unserved > 0 ? unserved + ' not served by any live worker' : '';
+    $('sites-unserved').setAttribute('data-value', unserved);
+  }
+
   function renderFeedback(feedback) {
     const tbody = clear($('feedback').querySelector('tbody'));
     for (const f of feedback) {
@@ -306,6 +340,7 @@
       renderTimeoutChart(o.finished_per_minute);
       renderWorkers(o.workers, o.now);
       renderFeedback(o.feedback);
+      renderSites(o.sites);
       $('updated').textContent = 'Updated ' + fmtTime(o.now) + ' · refreshes every ' + REFRESH_MS / 1000 + ' s' +
         (o.partial ? ' · the day\'s figures are being recomputed' : '');
       $('updated').setAttribute('data-now', o.now);
