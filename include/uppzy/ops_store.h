@@ -213,10 +213,13 @@ class OpsStore {
   // uppzy.resolve_all_incidents: returns how many were open.
   int IncidentsResolveAll();
   long long IncidentsOpenCount();
-  // Answer-time observations (migration 0009) of the jobs finished in the last `window`, newest first,
-  // at most `limit`, of every site: what adaptive polling fits its estimates on. Reads
-  // chat_jobs_finished_at_idx.
-  std::vector<AnswerTimeRow> AnswerTimesRecent(std::chrono::milliseconds window, int limit);
+  // Answer-time observations (migration 0009) of the jobs submitted in the `window` that ended `settle`
+  // ago (at least the poll timeout, so every one of them has its outcome; a sample by finish time
+  // would favour slow answers), newest submission first, at most `limit`, of every site: what adaptive
+  // polling fits its estimates on. Reads chat_jobs_finished_at_idx.
+  std::vector<AnswerTimeRow> AnswerTimesRecent(
+      std::chrono::milliseconds window, int limit,
+      std::chrono::milliseconds settle = std::chrono::milliseconds(0));
   // The sites that set any polling setting of their own.
   std::vector<SitePolling> SitesPolling();
   // Rows of uppzy.delivery_failures (failed ratings and session closes).

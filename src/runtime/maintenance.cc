@@ -138,7 +138,11 @@ void Maintenance::RefitPlans() {
   bool any_adaptive = config_.poll_mode == "adaptive";
   for (const auto& [site, mode] : adaptive_mode_) any_adaptive = any_adaptive || mode;
   if (any_adaptive) {
-    for (const AnswerTimeRow& r : store_->AnswerTimesRecent(kAnswerWindow, kAnswerSamples * 10)) {
+    // Jobs submitted in the window that ended one poll timeout (and a little) ago: all have their outcome.
+    Millis settle = config_.policy.poll_timeout;
+    for (const auto& [site_id, site] : sites) settle = std::max(settle, site.policy.poll_timeout);
+    settle += std::chrono::seconds(5);
+    for (const AnswerTimeRow& r : store_->AnswerTimesRecent(kAnswerWindow, kAnswerSamples * 10, settle)) {
       const std::string& site = r.site_id.empty() ? config_.site.site_id : r.site_id;
       if (!adaptive_mode(site)) continue;
       auto& intervals = seen[site];

@@ -11,11 +11,13 @@
 //   - Each site's polling, every 30 s (6 gauge refreshes when those are more often): reads the sites'
 //     own settings (uppzy.sites: poll_interval_ms, poll_timeout_ms, poll_mode, poll_target_delay_ms),
 //     and for every site that polls adaptively (its poll_mode, else UPPZY_POLL_MODE) refits the
-//     answer-time estimate from the jobs finished in the last kAnswerWindow (at most kAnswerSamples,
-//     newest first); publishes each site's policy and poll plan to the engine (PollPlans). A query over
-//     recent rows, not a histogram row kept up to date: no extra write per job, no hot row, and a new worker
-//     starts warm from what every worker stored; a vendor that gets slower leaves the window in 10
-//     minutes at the most.
+//     answer-time estimate from the jobs submitted in a kAnswerWindow that ended one poll timeout ago
+//     (so all of them have their outcome; the newest *finished* jobs of a burst are its slowest
+//     answers, and would bias the estimate), at most kAnswerSamples per site, newest submission first;
+//     publishes each site's policy and poll plan to the engine (PollPlans). A query over recent rows,
+//     not a histogram row kept up to date: no extra write per job, no hot row, and a new worker starts
+//     warm from what every worker stored; a vendor that gets slower leaves the window in 10 minutes at
+//     the most.
 //
 // Start()/Stop() are called from one thread; Ready() from any thread. RunOnce() is for tests (and runs
 // on the caller's thread; do not mix it with Start()).

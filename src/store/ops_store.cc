@@ -303,12 +303,14 @@ long long OpsStore::IncidentsOpenCount() {
   });
 }
 
-std::vector<AnswerTimeRow> OpsStore::AnswerTimesRecent(std::chrono::milliseconds window, int limit) {
+std::vector<AnswerTimeRow> OpsStore::AnswerTimesRecent(std::chrono::milliseconds window, int limit,
+                                                       std::chrono::milliseconds settle) {
   return Translate([&] {
     pqxx::nontransaction tx(impl_->conn);
     std::vector<AnswerTimeRow> out;
-    for (const auto& row : tx.exec_params(store::sql::kOpsAnswerTimesRecent,
-                                          static_cast<long long>(window.count()), std::max(0, limit))) {
+    for (const auto& row :
+         tx.exec_params(store::sql::kOpsAnswerTimesRecent, static_cast<long long>(window.count()),
+                        std::max(0, limit), static_cast<long long>(settle.count()))) {
       AnswerTimeRow a;
       a.ready_after_ms = row[0].as<int>();
       if (!row[1].is_null()) a.seen_after_ms = row[1].as<int>();

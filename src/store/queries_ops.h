@@ -75,12 +75,19 @@ inline constexpr const char* kOpsIncidentsResolveAll = "SELECT uppzy.resolve_all
 inline constexpr const char* kOpsIncidentsOpenCount =
     "SELECT count(*) FROM uppzy.incidents WHERE resolved_at IS NULL";
 
-// $1 window ms, $2 limit. Finished rows only (finished_at is set), through chat_jobs_finished_at_idx.
+// $1 window ms, $2 limit, $3 settle ms. The jobs *submitted* in the window that ends $3 ago (by then
+// every one of them has its outcome: $3 is at least the poll timeout), newest submission first. Chosen
+// by submission, not by finish: the newest finished jobs of a burst are its slowest answers, and an
+// estimate fitted on them would think the vendor slower than it is. finished_at > window start - settle
+// bounds the read to chat_jobs_finished_at_idx.
 inline constexpr const char* kOpsAnswerTimesRecent = R"sql(
 SELECT answer_ready_after_ms, answer_seen_after_ms, coalesce(site_id, '')
 FROM uppzy.chat_jobs
-WHERE finished_at > now() - $1::bigint * interval '1 millisecond' AND answer_ready_after_ms IS NOT NULL
-ORDER BY finished_at DESC
+WHERE finished_at > now() - ($1::bigint + $3::bigint) * interval '1 millisecond'
+  AND submitted_at > now() - ($1::bigint + $3::bigint) * interval '1 millisecond'
+  AND submitted_at <= now() - $3::bigint * interval '1 millisecond'
+  AND answer_ready_after_ms IS NOT NULL
+ORDER BY submitted_at DESC
 LIMIT $2
 )sql";
 

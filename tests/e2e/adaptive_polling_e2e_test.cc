@@ -51,6 +51,8 @@ TEST_F(AdaptivePollingE2E, AfterLearningTheSitesAnswerTimesTheWorkerPollsLessFor
   auto worker = StartWorker({{"UPPZY_POLL_MODE", "adaptive"},
                              {"UPPZY_POLL_INTERVAL_MS", "100"},
                              {"UPPZY_POLL_TARGET_DELAY_MS", "150"},
+                             // The estimate reads jobs submitted at least a poll timeout (+5 s) ago.
+                             {"UPPZY_POLL_TIMEOUT_MS", "3000"},
                              {"UPPZY_STATS_INTERVAL_MS", "100"},
                              {"UPPZY_LOG_LEVEL", "debug"}});
   // Too few answers yet: the fixed 100 ms tick.
@@ -61,7 +63,7 @@ TEST_F(AdaptivePollingE2E, AfterLearningTheSitesAnswerTimesTheWorkerPollsLessFor
         return worker->Log().find("\"adaptive\":\"true\"") != std::string::npos ||
                worker->Log().find("adaptive=true") != std::string::npos;
       },
-      10s))
+      30s))
       << "the worker never published an adaptive plan:\n"
       << worker->Log();
   EnqueueBatch(80, "second");
