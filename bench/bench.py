@@ -1214,6 +1214,8 @@ def main() -> int:
     results_dir = b.root / "bench" / "results"
     results_dir.mkdir(parents=True, exist_ok=True)
     out_path = pathlib.Path(a.out) if a.out else results_dir / ("quick.json" if a.no_docs else "latest.json")
+    if not a.out and not a.no_docs and wanted == ["S7"]:
+        out_path = results_dir / "adaptive-polling.json"  # `--only S7` must not overwrite latest.json
 
     res = {"date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M"), "command": a.command_line,
            "machine": machine_info(), "quick": a.quick, "runs": b.runs, "sizes": b.sizes,
