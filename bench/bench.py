@@ -49,8 +49,9 @@ API_KEY = "bench-key"
 
 # Full sizes (the issue's) and quick sizes (--quick: 1/10 for S1, S2 and S4).
 FULL = {"S1": 20000, "S2": 20000, "S3": 300, "S4": 20000, "S8": 20000, "idle_s": 20, "S7": 5000,
-        "S7_budget": 1000}
-QUICK = {"S1": 2000, "S2": 2000, "S3": 60, "S4": 2000, "S8": 2000, "idle_s": 5, "S7": 300, "S7_budget": 100}
+        "S7_budget": 1000, "S7_warmup": 2000}
+QUICK = {"S1": 2000, "S2": 2000, "S3": 60, "S4": 2000, "S8": 2000, "idle_s": 5, "S7": 300, "S7_budget": 100,
+         "S7_warmup": 0}
 # S7 (issue 11, adaptive polling): answer times drawn by the mock from this distribution with a fixed seed,
 # so both modes see the same sequence of answer times; --quick scales the answers down (median 2 s).
 S7_DIST = "lognormal:median_ms=12000,sigma=0.6"
@@ -350,7 +351,8 @@ class Bench:
         sizes = dict(QUICK if a.quick else FULL)
         for key, env in (("S1", "BENCH_S1_JOBS"), ("S2", "BENCH_S2_JOBS"), ("S3", "BENCH_S3_JOBS"),
                          ("S4", "BENCH_S4_JOBS"), ("S8", "BENCH_S8_JOBS"), ("idle_s", "BENCH_IDLE_S"),
-                         ("S7", "BENCH_S7_JOBS"), ("S7_budget", "BENCH_S7_BUDGET_JOBS")):
+                         ("S7", "BENCH_S7_JOBS"), ("S7_budget", "BENCH_S7_BUDGET_JOBS"),
+                         ("S7_warmup", "BENCH_S7_WARMUP_JOBS")):
             if os.environ.get(env):
                 sizes[key] = int(os.environ[env])
         self.sizes = sizes
@@ -638,10 +640,14 @@ class Bench:
             f"{mode}_warm_rows": int(warm[0]),
             f"{mode}_warm_age_s": float(warm[1] or 0),
             f"{mode}_plan_updates": len(plans),
+            f"{mode}_spawn_epoch": w.t_spawn,
+            f"{mode}_last_finished_epoch": last_finished,
         }
         if plans:
             out[f"{mode}_plan_first"] = " ".join(f"{k}={v}" for k, v in plans[0].items())
             out[f"{mode}_plan_last"] = " ".join(f"{k}={v}" for k, v in plans[-1].items())
+            if plans[0].get("median_answer_ms", "").isdigit():
+                out[f"{mode}_start_median_answer_s"] = int(plans[0]["median_answer_ms"]) / 1000.0
         if budget:
             admitted, limited = site.get("requests", 0), site.get("rate_limited", 0)
             out[f"{mode}_rate_limited_pct"] = 100.0 * limited / max(1, admitted + limited)
@@ -651,17 +657,43 @@ class Bench:
             out[f"{mode}_mid80_jobs_per_s"] = 0.8 * n / (t90 - t10) if t90 > t10 else 0.0
         return {("budget_" if budget else "") + k: v for k, v in out.items()}
 
+    def s7_warmup(self, run: int, what: str) -> int:
+        """Fixed-mode jobs, not measured, just before an adaptive run: its start-up estimate is fitted from
+        the newest 2,000 rows finished in the last 10 minutes (Maintenance::kAnswerSamples). After a bigger
+        burst those are the burst's slowest answers (rows finish in answer-time order), so the estimate
+        would start biased high; a whole batch of exactly that many is an unbiased sample."""
+        n = self.sizes["S7_warmup"]
+        if n <= 0:
+            return 0
+        tag = f"s7-warmup-{what}-{run}"
+        base = int(psql_once(self.db_url, "SELECT coalesce(max(id), 0) FROM uppzy.chat_jobs")[0][0])
+        self.insert_jobs(n, tag)
+        mock = Mock(self, 0, tag, ["--ready-dist", self.s7_dist, "--seed", str(S7_SEED + 1)])
+        w = self.start_worker(self.worker_env(mock, tag, UPPZY_POLL_MODE="fixed", UPPZY_MAX_IN_FLIGHT=S7_MAX_IN_FLIGHT),
+                              tag, until_empty=True)
+        rc = w.wait(timeout=1800)
+        mock.stop()
+        done = int(psql_once(self.db_url, f"SELECT count(*) FROM uppzy.chat_jobs WHERE id > {base} "
+                                          f"AND state = 'completed'")[0][0])
+        self.check(rc == 0 and done == n, f"S7 {tag}: exit code {rc}, {done} of {n} jobs completed")
+        return n
+
     def s7(self, run: int) -> dict:
         out = {"jobs": self.sizes["S7"], "budget_jobs": self.sizes["S7_budget"], "dist": self.s7_dist,
                "seed": S7_SEED}
         # The fixed run first: it leaves its finished rows for the adaptive worker to start warm on.
         out.update(self.s7_mode(run, "fixed", budget=False))
+        out["warmup_jobs"] = self.s7_warmup(run, "adaptive")
         out.update(self.s7_mode(run, "adaptive", budget=False))
-        out["adaptive_started_after_fixed_s"] = out["adaptive_warm_age_s"]
+        out["adaptive_started_after_fixed_s"] = out["adaptive_spawn_epoch"] - out["fixed_last_finished_epoch"]
+        self.check(out["adaptive_started_after_fixed_s"] < 600,
+                   f"S7 run {run}: the adaptive run started {out['adaptive_started_after_fixed_s']:.0f} s after the fixed "
+                   f"run's last finish: its rows are out of the worker's 10-minute window")
         self.check(out["adaptive_warm_rows"] >= 50,
                    f"S7 run {run}: the adaptive worker had {out['adaptive_warm_rows']} finished rows of the last "
                    f"10 minutes to start from (want >= 50)")
         out.update(self.s7_mode(run, "fixed", budget=True))
+        self.s7_warmup(run, "budget-adaptive")
         out.update(self.s7_mode(run, "adaptive", budget=True))
         f, a = out["fixed_calls_per_job"], out["adaptive_calls_per_job"]
         out["calls_saved_pct"] = 100.0 * (1 - a / f) if f else 0.0
@@ -1047,6 +1079,7 @@ S7_ROWS = [
     ("delay_p95_s", "… p95 (s)", "S7.p95_delta_s"),
     ("delay_max_s", "… max (s)", None),
     ("drain_s", "drain, worker spawn → last finish (s)", None),
+    ("start_median_answer_s", "median answer time the worker started with (first `poll_plan_updated`, s)", None),
     ("poll_timeouts", "jobs that hit the 45 s poll timeout (resubmitted)", None),
     ("worker_cpu_s", "worker CPU-s", None),
     ("budget_jobs_per_s", "under 50 requests/s: completed jobs/s, spawn → last finish", "S7.budget_ratio"),
@@ -1056,6 +1089,7 @@ S7_ROWS = [
     ("budget_calls_per_job", "… status calls per completed job", None),
     ("budget_attempts_per_job", "… submission attempts per job (a 429'd submission costs one)", None),
     ("budget_drain_s", "… drain (s)", None),
+    ("budget_start_median_answer_s", "… median answer time the worker started with (s)", None),
 ]
 
 
@@ -1072,7 +1106,12 @@ def render_s7(res: dict) -> str:
              f"default poll interval (2,500 ms), timeout (45,000 ms) and `UPPZY_POLL_TARGET_DELAY_MS` (1,500 ms), "
              f"`UPPZY_MAX_IN_FLIGHT={S7_MAX_IN_FLIGHT}`: fixed mode first, then adaptive mode on the same seed in the "
              f"same database, started {run0['adaptive_started_after_fixed_s']:.0f} s after the fixed run's last finish "
-             f"with {run0['adaptive_warm_rows']:,} finished rows of the last 10 minutes to start warm from. Budget: "
+             f"({run0['adaptive_warm_age_s']:.0f} s after the last finish before it), "
+             f"with {run0['adaptive_warm_rows']:,} rows finished in the last 10 minutes to start warm from"
+             + (f" (a warm-up of {run0['warmup_jobs']:,} fixed-mode jobs, not measured, ran just before each adaptive "
+                f"run: the worker fits its start-up estimate from the newest 2,000 finished rows, which after the "
+                f"fixed run's burst would be its slowest answers)" if run0.get("warmup_jobs") else "")
+             + ". Budget: "
              f"{run0['budget_jobs']:,} more jobs per mode with `--rate-limit bench={S7_BUDGET_PER_S}/s` on the mock "
              f"(`max_attempts` 100: the worker has no shared budget, a 429'd submission costs an attempt; "
              f"`UPPZY_BREAKER_FAILURES={S7_BUDGET_BREAKER_FAILURES}`: with the default 10, the 429s open the circuit "
