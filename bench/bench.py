@@ -19,6 +19,10 @@ How each figure is measured (also written into docs/benchmarks.md):
   - S3 latency: submitted_at - created_at per job (see the docs for the approximation).
   - S8 network: S2 at a 100 ms round trip (mock --latency-ms 100 --latency-fixed), over plain HTTP/1.1
     and over TLS with HTTP/2 (nginx, scripts/tls-front); connections are sampled with `ss`.
+  - S7 adaptive polling (issue 11): lognormal answer times drawn by the mock (--ready-dist, fixed --seed),
+    fixed then adaptive mode in the same database (the adaptive worker starts warm on the fixed run's
+    rows); status calls and the true ready -> first-seen delay from the mock's /_mock/stats; then both
+    modes again under a 50 requests/s site budget (mock --rate-limit): jobs/s and the 429 share.
 """
 from __future__ import annotations
 
@@ -44,8 +48,18 @@ END = "__BENCH_END__"
 API_KEY = "bench-key"
 
 # Full sizes (the issue's) and quick sizes (--quick: 1/10 for S1, S2 and S4).
-FULL = {"S1": 20000, "S2": 20000, "S3": 300, "S4": 20000, "S8": 20000, "idle_s": 20}
-QUICK = {"S1": 2000, "S2": 2000, "S3": 60, "S4": 2000, "S8": 2000, "idle_s": 5}
+FULL = {"S1": 20000, "S2": 20000, "S3": 300, "S4": 20000, "S8": 20000, "idle_s": 20, "S7": 5000,
+        "S7_budget": 1000, "S7_warmup": 2000}
+QUICK = {"S1": 2000, "S2": 2000, "S3": 60, "S4": 2000, "S8": 2000, "idle_s": 5, "S7": 300, "S7_budget": 100,
+         "S7_warmup": 0}
+# S7 (issue 11, adaptive polling): answer times drawn by the mock from this distribution with a fixed seed,
+# so both modes see the same sequence of answer times; --quick scales the answers down (median 2 s).
+S7_DIST = "lognormal:median_ms=12000,sigma=0.6"
+S7_DIST_QUICK = "lognormal:median_ms=1000,sigma=0.6"
+S7_SEED = 11
+S7_BUDGET_PER_S = 50  # the site's request budget of S7's budget runs (mock --rate-limit bench=50/s)
+S7_MAX_IN_FLIGHT = 6000
+S7_BUDGET_BREAKER_FAILURES = int(os.environ.get("BENCH_S7_BREAKER_FAILURES", "100000"))
 S8_ROUND_TRIP_MS = 100
 # S8's plain HTTP/1.1 run: the connections the README's sizing gives for S2's peak at 100 ms (about
 # 8,000 requests/s x 0.1 s), within UPPZY_HTTP_MAX_CONNECTIONS' maximum. Over HTTP/2 the defaults.
@@ -65,6 +79,11 @@ TARGETS = {
     "S3.p50_ms": ("S3", "p50_ms", "<=", 10.0, "≤ 10 ms"),
     "S3.p99_ms": ("S3", "p99_ms", "<=", 50.0, "≤ 50 ms"),
     "idle.cpu_pct_of_core": ("idle", "cpu_pct_of_core", "<", 1.0, "< 1% of a core"),
+    # Issue 11: adaptive against fixed, on the same answer times.
+    "S7.calls_saved_pct": ("S7", "calls_saved_pct", ">=", 25.0, "≥ 25% fewer than fixed"),
+    "S7.p50_delta_s": ("S7", "p50_delta_s", "<=", 0.25, "≤ fixed + 0.25 s"),
+    "S7.p95_delta_s": ("S7", "p95_delta_s", "<=", 0.5, "≤ fixed + 0.5 s"),
+    "S7.budget_ratio": ("S7", "budget_ratio", ">=", 1.3, "≥ 1.3 × fixed"),
 }
 
 
@@ -331,11 +350,16 @@ class Bench:
         self.children: list[Proc] = []
         sizes = dict(QUICK if a.quick else FULL)
         for key, env in (("S1", "BENCH_S1_JOBS"), ("S2", "BENCH_S2_JOBS"), ("S3", "BENCH_S3_JOBS"),
-                         ("S4", "BENCH_S4_JOBS"), ("S8", "BENCH_S8_JOBS"), ("idle_s", "BENCH_IDLE_S")):
+                         ("S4", "BENCH_S4_JOBS"), ("S8", "BENCH_S8_JOBS"), ("idle_s", "BENCH_IDLE_S"),
+                         ("S7", "BENCH_S7_JOBS"), ("S7_budget", "BENCH_S7_BUDGET_JOBS"),
+                         ("S7_warmup", "BENCH_S7_WARMUP_JOBS")):
             if os.environ.get(env):
                 sizes[key] = int(os.environ[env])
         self.sizes = sizes
+        self.s7_dist = os.environ.get("BENCH_S7_DIST") or (S7_DIST_QUICK if a.quick else S7_DIST)
         self.runs = a.runs if a.runs else (1 if a.quick else 3)
+        # S7 takes minutes per run (four worker runs, two of them held to 50 requests/s): one unless --runs.
+        self.runs_s7 = a.runs if a.runs else 1
         self.machine = Machine(self.db_url, pathlib.Path((self.tmp / "pg" / "area").read_text().strip()))
         self.failures: list[str] = []
 
@@ -366,10 +390,11 @@ class Bench:
         psql_once(self.db_url, "TRUNCATE uppzy.chat_jobs RESTART IDENTITY CASCADE; DELETE FROM uppzy.workers; "
                                "DELETE FROM uppzy.incidents")
 
-    def insert_jobs(self, n: int, prefix: str) -> None:
+    def insert_jobs(self, n: int, prefix: str, max_attempts: int | None = None) -> None:
+        cols, val = (", max_attempts", f", {int(max_attempts)}") if max_attempts else ("", "")
         psql_once(self.db_url, f"""
-            INSERT INTO uppzy.chat_jobs (session_id, message)
-            SELECT '{prefix}-' || g, 'Benchmark question number ' || g || ': what are your opening hours?'
+            INSERT INTO uppzy.chat_jobs (session_id, message{cols})
+            SELECT '{prefix}-' || g, 'Benchmark question number ' || g || ': what are your opening hours?'{val}
             FROM generate_series(1, {n}) g""")
         # The planner knows the table (as it would in production), and every run starts right after a
         # checkpoint, so full-page writes weigh the same in every run's WAL.
@@ -543,6 +568,142 @@ class Bench:
         out = {"jobs": self.sizes["S8"], "round_trip_ms": S8_ROUND_TRIP_MS}
         out.update(self.s8_mode(run, tls=False))
         out.update(self.s8_mode(run, tls=True))
+        return out
+
+    def s7_mode(self, run: int, mode: str, budget: bool) -> dict:
+        """One S7 worker run: `mode` is fixed or adaptive; `budget` holds the site to S7_BUDGET_PER_S.
+
+        The database is not reset between S7's runs: the adaptive worker reads the answer times of the
+        rows finished in the last 10 minutes at start-up (the fixed run's, just before it), so it starts
+        warm. Only this run's rows (id above the previous maximum) are counted."""
+        n = self.sizes["S7_budget" if budget else "S7"]
+        tag = f"s7-{'budget-' if budget else ''}{mode}-{run}"
+        base = int(psql_once(self.db_url, "SELECT coalesce(max(id), 0) FROM uppzy.chat_jobs")[0][0])
+        # Under the budget a 429'd submission costs an attempt (the worker has no shared budget yet):
+        # room for 100, so that no job fails for it and jobs/s stays comparable.
+        self.insert_jobs(n, tag, max_attempts=100 if budget else None)
+        extra = ["--ready-dist", self.s7_dist, "--seed", str(S7_SEED)]
+        if budget:
+            extra += ["--rate-limit", f"bench={S7_BUDGET_PER_S}/s"]
+        mock = Mock(self, 0, tag, extra)
+        settings = {"UPPZY_POLL_MODE": mode, "UPPZY_MAX_IN_FLIGHT": S7_MAX_IN_FLIGHT}
+        if budget:
+            # With the defaults, 10 429s in a row open the circuit breaker: no submission for 30 s, and
+            # jobs/s measures the breaker's cycles, not the calls a job costs. Off, the budget is the limit.
+            settings["UPPZY_BREAKER_FAILURES"] = S7_BUDGET_BREAKER_FAILURES
+        env = self.worker_env(mock, tag, **settings)
+        warm = psql_once(self.db_url, f"""
+            SELECT count(*), extract(epoch FROM now() - max(finished_at)) FROM uppzy.chat_jobs
+            WHERE state = 'completed' AND finished_at > now() - interval '10 minutes' AND id <= {base}""")[0]
+        w = self.start_worker(env, tag, until_empty=True)
+        rc = w.wait(timeout=1800)
+        stats = mock.stats()
+        mock.stop()
+        r = psql_once(self.db_url, f"""
+            SELECT count(*), count(*) FILTER (WHERE state = 'completed'),
+                   extract(epoch FROM min(submitted_at)), extract(epoch FROM max(finished_at)),
+                   count(*) FILTER (WHERE errors::text LIKE '%poll_timeout%'),
+                   coalesce(sum(attempts), 0),
+                   extract(epoch FROM percentile_disc(0.1) WITHIN GROUP (ORDER BY finished_at)),
+                   extract(epoch FROM percentile_disc(0.9) WITHIN GROUP (ORDER BY finished_at))
+            FROM uppzy.chat_jobs WHERE id > {base}""")[0]
+        rows, completed = int(r[0]), int(r[1])
+        last_finished, poll_timeouts, attempts = float(r[3] or 0), int(r[4]), int(r[5])
+        self.check(rc == 0, f"S7 {tag}: worker exit code {rc}")
+        self.check(rows == n and completed == n, f"S7 {tag}: {completed} of {n} jobs completed")
+        answers = stats.get("answers", {})
+        site = stats.get("sites", {}).get("bench", {})
+        # The plan the adaptive worker followed: its poll_plan_updated lines (the first one at start-up).
+        plans = []
+        for line in (self.tmp / f"worker-{tag}.log").read_text(errors="replace").splitlines():
+            if "poll_plan_updated" in line:
+                j = dict(re.findall(r"(\w+)=(\S*)", line))  # key=value text (or JSON: not parsed)
+                plans.append({k: j[k] for k in ("answers", "median_answer_ms", "expected_calls",
+                                                "expected_delay_ms", "first_poll_ms") if k in j})
+        drain = last_finished - w.t_spawn
+        polls = stats.get("polls", 0)
+        out = {
+            f"{mode}_jobs": n,
+            f"{mode}_drain_s": drain,
+            f"{mode}_jobs_per_s": completed / drain if drain > 0 else 0.0,
+            # Every status call the mock answered (timed-out requests' calls included), per completed job.
+            f"{mode}_calls_per_job": polls / max(1, completed),
+            # The mock's own figure: the mean status calls of the requests it saw completed.
+            f"{mode}_mock_calls_per_completed": float(answers.get("status_calls_per_completed", 0.0)),
+            f"{mode}_delay_p50_s": answers.get("ready_to_seen_p50_ms", 0) / 1000.0,
+            f"{mode}_delay_p95_s": answers.get("ready_to_seen_p95_ms", 0) / 1000.0,
+            f"{mode}_delay_max_s": answers.get("ready_to_seen_max_ms", 0) / 1000.0,
+            f"{mode}_answers_recorded": int(answers.get("completed", 0)),
+            f"{mode}_poll_timeouts": poll_timeouts,
+            f"{mode}_submits": stats.get("submits", 0),
+            f"{mode}_worker_cpu_s": w.cpu_s(),
+            f"{mode}_warm_rows": int(warm[0]),
+            f"{mode}_warm_age_s": float(warm[1] or 0),
+            f"{mode}_plan_updates": len(plans),
+            f"{mode}_spawn_epoch": w.t_spawn,
+            f"{mode}_last_finished_epoch": last_finished,
+        }
+        if plans:
+            out[f"{mode}_plan_first"] = " ".join(f"{k}={v}" for k, v in plans[0].items())
+            out[f"{mode}_plan_last"] = " ".join(f"{k}={v}" for k, v in plans[-1].items())
+            if plans[0].get("median_answer_ms", "").isdigit():
+                out[f"{mode}_start_median_answer_s"] = int(plans[0]["median_answer_ms"]) / 1000.0
+        if budget:
+            admitted, limited = site.get("requests", 0), site.get("rate_limited", 0)
+            out[f"{mode}_rate_limited_pct"] = 100.0 * limited / max(1, admitted + limited)
+            out[f"{mode}_admitted_per_s"] = admitted / drain if drain > 0 else 0.0
+            out[f"{mode}_attempts_per_job"] = attempts / max(1, rows)
+            t10, t90 = float(r[6] or 0), float(r[7] or 0)
+            out[f"{mode}_mid80_jobs_per_s"] = 0.8 * n / (t90 - t10) if t90 > t10 else 0.0
+        return {("budget_" if budget else "") + k: v for k, v in out.items()}
+
+    def s7_warmup(self, run: int, what: str) -> int:
+        """Fixed-mode jobs, not measured, just before an adaptive run: its start-up estimate is fitted from
+        the newest 2,000 rows finished in the last 10 minutes (Maintenance::kAnswerSamples). After a bigger
+        burst those are the burst's slowest answers (rows finish in answer-time order), so the estimate
+        would start biased high; a whole batch of exactly that many is an unbiased sample."""
+        n = self.sizes["S7_warmup"]
+        if n <= 0:
+            return 0
+        tag = f"s7-warmup-{what}-{run}"
+        base = int(psql_once(self.db_url, "SELECT coalesce(max(id), 0) FROM uppzy.chat_jobs")[0][0])
+        self.insert_jobs(n, tag)
+        mock = Mock(self, 0, tag, ["--ready-dist", self.s7_dist, "--seed", str(S7_SEED + 1)])
+        w = self.start_worker(self.worker_env(mock, tag, UPPZY_POLL_MODE="fixed", UPPZY_MAX_IN_FLIGHT=S7_MAX_IN_FLIGHT),
+                              tag, until_empty=True)
+        rc = w.wait(timeout=1800)
+        mock.stop()
+        done = int(psql_once(self.db_url, f"SELECT count(*) FROM uppzy.chat_jobs WHERE id > {base} "
+                                          f"AND state = 'completed'")[0][0])
+        self.check(rc == 0 and done == n, f"S7 {tag}: exit code {rc}, {done} of {n} jobs completed")
+        return n
+
+    def s7(self, run: int) -> dict:
+        out = {"jobs": self.sizes["S7"], "budget_jobs": self.sizes["S7_budget"], "dist": self.s7_dist,
+               "seed": S7_SEED}
+        # Other scenarios' rows (S2's and S8's 3 s answers, same site) would be in the adaptive worker's
+        # 10-minute window: S7 starts from an empty table, and keeps its own rows from run to run.
+        self.reset_db()
+        # The fixed run first: it leaves its finished rows for the adaptive worker to start warm on.
+        out.update(self.s7_mode(run, "fixed", budget=False))
+        out["warmup_jobs"] = self.s7_warmup(run, "adaptive")
+        out.update(self.s7_mode(run, "adaptive", budget=False))
+        out["adaptive_started_after_fixed_s"] = out["adaptive_spawn_epoch"] - out["fixed_last_finished_epoch"]
+        self.check(out["adaptive_started_after_fixed_s"] < 600,
+                   f"S7 run {run}: the adaptive run started {out['adaptive_started_after_fixed_s']:.0f} s after the fixed "
+                   f"run's last finish: its rows are out of the worker's 10-minute window")
+        self.check(out["adaptive_warm_rows"] >= 50,
+                   f"S7 run {run}: the adaptive worker had {out['adaptive_warm_rows']} finished rows of the last "
+                   f"10 minutes to start from (want >= 50)")
+        out.update(self.s7_mode(run, "fixed", budget=True))
+        self.s7_warmup(run, "budget-adaptive")
+        out.update(self.s7_mode(run, "adaptive", budget=True))
+        f, a = out["fixed_calls_per_job"], out["adaptive_calls_per_job"]
+        out["calls_saved_pct"] = 100.0 * (1 - a / f) if f else 0.0
+        out["p50_delta_s"] = out["adaptive_delay_p50_s"] - out["fixed_delay_p50_s"]
+        out["p95_delta_s"] = out["adaptive_delay_p95_s"] - out["fixed_delay_p95_s"]
+        fb = out["budget_fixed_jobs_per_s"]
+        out["budget_ratio"] = out["budget_adaptive_jobs_per_s"] / fb if fb else 0.0
         return out
 
     def s3(self, run: int) -> dict:
@@ -806,6 +967,8 @@ def machine_info() -> dict:
 
 
 def fmt(v: float, key: str) -> str:
+    if key.endswith("poll_timeouts") or key.endswith("_jobs") or key.endswith("warm_rows"):
+        return f"{v:,.0f}"
     if key in ("jobs_per_s", "wall_jobs_per_s", "peak_in_flight", "wal_bytes_per_job", "h1_requests_per_s",
                "h2_requests_per_s", "h1_connections", "h2_connections"):
         return f"{v:,.0f}"
@@ -911,6 +1074,90 @@ def render_s8(res: dict) -> str:
         lines.append(f"| {label} | {fmt(v['median'], metric)} | {rng} | {target} | {verdict_text} |")
     return "\n".join(lines) + "\n"
 
+S7_ROWS = [
+    # metric (prefixed fixed_/adaptive_), label, target key (or None)
+    ("calls_per_job", "status calls per completed job (the mock's status calls / completed jobs)", "S7.calls_saved_pct"),
+    ("mock_calls_per_completed", "… the mock's status_calls_per_completed (requests it saw completed)", None),
+    ("delay_p50_s", "ready → first seen completed, p50 (s, the mock's records)", "S7.p50_delta_s"),
+    ("delay_p95_s", "… p95 (s)", "S7.p95_delta_s"),
+    ("delay_max_s", "… max (s)", None),
+    ("drain_s", "drain, worker spawn → last finish (s)", None),
+    ("start_median_answer_s", "median answer time the worker started with (first `poll_plan_updated`, s)", None),
+    ("poll_timeouts", "jobs that hit the 45 s poll timeout (resubmitted)", None),
+    ("worker_cpu_s", "worker CPU-s", None),
+    ("budget_jobs_per_s", "under 50 requests/s: completed jobs/s, spawn → last finish", "S7.budget_ratio"),
+    ("budget_mid80_jobs_per_s", "… jobs/s between the 10th and 90th percentile finish", None),
+    ("budget_rate_limited_pct", "… 429 share of the requests (%)", None),
+    ("budget_admitted_per_s", "… requests admitted per second", None),
+    ("budget_calls_per_job", "… status calls per completed job", None),
+    ("budget_attempts_per_job", "… submission attempts per job (a 429'd submission costs one)", None),
+    ("budget_drain_s", "… drain (s)", None),
+    ("budget_start_median_answer_s", "… median answer time the worker started with (s)", None),
+]
+
+
+def render_s7(res: dict) -> str:
+    s = res["summary"].get("S7", {})
+    m = res["machine"]
+    la = ", ".join(f"{x:.2f}" for x in m["load_average_at_start"])
+    la_end = ", ".join(f"{x:.2f}" for x in res.get("load_average_at_end", []))
+    run0 = res["scenarios"]["S7"]["runs"][0]
+    n_runs = len(res["scenarios"]["S7"]["runs"])
+    lines = [f"Generated by `{res['command']}` on {res['date']} (UTC), {m['cores']} cores, load average at start {la}"
+             + (f", at the end {la_end}" if la_end else "") + ". "
+             f"{run0['jobs']:,} jobs, answer times `--ready-dist {run0['dist']} --seed {run0['seed']}` on the mock, "
+             f"default poll interval (2,500 ms), timeout (45,000 ms) and `UPPZY_POLL_TARGET_DELAY_MS` (1,500 ms), "
+             f"`UPPZY_MAX_IN_FLIGHT={S7_MAX_IN_FLIGHT}`: fixed mode first, then adaptive mode on the same seed in the "
+             f"same database, started {run0['adaptive_started_after_fixed_s']:.0f} s after the fixed run's last finish "
+             f"({run0['adaptive_warm_age_s']:.0f} s after the last finish before it), "
+             f"with {run0['adaptive_warm_rows']:,} rows finished in the last 10 minutes to start warm from"
+             + (f" (a warm-up of {run0['warmup_jobs']:,} fixed-mode jobs, not measured, ran just before each adaptive "
+                f"run: the worker fits its start-up estimate from the newest 2,000 finished rows, which after the "
+                f"fixed run's burst would be its slowest answers)" if run0.get("warmup_jobs") else "")
+             + ". Budget: "
+             f"{run0['budget_jobs']:,} more jobs per mode with `--rate-limit bench={S7_BUDGET_PER_S}/s` on the mock "
+             f"(`max_attempts` 100: the worker has no shared budget, a 429'd submission costs an attempt; "
+             f"`UPPZY_BREAKER_FAILURES={S7_BUDGET_BREAKER_FAILURES}`: with the default 10, the 429s open the circuit "
+             f"breaker and jobs/s measures its 30 s pauses). "
+             f"{n_runs} run(s)" + ("; medians with the range." if n_runs > 1 else "."),
+             ""]
+    if res.get("quick"):
+        lines += ["**Quick run (scaled down): indicative only; the targets are for the full size.**", ""]
+    if res.get("note"):
+        lines += [res["note"], ""]
+    lines += ["| figure | fixed | adaptive | target (adaptive) | verdict |", "|---|---|---|---|---|"]
+
+    def cell(key: str) -> str:
+        v = s.get(key)
+        if not v:
+            return ""
+        if n_runs > 1:
+            return f"{fmt(v['median'], key)} ({fmt(v['min'], key)} – {fmt(v['max'], key)})"
+        return fmt(v["median"], key)
+
+    derived = {"S7.calls_saved_pct": ("calls_saved_pct", "{:.0f}% fewer"),
+               "S7.p50_delta_s": ("p50_delta_s", "{:+.2f} s"), "S7.p95_delta_s": ("p95_delta_s", "{:+.2f} s"),
+               "S7.budget_ratio": ("budget_ratio", "{:.2f}×")}
+    for metric, label, tkey in S7_ROWS:
+        if metric.startswith("budget_"):
+            fk, ak = "budget_fixed_" + metric[7:], "budget_adaptive_" + metric[7:]
+        else:
+            fk, ak = "fixed_" + metric, "adaptive_" + metric
+        if fk not in s and ak not in s:
+            continue
+        target, verdict_text = "", ""
+        if tkey:
+            target, verdict_text = verdict(res["summary"], tkey)
+            dk, form = derived[tkey]
+            if s.get(dk):
+                verdict_text = f"{verdict_text}: {form.format(s[dk]['median'])}"
+        lines.append(f"| {label} | {cell(fk)} | {cell(ak)} | {target} | {verdict_text} |")
+    plan = run0.get("adaptive_plan_first")
+    if plan:
+        lines += ["", f"The adaptive worker's first `poll_plan_updated`: {plan}; "
+                      f"{run0.get('adaptive_plan_updates', 0)} in the run."]
+    return "\n".join(lines) + "\n"
+
 
 def render_markdown(res: dict) -> str:
     m = res["machine"]
@@ -959,6 +1206,10 @@ BEGIN = "<!-- bench:begin: generated by scripts/bench; edits inside are overwrit
 END_MARK = "<!-- bench:end -->"
 
 
+S7_BEGIN = "<!-- bench-s7:begin: generated by scripts/bench; edits inside are overwritten -->"
+S7_END = "<!-- bench-s7:end -->"
+
+
 S8_BEGIN = "<!-- bench-s8:begin: generated by scripts/bench; edits inside are overwritten -->"
 S8_END = "<!-- bench-s8:end -->"
 
@@ -999,12 +1250,14 @@ def main() -> int:
 
     b = Bench(a)
     only = {x.strip().upper() for x in a.only.split(",") if x.strip()}
-    wanted = [sc for sc in ("S4", "S1", "S2", "S3", "idle", "S8") if not only or sc.upper() in only]
+    wanted = [sc for sc in ("S4", "S1", "S2", "S3", "idle", "S8", "S7") if not only or sc.upper() in only]
     if a.soak or "S5" in only:
         wanted.append("S5")
     results_dir = b.root / "bench" / "results"
     results_dir.mkdir(parents=True, exist_ok=True)
     out_path = pathlib.Path(a.out) if a.out else results_dir / ("quick.json" if a.no_docs else "latest.json")
+    if not a.out and not a.no_docs and wanted == ["S7"]:
+        out_path = results_dir / "adaptive-polling.json"  # `--only S7` must not overwrite latest.json
 
     res = {"date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M"), "command": a.command_line,
            "machine": machine_info(), "quick": a.quick, "runs": b.runs, "sizes": b.sizes,
@@ -1029,8 +1282,9 @@ def main() -> int:
                 res["scenarios"]["S5"] = b.s5()
                 continue
             runs = []
-            for i in range(1, b.runs + 1):
-                log(f"{sc} run {i}/{b.runs}")
+            n_runs = b.runs_s7 if sc == "S7" else b.runs
+            for i in range(1, n_runs + 1):
+                log(f"{sc} run {i}/{n_runs}")
                 r1 = getattr(b, sc.lower())(i)
                 log(f"{sc} run {i}: " + ", ".join(f"{k}={fmt(v, k) if isinstance(v, float) else v}"
                                                   for k, v in r1.items()))
@@ -1058,19 +1312,27 @@ def main() -> int:
         for c in b.children:
             if c.rc is None:
                 c.stop(timeout=15)
+    res["load_average_at_end"] = os.getloadavg()
     res["verdicts"] = {k: dict(zip(("target", "verdict"), verdict(res["summary"], k))) for k in TARGETS}
     res["failures"] = b.failures
     res["ok"] = not b.failures
     out_path.write_text(json.dumps(res, indent=2) + "\n")
     log(f"results written to {out_path}")
     md = render_markdown(res)
-    print(md)
+    if any(sc in res["summary"] for sc in ("S1", "S2", "S3", "S4", "idle")) or "S5" in res["scenarios"]:
+        print(md)
     if "S8" in res["summary"]:
         md8 = render_s8(res)
         print(md8)
         if not a.no_docs:
             update_docs(b.root, md8, S8_BEGIN, S8_END, "## S8: a 100 ms round trip")
             log("docs/benchmarks.md updated (S8)")
+    if "S7" in res["summary"]:
+        md7 = render_s7(res)
+        print(md7)
+        if not a.no_docs:
+            update_docs(b.root, md7, S7_BEGIN, S7_END, "## S7: adaptive polling")
+            log("docs/benchmarks.md updated (S7)")
     # The main table is regenerated only by runs that include S1: `--only S2,S8` must not wipe it.
     if not a.no_docs and "S1" in res["summary"]:
         update_docs(b.root, md)
