@@ -24,7 +24,8 @@
 -- uppzy_operator reads uppzy.workers. Sites (0008): uppzy_operator edits uppzy.sites with plain SQL
 -- (SELECT, INSERT, UPDATE, DELETE) and reads uppzy.site_queues and uppzy.live_worker_sites; uppzy_app
 -- may set site_id when it inserts a job, a rating or a close, and EXECUTE uppzy.close_session(text,
--- text); uppzy_worker reads uppzy.sites (its heartbeat writes uppzy.workers.sites).
+-- text); uppzy_worker reads uppzy.sites (its heartbeat writes uppzy.workers.sites). Budgets (0010):
+-- uppzy_worker reads and writes uppzy.site_budgets; uppzy_operator reads it and uppzy.site_limits.
 
 DO $$
 DECLARE
@@ -113,6 +114,10 @@ BEGIN
   END IF;
   IF to_regclass('uppzy.site_polling_health') IS NOT NULL THEN
     GRANT SELECT ON uppzy.site_polling_health TO uppzy_operator;
+  END IF;
+  IF to_regclass('uppzy.site_budgets') IS NOT NULL THEN
+    GRANT SELECT, INSERT, UPDATE ON uppzy.site_budgets TO uppzy_worker;
+    GRANT SELECT ON uppzy.site_budgets, uppzy.site_limits TO uppzy_operator;
   END IF;
 END;
 $$;

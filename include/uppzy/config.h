@@ -89,6 +89,11 @@ struct Config {
   // is exactly the fixed tick until a site has 50 recent answers. "fixed" polls every
   // UPPZY_POLL_INTERVAL_MS (the vendor's playbook) always.
   std::string poll_mode = "adaptive";
+  // UPPZY_SHARED_BUDGET: "on" (the default) makes every Uppzy call of a site with a limit in
+  // uppzy.sites (requests_per_s, max_in_flight) or one learned from 429s take a token from the site's
+  // bucket in PostgreSQL, shared by every worker (migrations/0010_site_budgets.sql); "off" sends as
+  // fast as the work allows and backs off alone on 429s (what workers did before the budget).
+  std::string shared_budget = "on";
   BreakerPolicy breaker;  // UPPZY_BREAKER_FAILURES [1, 100000], UPPZY_BREAKER_COOLDOWN_MS [100, 3600000]
   // UPPZY_CA_FILE: a PEM file of CA certificates Uppzy's certificate must chain to (a test CA, a
   // corporate TLS proxy's), in place of libcurl's default bundle file. Empty: the default. Must be a

@@ -156,6 +156,13 @@ struct DashboardSite {
   std::optional<double> status_calls_per_completed;
   std::optional<double> seen_gap_p50_seconds;
   std::optional<double> seen_gap_p95_seconds;
+  // The shared request budget (uppzy.site_limits).
+  std::optional<double> requests_per_s;        // configured limit; nullopt: none
+  std::optional<double> effective_rate_per_s;  // in force now (after 429s); nullopt: no limit at all
+  std::string blocked_until;                   // "" when no 429 blocks the site now
+  long long rate_limited = 0;                  // 429s reported by workers
+  long long tokens_granted = 0;
+  std::optional<double> max_in_flight;
 };
 
 // Everything on the overview page, read in one snapshot.

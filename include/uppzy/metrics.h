@@ -91,6 +91,16 @@ class WorkerMetrics {
   void SetHttpWaiting(size_t requests);
   void AddConnectionWait(double seconds);  // `seconds` >= 0
 
+  // The shared request budget (issue 10).
+  void BudgetStatement();                                   // a grant or block statement run (coordinator)
+  void TokensGranted(const std::string& site, int tokens);  // coordinator
+  void RateLimited(const std::string& site);                // a 429 from Uppzy (engine)
+  // Coordinator, after each grant: the site's rate in force (requests/s, 0: no limit) and whether a
+  // 429 blocks it now.
+  void SetSiteBudget(const std::string& site, double rate_per_s, bool blocked);
+  void SetCallsWaitingForTokens(const std::string& site, int calls);  // engine
+  long long budget_statements() const;
+
   // The coordinator.
   void WritesFenced(size_t writes);  // refused by the fencing guard
   void WriteRejected();              // refused by the database for good
@@ -151,6 +161,12 @@ class WorkerMetrics {
   prometheus::Family<prometheus::Histogram>& seen_gap_family_;
   prometheus::Family<prometheus::Gauge>& plan_calls_family_;
   prometheus::Family<prometheus::Gauge>& plan_delay_family_;
+  prometheus::Counter& budget_statements_;
+  prometheus::Family<prometheus::Counter>& tokens_granted_family_;
+  prometheus::Family<prometheus::Counter>& rate_limited_family_;
+  prometheus::Family<prometheus::Gauge>& site_rate_family_;
+  prometheus::Family<prometheus::Gauge>& site_blocked_family_;
+  prometheus::Family<prometheus::Gauge>& waiting_tokens_family_;
 
   mutable std::mutex mu_;  // guards the two maps below (their series are thread-safe themselves)
   std::map<std::pair<JobState, ErrorKind>, prometheus::Counter*> finished_;

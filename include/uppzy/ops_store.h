@@ -153,6 +153,11 @@ struct SiteStatus {
   long long polling = 0;
   std::optional<double> oldest_queued_age_s;  // of the oldest queued or retrying job; nullopt when none
   bool served = false;                        // some live worker claims this site's work
+  // The shared request budget (uppzy.site_limits).
+  std::optional<double> effective_rate_per_s;  // the rate in force now; nullopt: no limit
+  std::string blocked_until;                   // ISO 8601; "" when no 429 blocks the site now
+  long long rate_limited = 0;                  // 429s reported by workers
+  long long tokens_granted = 0;
 };
 
 // What SitesSet changes, per setting: nullopt leaves it as it is; a value, or NULL (an empty inner

@@ -87,6 +87,9 @@ class Store final : public WorkerJobStore {
                                          const std::string& site_id, const std::string& fingerprint,
                                          const std::string& worker) override;
   std::optional<int64_t> IncidentsOpenFor(const std::string& fingerprint) override;
+  std::vector<BudgetGrant> BudgetsGrant(const std::vector<BudgetWant>& wants,
+                                        const std::string& default_site) override;
+  void BudgetsBlock(const std::string& site_id, int64_t block_ms, double own_rate_per_s) override;
   void WorkersHeartbeat(const std::string& worker, const std::string& host, int pid, const std::string& site,
                         const std::vector<std::string>& sites, int lease_ms, int jobs_in_flight,
                         const std::string& breaker_state) override;

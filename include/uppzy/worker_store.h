@@ -89,6 +89,23 @@ struct DeliveryApplyResult {
   std::vector<DeliveryRef> deferred;  // locked by another session: apply these writes again later
 };
 
+// One site's ask of the shared request budget (BudgetsGrant).
+struct BudgetWant {
+  std::string site_id;
+  int calls = 0;  // requests to Uppzy this worker wants to send now (polls, submissions, deliveries)
+  int slots = 0;  // of which new submissions (each takes an in-flight slot of max_in_flight)
+};
+
+// What the shared budget gave one site of a BudgetsGrant.
+struct BudgetGrant {
+  std::string site_id;
+  bool budgeted = false;         // false: the site has no limit of any kind; send freely, ignore the rest
+  int tokens = 0;                // requests this worker may send now (spend them within about a second)
+  int slots = -1;                // new submissions it may claim now; -1: the site has no max_in_flight
+  double rate_per_s = 0;         // the rate in force (configured x the 429-learned factor); 0 when none
+  int64_t blocked_until_ms = 0;  // epoch ms until which a 429 blocks the site; 0: not blocked
+};
+
 class WorkerJobStore {
  public:
   virtual ~WorkerJobStore() = default;
@@ -136,6 +153,23 @@ class WorkerJobStore {
                                 const std::string& site, const std::vector<std::string>& sites, int lease_ms,
                                 int jobs_in_flight, const std::string& breaker_state) = 0;
   virtual void WorkersStopped(const std::string& worker) = 0;
+
+  // The shared request budget (migrations/0010_site_budgets.sql). Takes tokens for every site of
+  // `wants` in one statement on the database clock; returns one BudgetGrant per want, in any order.
+  // `default_site` is the worker's UPPZY_SITE_ID (its NULL-site rows count against its max_in_flight).
+  // The default (a store without budgets): every site unbudgeted.
+  virtual std::vector<BudgetGrant> BudgetsGrant(const std::vector<BudgetWant>& wants,
+                                                const std::string& default_site) {
+    std::vector<BudgetGrant> out;
+    for (const auto& w : wants) out.push_back(BudgetGrant{w.site_id});
+    (void)default_site;
+    return out;
+  }
+  // Uppzy answered 429 for `site_id`: blocks the site for every worker for `block_ms` and lowers its
+  // rate (see the migration). `own_rate_per_s` is this worker's recent request rate to the site.
+  virtual void BudgetsBlock(const std::string& site_id, int64_t block_ms, double own_rate_per_s) {
+    (void)site_id, (void)block_ms, (void)own_rate_per_s;
+  }
 };
 
 // Both delivery tables have the same bookkeeping, so every method serves both kinds: claims are per

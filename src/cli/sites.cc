@@ -114,6 +114,10 @@ json ListRow(const SiteStatus& s) {
   row["polling"] = s.polling;
   row["oldest_queued_age_s"] = Opt(s.oldest_queued_age_s);
   row["served"] = s.served;
+  row["effective_rate_per_s"] = Opt(s.effective_rate_per_s);
+  row["blocked_until"] = s.blocked_until.empty() ? json(nullptr) : json(s.blocked_until);
+  row["rate_limited"] = s.rate_limited;
+  row["tokens_granted"] = s.tokens_granted;
   return row;
 }
 

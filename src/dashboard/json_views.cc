@@ -170,7 +170,14 @@ json OverviewJson(const DashboardOverview& o) {
                        {"poll_timeouts", s.poll_timeouts_last_hour},
                        {"status_calls_per_completed", Opt(s.status_calls_per_completed)},
                        {"seen_gap_p50_s", Opt(s.seen_gap_p50_seconds)},
-                       {"seen_gap_p95_s", Opt(s.seen_gap_p95_seconds)}}}});
+                       {"seen_gap_p95_s", Opt(s.seen_gap_p95_seconds)}}},
+                     {"budget",
+                      {{"requests_per_s", Opt(s.requests_per_s)},
+                       {"effective_rate_per_s", Opt(s.effective_rate_per_s)},
+                       {"max_in_flight", Opt(s.max_in_flight)},
+                       {"blocked_until", Opt(s.blocked_until)},
+                       {"rate_limited", s.rate_limited},
+                       {"tokens_granted", s.tokens_granted}}}});
   }
   return {{"now", o.now},
           {"states", states},

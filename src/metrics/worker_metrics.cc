@@ -121,7 +121,21 @@ WorkerMetrics::WorkerMetrics(Registry& r, const Labels& common)
       plan_delay_family_(
           GaugeFamily(r, "uppzy_poll_plan_expected_delay_seconds",
                       "Mean ready-to-stored delay the site's adaptive poll plan expects (0 while "
-                      "it polls on the fixed tick).")) {
+                      "it polls on the fixed tick).")),
+      budget_statements_(
+          CounterSeries(r, common, "uppzy_budget_statements_total",
+                        "Statements run on the shared request budget (grants and 429 blocks).")),
+      tokens_granted_family_(CounterFamily(r, "uppzy_budget_tokens_granted_total",
+                                           "Request tokens this worker took from a site's shared budget.")),
+      rate_limited_family_(CounterFamily(r, "uppzy_rate_limited_total", "429 answers from Uppzy, by site.")),
+      site_rate_family_(GaugeFamily(r, "uppzy_site_effective_rate",
+                                    "Requests per second a site's shared budget allows now (its limit x what "
+                                    "429s taught); 0: no limit.")),
+      site_blocked_family_(GaugeFamily(r, "uppzy_site_blocked",
+                                       "1 while a 429's Retry-After (or back-off) blocks the site's calls.")),
+      waiting_tokens_family_(
+          GaugeFamily(r, "uppzy_calls_waiting_for_tokens",
+                      "Calls to Uppzy due now that wait for a token of the site's budget.")) {
   size_t i = 0;
   for (std::string_view endpoint : {"submit", "status", "feedback", "session_close"}) {
     http_duration_[i++] = {endpoint, &http_duration_family_.Add(With({{"endpoint", std::string(endpoint)}}),
@@ -177,6 +191,22 @@ void WorkerMetrics::SetPollPlan(const std::string& site, double expected_calls,
   plan_calls_family_.Add(With({{"site", site}})).Set(expected_calls);
   plan_delay_family_.Add(With({{"site", site}})).Set(expected_delay_seconds);
 }
+
+void WorkerMetrics::BudgetStatement() { budget_statements_.Increment(); }
+void WorkerMetrics::TokensGranted(const std::string& site, int tokens) {
+  if (tokens > 0) tokens_granted_family_.Add(With({{"site", site}})).Increment(tokens);
+}
+void WorkerMetrics::RateLimited(const std::string& site) {
+  rate_limited_family_.Add(With({{"site", site}})).Increment();
+}
+void WorkerMetrics::SetSiteBudget(const std::string& site, double rate_per_s, bool blocked) {
+  site_rate_family_.Add(With({{"site", site}})).Set(rate_per_s);
+  site_blocked_family_.Add(With({{"site", site}})).Set(blocked ? 1 : 0);
+}
+void WorkerMetrics::SetCallsWaitingForTokens(const std::string& site, int calls) {
+  waiting_tokens_family_.Add(With({{"site", site}})).Set(calls);
+}
+long long WorkerMetrics::budget_statements() const { return Count(budget_statements_); }
 
 void WorkerMetrics::HttpExchange(std::string_view endpoint, std::chrono::milliseconds duration) {
   const double seconds = static_cast<double>(duration.count()) / 1000.0;

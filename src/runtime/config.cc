@@ -266,6 +266,7 @@ ConfigResult LoadConfig(const EnvLookup& env) {
   }
   r.Integer("UPPZY_STATS_INTERVAL_MS", &c.stats_interval_ms, 100, 600000);
   r.OneOf("UPPZY_POLL_MODE", &c.poll_mode, {"fixed", "adaptive"});
+  r.OneOf("UPPZY_SHARED_BUDGET", &c.shared_budget, {"on", "off"});
   r.Duration("UPPZY_POLL_TARGET_DELAY_MS", &c.policy.poll_target_delay, 100, 600000);
 
   c.worker_id = DefaultWorkerId();

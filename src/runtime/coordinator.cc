@@ -7,6 +7,7 @@
 #include <thread>
 
 #include "uppzy/breaker.h"
+#include "uppzy/budget.h"
 #include "uppzy/delivery_store.h"
 #include "uppzy/key_ring.h"
 #include "uppzy/log.h"
@@ -52,7 +53,111 @@ ClaimScope Coordinator::Scope(int room) const {
   for (auto& site : Sites()) {
     if (paused->count(site) == 0) sites.push_back(std::move(site));
   }
-  return ClaimScope::Fair(keys_ != nullptr ? keys_->DefaultSite() : config_.site.site_id, sites, room);
+  ClaimScope scope =
+      ClaimScope::Fair(keys_ != nullptr ? keys_->DefaultSite() : config_.site.site_id, sites, room);
+  if (BudgetOn()) {
+    for (auto& share : scope.shares) {
+      const auto known = budget_.find(share.site_id);
+      if (known != budget_.end() && !known->second.budgeted) continue;  // no limit: the whole room
+      // Budgeted, or not known yet: only what this pass's grant allows. Over-limit work stays queued
+      // instead of being claimed and put back.
+      const auto cap = claim_caps_.find(share.site_id);
+      share.limit = std::min(share.limit, cap == claim_caps_.end() ? 0 : cap->second);
+    }
+  }
+  return scope;
+}
+
+void Coordinator::Budget(bool claiming, bool woken) {
+  if (!BudgetOn()) return;
+  const auto now = clock_.SteadyNow();
+  for (auto& r : mailbox_.TakeRateLimits()) {
+    store_->BudgetsBlock(r.site_id, r.block_ms, r.own_rate_per_s);
+    metrics_.BudgetStatement();
+    LogEvent(spdlog::level::warn, "site_rate_limited",
+             {{"site_id", r.site_id},
+              {"block_ms", std::to_string(r.block_ms)},
+              {"detail",
+               "Uppzy answered 429: no worker calls this site until the block ends, and its rate "
+               "is lowered (uppzy.site_limits)"}});
+    budget_asked_at_ = {};  // ask again at once: the site is budgeted now
+  }
+  demand_ = mailbox_.Demand();
+  claim_caps_.clear();
+  bool waiting = false;
+  for (const auto& [site, n] : demand_) waiting = waiting || n > 0;
+  if (now < next_grant_ || (!claiming && !waiting)) return;
+  // Which sites are budgeted can change (an operator sets a limit, another worker's 429 teaches one):
+  // ask about every site again each second while busy or woken (a change to uppzy.sites wakes us),
+  // every 10 s while idle, so an idle worker stays quiet.
+  const bool refresh = now - budget_asked_at_ >= Millis(held_.empty() && !woken ? 10000 : 1000);
+  const int room = std::min(config_.max_in_flight - static_cast<int>(held_.size()), config_.claim_batch);
+  const auto paused = mailbox_.PausedSites();
+  std::vector<BudgetWant> wants;
+  for (const auto& site : Sites()) {
+    if (paused->count(site) > 0) continue;
+    const auto d = demand_.find(site);
+    const int calls = d == demand_.end() ? 0 : d->second;
+    const auto known = budget_.find(site);
+    const bool free = !refresh && known != budget_.end() && !known->second.budgeted;
+    if (free && calls == 0) continue;  // no limit, nothing locally blocked: no need to ask
+    const int slots = claiming ? std::max(room, 0) : 0;
+    wants.push_back(BudgetWant{site, calls + slots, slots});
+  }
+  if (wants.empty()) return;
+  auto grants = store_->BudgetsGrant(wants, config_.site.site_id);
+  metrics_.BudgetStatement();
+  if (refresh) budget_asked_at_ = now;
+  // The next grant: in 100 ms, unless every site that got nothing can get nothing sooner (blocked by a
+  // 429, or an empty bucket refilling slower than a token per 100 ms). So a blocked or slow site costs
+  // no statement per pass.
+  const long long now_ms = std::chrono::duration_cast<Millis>(clock_.Now().time_since_epoch()).count();
+  long long next_ms = -1;
+  std::map<std::string, int> tokens;
+  for (auto& g : grants) {
+    const bool blocked = g.blocked_until_ms > now_ms;
+    metrics_.SetSiteBudget(g.site_id, g.budgeted ? g.rate_per_s : 0, blocked);
+    if (g.budgeted) {
+      long long wait_ms = 100;
+      if (blocked) {
+        wait_ms = g.blocked_until_ms - now_ms;
+      } else if (g.tokens == 0 && g.rate_per_s > 0) {
+        wait_ms = static_cast<long long>(1000.0 / g.rate_per_s);
+      }
+      next_ms = next_ms < 0 ? wait_ms : std::min(next_ms, wait_ms);
+    }
+    if (g.budgeted) {
+      tokens[g.site_id] = g.tokens;
+      metrics_.TokensGranted(g.site_id, g.tokens);
+      const auto d = demand_.find(g.site_id);
+      claim_caps_[g.site_id] = SubmissionsAllowed(g.tokens, d == demand_.end() ? 0 : d->second, g.slots);
+    }
+    budget_[g.site_id] = std::move(g);
+  }
+  next_grant_ = now + Millis(std::clamp<long long>(next_ms, 100, 5000));
+  BudgetView view;
+  for (const auto& [site, g] : budget_) {
+    if (g.budgeted) view.budgeted.insert(site);
+  }
+  mailbox_.PushTokens(tokens, std::move(view));
+}
+
+void Coordinator::SpendCaps(const std::vector<ClaimedJob>& claimed) {
+  if (!BudgetOn()) return;
+  std::map<std::string, int> taken;
+  for (const auto& j : claimed) {
+    if (j.state != JobState::kPolling) ++taken[j.site_id];
+  }
+  const auto paused = mailbox_.PausedSites();
+  for (const auto& site : Sites()) {
+    const auto known = budget_.find(site);
+    if (paused->count(site) > 0 || (known != budget_.end() && !known->second.budgeted)) continue;
+    auto cap = claim_caps_.find(site);
+    const int n = taken[site];
+    // The cap bound (the site may have more work than its tokens allowed): claim again at the next grant.
+    if (cap == claim_caps_.end() || n >= cap->second) budget_more_ = true;
+    if (cap != claim_caps_.end()) cap->second = std::max(0, cap->second - n);
+  }
 }
 
 bool Coordinator::EnsureConnected() {
@@ -273,6 +378,9 @@ void Coordinator::ClaimDeliveries() {
     auto got = deliveries_->DeliveriesClaim(kind, config_.worker_id, config_.lease_ms, Scope(room), room);
     if (static_cast<int>(got.size()) == room) more = true;
     for (auto& d : got) {
+      if (auto site_cap = claim_caps_.find(d.site_id); site_cap != claim_caps_.end()) {
+        site_cap->second = std::max(0, site_cap->second - 1);
+      }
       held_deliveries_.insert(d.ref());
       claimed.push_back(std::move(d));
     }
@@ -384,6 +492,7 @@ void Coordinator::Claim(bool adopt) {
   if (left > 0) {
     auto claimed = store_->JobsClaimQueued(config_.worker_id, config_.lease_ms, Scope(left));
     more_waiting_ = static_cast<int>(claimed.size()) == left && breaker == BreakerState::kClosed;
+    SpendCaps(claimed);
     for (auto& c : claimed) jobs.push_back(std::move(c));
   } else if (breaker == BreakerState::kClosed) {
     more_waiting_ = true;
@@ -432,6 +541,10 @@ Coordinator::Steady::time_point Coordinator::NextPassAt(Steady::time_point now) 
   if (!pending_writes_.empty() || !pending_delivery_writes_.empty())
     until = std::min(until, now + Millis(250));
   if (!held_.empty() && cancel_supported_) until = std::min(until, next_cancel_check_);
+  // The shared budget: calls waiting for tokens, or a claim its cap cut short, come back at the next grant.
+  bool waiting = false;
+  for (const auto& [site, n] : demand_) waiting = waiting || n > 0;
+  if (budget_more_ || waiting) until = std::min(until, std::max(next_grant_, now));
   if (more_waiting_ && !held_.empty() && static_cast<int>(held_.size()) < config_.max_in_flight) {
     until = std::min(until, now + Millis(1));
   }
@@ -489,15 +602,20 @@ bool Coordinator::RunOnce(std::atomic<bool>& all_done) {
     if (mailbox_.stopping) return true;
     CheckCancels();
     CheckIncident();
+    const bool fetch = woken || now >= next_fetch_;
+    const bool budget_claim = budget_more_ && now >= next_grant_;
+    if (budget_claim) budget_more_ = false;
+    Budget(fetch || now >= next_rescue_ || more_waiting_ || more_deliveries_ || budget_claim, woken);
     Rescue();
-    if (woken || now >= next_fetch_) {
+    if (fetch) {
       next_fetch_ = now + Millis(config_.fetch_interval_ms);
       Claim(woken);
       ClaimDeliveries();
     } else {
-      if (more_waiting_) Claim(false);
-      if (more_deliveries_) ClaimDeliveries();
+      if (more_waiting_ || budget_claim) Claim(false);
+      if (more_deliveries_ || budget_claim) ClaimDeliveries();
     }
+    claim_caps_.clear();
     if (options_.until_empty && held_.empty() && held_deliveries_.empty() && pending_writes_.empty() &&
         now >= next_empty_check_) {
       next_empty_check_ = now + Millis(std::min(config_.fetch_interval_ms, 200));

@@ -15,6 +15,7 @@
 #pragma once
 
 #include <chrono>
+#include <map>
 #include <memory>
 #include <optional>
 #include <set>
@@ -80,7 +81,16 @@ class Coordinator {
   void Heartbeat();
   // The sites this worker serves (those it holds keys for), and a claim scope over them.
   std::vector<std::string> Sites() const;
+  // With the shared budget, a budgeted site's share is capped by what this pass's grant allows
+  // (claim_caps_; 0 when no grant ran this pass).
   ClaimScope Scope(int room) const;
+  // The shared budget: reports 429s (BudgetsBlock), and when due takes tokens for the engine's waiting
+  // calls and, when `claiming`, for new submissions, in one statement; hands the tokens to the engine
+  // and sets claim_caps_. `woken`: a NOTIFY came (maybe a change to uppzy.sites).
+  void Budget(bool claiming, bool woken);
+  bool BudgetOn() const { return config_.shared_budget == "on"; }
+  // Budgeted (or not yet known) sites' caps after a claim took `claimed`: budget_more_ when a cap bound.
+  void SpendCaps(const std::vector<ClaimedJob>& claimed);
   // The fingerprint of the key this worker has for `site` now ("" if none).
   std::string FingerprintOf(const std::string& site) const;
   // Publishes the paused sites to the engine (and `paused` when they are all of ours).
@@ -118,6 +128,13 @@ class Coordinator {
   bool error_pause_ = false;  // the last pass met a lasting database error: Run pauses before the next
   Steady::time_point next_cancel_check_{};
   Steady::time_point next_heartbeat_{};
+  // The shared budget.
+  std::map<std::string, BudgetGrant> budget_;  // the last grant per site (budgeted or not)
+  Steady::time_point budget_asked_at_{};       // when every served site was last asked about
+  Steady::time_point next_grant_{};            // grants at most every 100 ms
+  std::map<std::string, int> demand_;          // the engine's calls waiting for a token, per site
+  std::map<std::string, int> claim_caps_;      // this pass: new submissions a budgeted site may take
+  bool budget_more_ = false;  // a budgeted site's claim was capped: claim again at the next grant
 };
 
 }  // namespace uppzy::runtime

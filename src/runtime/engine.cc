@@ -170,11 +170,17 @@ void Engine::StartReady() {
         continue;
       }
       const auto tag = static_cast<uint64_t>(id);
+      if (!TokenAvailable(SiteOf(h.job))) {
+        // Over the site's budget (or blocked by a 429): it waits, held, for the next grant.
+        (h.phase == Phase::kSubmit ? starved_submits_ : starved_polls_)[SiteOf(h.job)].push_back(id);
+        continue;
+      }
       if (h.phase == Phase::kSubmit) {
         if (!breaker_.AllowSubmit(now)) {
           blocked.push_back(id);
           continue;
         }
+        TakeToken(SiteOf(h.job));
         if (breaker_.state() == BreakerState::kHalfOpen) probe_tag_ = tag;
         h.http_active = true;
         h.key_fingerprint = FingerprintOf(SiteOf(h.job));
@@ -182,6 +188,7 @@ void Engine::StartReady() {
         client_.StartSubmit(tag, SiteOf(h.job), id, h.row.attempt, h.job.session_id, h.job.message,
                             h.job.response_language);
       } else {
+        TakeToken(SiteOf(h.job));
         h.http_active = true;
         h.key_fingerprint = FingerprintOf(SiteOf(h.job));
         metrics_.Polled();
@@ -264,10 +271,15 @@ bool Engine::StartDelivery(const DeliveryRef& ref, TimePoint now, std::vector<De
     HandBackDelivery(ref, std::nullopt);
     return false;
   }
+  if (!TokenAvailable(SiteOf(it->second.d))) {
+    starved_deliveries_[SiteOf(it->second.d)].push_back(ref);
+    return false;
+  }
   if (!breaker_.AllowSubmit(now)) {
     blocked->push_back(ref);
     return false;
   }
+  TakeToken(SiteOf(it->second.d));
   const uint64_t tag = TagOf(ref);
   if (breaker_.state() == BreakerState::kHalfOpen) probe_tag_ = tag;
   const ClaimedDelivery& d = it->second.d;
@@ -403,6 +415,9 @@ void Engine::HandBackIdle() {
   }
   for (const auto& ref : idle_deliveries) HandBackDelivery(ref, std::nullopt);
   for (auto& q : ready_deliveries_) q.clear();
+  starved_polls_.clear();
+  starved_submits_.clear();
+  starved_deliveries_.clear();
 }
 
 void Engine::OnCompletion(Completion& c, TimePoint now) {
@@ -411,6 +426,19 @@ void Engine::OnCompletion(Completion& c, TimePoint now) {
   breaker_.Record(c.outcome, was_probe, now);
   PublishBreaker(now);
   metrics_.HttpExchange(ToString(c.kind), c.outcome.duration);
+  {
+    const std::string* site = nullptr;
+    if (auto ref = DeliveryOfTag(c.tag)) {
+      if (auto d = deliveries_.find(*ref); d != deliveries_.end()) site = &SiteOf(d->second.d);
+    } else if (auto j = held_.find(static_cast<int64_t>(c.tag)); j != held_.end()) {
+      site = &SiteOf(j->second.job);
+    }
+    if (site != nullptr && c.outcome.kind == OutcomeKind::kRateLimited) {
+      OnRateLimited(*site, c.outcome, now);
+    } else if (site != nullptr && c.outcome.http_status > 0) {
+      if (auto b = site_budget_.find(*site); b != site_budget_.end()) b->second.rate_limited_in_a_row = 0;
+    }
+  }
   if (auto ref = DeliveryOfTag(c.tag)) {
     OnDeliveryCompletion(*ref, c.outcome, now);
     return;
@@ -525,6 +553,102 @@ void Engine::OnCompletion(Completion& c, TimePoint now) {
   }
 }
 
+bool Engine::TokenAvailable(const std::string& site) {
+  if (!BudgetOn()) return true;
+  auto it = site_budget_.find(site);
+  if (it == site_budget_.end()) {
+    // Never granted and never limited: free unless the budget says the site is budgeted.
+    return !(budget_now_ && budget_now_->budgeted.count(site) > 0);
+  }
+  SiteBudget& b = it->second;
+  if (b.blocked_until > clock_.Now()) return false;
+  if (!(budget_now_ && budget_now_->budgeted.count(site) > 0)) return true;
+  if (clock_.SteadyNow() >= b.expires) b.tokens = 0;
+  return b.tokens > 0;
+}
+
+bool Engine::TakeToken(const std::string& site) {
+  if (!BudgetOn()) return true;
+  if (!TokenAvailable(site)) return false;
+  SiteBudget& b = site_budget_[site];
+  if (budget_now_ && budget_now_->budgeted.count(site) > 0) --b.tokens;
+  b.sent.Add(clock_.SteadyNow());
+  return true;
+}
+
+void Engine::AdoptGrants() {
+  if (!BudgetOn()) return;
+  budget_now_ = mailbox_.Budget();
+  const auto now = clock_.SteadyNow();
+  for (const auto& [site, n] : mailbox_.TakeTokens()) {
+    SiteBudget& b = site_budget_[site];
+    if (now >= b.expires) b.tokens = 0;
+    b.tokens += n;
+    b.expires = now + Millis(500);
+  }
+}
+
+void Engine::RequeueStarved() {
+  if (starved_polls_.empty() && starved_submits_.empty() && starved_deliveries_.empty()) return;
+  std::set<std::string> sites;
+  for (const auto& [site, q] : starved_polls_) sites.insert(site);
+  for (const auto& [site, q] : starved_submits_) sites.insert(site);
+  for (const auto& [site, q] : starved_deliveries_) sites.insert(site);
+  std::vector<int64_t> polls, submits;
+  for (const auto& site : sites) {
+    if (!TokenAvailable(site)) continue;
+    const bool budgeted = budget_now_ && budget_now_->budgeted.count(site) > 0;
+    // As many as the tokens held (all when the site is not budgeted), polls, then deliveries, then
+    // submissions: finishing work already started comes first.
+    size_t room = budgeted ? static_cast<size_t>(site_budget_[site].tokens) : SIZE_MAX;
+    auto take = [&](auto& map, auto&& out) {
+      auto it = map.find(site);
+      if (it == map.end()) return;
+      auto& q = it->second;
+      while (room > 0 && !q.empty()) {
+        out(q.front());
+        q.pop_front();
+        --room;
+      }
+      if (q.empty()) map.erase(it);
+    };
+    take(starved_polls_, [&](int64_t id) { polls.push_back(id); });
+    take(starved_deliveries_,
+         [&](const DeliveryRef& ref) { ready_deliveries_[static_cast<size_t>(ref.kind)].push_front(ref); });
+    take(starved_submits_, [&](int64_t id) { submits.push_back(id); });
+  }
+  for (auto it = submits.rbegin(); it != submits.rend(); ++it) ready_.push_front(*it);
+  for (auto it = polls.rbegin(); it != polls.rend(); ++it) ready_.push_front(*it);
+}
+
+void Engine::PublishDemand() {
+  if (!BudgetOn()) return;
+  std::map<std::string, int> demand;
+  for (const auto& [site, q] : starved_polls_) demand[site] += static_cast<int>(q.size());
+  for (const auto& [site, q] : starved_submits_) demand[site] += static_cast<int>(q.size());
+  for (const auto& [site, q] : starved_deliveries_) demand[site] += static_cast<int>(q.size());
+  if (demand == demand_published_) return;
+  for (const auto& [site, n] : demand_published_) {
+    if (!demand.count(site)) metrics_.SetCallsWaitingForTokens(site, 0);
+  }
+  for (const auto& [site, n] : demand) metrics_.SetCallsWaitingForTokens(site, n);
+  demand_published_ = demand;
+  mailbox_.SetDemand(std::move(demand));
+}
+
+void Engine::OnRateLimited(const std::string& site, const Outcome& o, TimePoint now) {
+  metrics_.RateLimited(site);
+  if (!BudgetOn()) return;
+  SiteBudget& b = site_budget_[site];
+  ++b.rate_limited_in_a_row;
+  const Millis block = RateLimitBlock(o.retry_after, b.rate_limited_in_a_row);
+  b.blocked_until = std::max(b.blocked_until, now + block);
+  b.tokens = 0;
+  if (now < b.reported_until) return;  // this block was reported already: one statement per block
+  b.reported_until = b.blocked_until;
+  mailbox_.PushRateLimit(RateLimitReport{site, block.count(), b.sent.PerSecond(clock_.SteadyNow())});
+}
+
 void Engine::Run() {
   while (RunOnce()) {
   }
@@ -564,6 +688,7 @@ bool Engine::RunOnce() {
         spdlog::level::info, "engine_stopping",
         {{"held", std::to_string(held_.size())}, {"http_in_flight", std::to_string(client_.InFlight())}});
   }
+  AdoptGrants();
   if (stopping || Paused()) {
     HandBackIdle();
   } else {
@@ -571,8 +696,10 @@ bool Engine::RunOnce() {
       handback_paused_ = false;
       HandBackPausedSites();
     }
+    RequeueStarved();
     StartReady();
   }
+  PublishDemand();
   if (stopping && (client_.InFlight() == 0 || clock_.SteadyNow() >= *grace_deadline_)) return false;
 
   long wait_ms = 1000;
@@ -585,6 +712,17 @@ bool Engine::RunOnce() {
     wait_ms = std::clamp<long>(
         static_cast<long>(std::chrono::duration_cast<Millis>(timers_.top().at - clock_.Now()).count()), 0,
         1000);
+  }
+  // Calls held back by a 429's block go again when it ends (budgeted sites also wait for a grant).
+  for (const auto& [site, b] : site_budget_) {
+    if (b.blocked_until <= clock_.Now()) continue;
+    const bool starved =
+        starved_polls_.count(site) || starved_submits_.count(site) || starved_deliveries_.count(site);
+    if (!starved) continue;
+    wait_ms = std::min<long>(
+        wait_ms,
+        std::max<long>(0, static_cast<long>(
+                              std::chrono::duration_cast<Millis>(b.blocked_until - clock_.Now()).count())));
   }
   if (stopping) wait_ms = std::min(wait_ms, 50L);
   completions_.clear();

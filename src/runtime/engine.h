@@ -25,6 +25,7 @@
 #include "runtime/mailbox.h"
 #include "runtime/poll_plans.h"
 #include "uppzy/breaker.h"
+#include "uppzy/budget.h"
 #include "uppzy/clock.h"
 #include "uppzy/config.h"
 #include "uppzy/key_ring.h"
@@ -123,6 +124,20 @@ class Engine {
   // site's new key (then marks *retried and logs it) rather than open an incident.
   bool RetryWithNewKey(const std::string& site, const std::string& sent, bool* retried,
                        const JobLogFields& f);
+  // The shared budget (issue 10). Off (UPPZY_SHARED_BUDGET=off): every call goes, as before.
+  bool BudgetOn() const { return config_.shared_budget == "on"; }
+  // Whether a call to `site` may go now: not blocked by a 429, and a token held when the site is
+  // budgeted. TakeToken also spends the token and counts the call in the site's rate meter.
+  bool TokenAvailable(const std::string& site);
+  bool TakeToken(const std::string& site);
+  // Takes the coordinator's grants; puts calls that waited for a token back at the front of the ready
+  // queues, polls first, as many as there are tokens.
+  void AdoptGrants();
+  void RequeueStarved();
+  // Publishes the calls waiting for a token, per site (the coordinator asks the budget for them).
+  void PublishDemand();
+  // A 429: blocks the site here at once and reports it, once per block, to the coordinator.
+  void OnRateLimited(const std::string& site, const Outcome& o, TimePoint now);
   // Publishes the requests waiting for a connection, and says once a minute when they wait a lot.
   void RecordNetwork(std::chrono::steady_clock::time_point now);
 
@@ -161,6 +176,23 @@ class Engine {
   // Ready deliveries, one queue per kind: with the jobs' queue, the three take turns for HTTP slots, so
   // a burst of one kind never starves the others.
   std::array<std::deque<DeliveryRef>, 2> ready_deliveries_;
+
+  // The shared budget, per site.
+  struct SiteBudget {
+    int tokens = 0;
+    SteadyTimePoint expires{};   // tokens not spent by then (500 ms) are dropped: a grant is ~100 ms
+    TimePoint blocked_until{};   // a 429's block
+    TimePoint reported_until{};  // the block already reported to the coordinator
+    int rate_limited_in_a_row = 0;
+    RateMeter sent;  // this worker's calls to the site
+  };
+  std::map<std::string, SiteBudget> site_budget_;
+  std::shared_ptr<const BudgetView> budget_now_;  // which sites are budgeted (null: none yet)
+  // Calls due that wait for a token, per site and kind.
+  std::map<std::string, std::deque<int64_t>> starved_polls_;
+  std::map<std::string, std::deque<int64_t>> starved_submits_;
+  std::map<std::string, std::deque<DeliveryRef>> starved_deliveries_;
+  std::map<std::string, int> demand_published_;
 };
 
 }  // namespace uppzy::runtime

@@ -5,6 +5,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <functional>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <set>
@@ -26,6 +27,20 @@ struct IncidentReport {
   std::string detail;
   std::string site_id;      // the site whose key was refused
   std::string fingerprint;  // of the key the refused request carried ("" when it carried none)
+};
+
+// A 429 seen by the engine; the coordinator blocks the site in the shared budget (BudgetsBlock).
+struct RateLimitReport {
+  std::string site_id;
+  int64_t block_ms = 0;
+  double own_rate_per_s = 0;  // this worker's recent request rate to the site
+};
+
+// The shared budget as the engine sees it (published by the coordinator after each grant).
+struct BudgetView {
+  // Sites whose calls need a token (a limit in uppzy.sites, or one learned from 429s). Others send
+  // freely.
+  std::set<std::string> budgeted;
 };
 
 class Mailbox {
@@ -60,12 +75,47 @@ class Mailbox {
     }
     db_cv_.notify_one();
   }
+  void PushRateLimit(RateLimitReport r) {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      rate_limits_.push_back(std::move(r));
+    }
+    db_cv_.notify_one();
+  }
+  std::vector<RateLimitReport> TakeRateLimits() {
+    std::lock_guard<std::mutex> lock(mu_);
+    std::vector<RateLimitReport> out;
+    out.swap(rate_limits_);
+    return out;
+  }
+  // Engine -> coordinator: per budgeted site, the calls waiting for a token now (replaces the last
+  // figure). Wakes the coordinator when a site's demand appears or grows.
+  void SetDemand(std::map<std::string, int> demand) {
+    bool grew = false;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      for (const auto& [site, n] : demand) {
+        auto it = demand_.find(site);
+        grew = grew || it == demand_.end() || n > it->second;
+      }
+      demand_ = std::move(demand);
+      if (grew) demand_grew_ = true;
+    }
+    if (grew) db_cv_.notify_one();
+  }
+  // Coordinator: the latest demand; clears the wake it caused.
+  std::map<std::string, int> Demand() {
+    std::lock_guard<std::mutex> lock(mu_);
+    demand_grew_ = false;
+    return demand_;
+  }
   // Coordinator: waits until there is work for it (or a wake was requested) or `until` passes. Takes
   // nothing: TakeForDb() does.
   void WaitForDb(std::chrono::steady_clock::time_point until) {
     std::unique_lock<std::mutex> lock(mu_);
     db_cv_.wait_until(lock, until, [&] {
-      return db_wake_ || !writes_.empty() || !delivery_writes_.empty() || !reports_.empty();
+      return db_wake_ || !writes_.empty() || !delivery_writes_.empty() || !reports_.empty() ||
+             !rate_limits_.empty() || demand_grew_;
     });
   }
   // Coordinator: appends everything the engine sent, in order; returns whether a wake was requested
@@ -131,6 +181,29 @@ class Mailbox {
     return out;
   }
 
+  // Coordinator -> engine: tokens granted per site (added to what the engine holds), and which sites
+  // are budgeted. The engine takes the tokens each pass.
+  void PushTokens(const std::map<std::string, int>& tokens, BudgetView view) {
+    auto next = std::make_shared<const BudgetView>(std::move(view));
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      for (const auto& [site, n] : tokens) tokens_[site] += n;
+      budget_ = std::move(next);
+    }
+    if (wake_engine_) wake_engine_();
+  }
+  std::map<std::string, int> TakeTokens() {
+    std::lock_guard<std::mutex> lock(mu_);
+    std::map<std::string, int> out;
+    out.swap(tokens_);
+    return out;
+  }
+  // Null until the coordinator's first grant (the engine then holds no work yet).
+  std::shared_ptr<const BudgetView> Budget() const {
+    std::lock_guard<std::mutex> lock(mu_);
+    return budget_;
+  }
+
   // Set by the engine only: the circuit breaker's state. The coordinator claims no new submissions
   // while it is open, and one at a time while it is half-open.
   std::atomic<BreakerState> breaker_state{BreakerState::kClosed};
@@ -168,6 +241,11 @@ class Mailbox {
   std::vector<int64_t> cancels_;
   std::vector<DeliveryWrite> delivery_writes_;
   std::vector<ClaimedDelivery> deliveries_;
+  std::vector<RateLimitReport> rate_limits_;
+  std::map<std::string, int> demand_;
+  bool demand_grew_ = false;
+  std::map<std::string, int> tokens_;
+  std::shared_ptr<const BudgetView> budget_;
   bool db_wake_ = false;
   std::function<void()> wake_engine_;
 };

@@ -216,6 +216,12 @@ DashboardOverview DashboardStore::OverviewRead(bool full) {
       s.status_calls_per_completed = Real(row[13]);
       s.seen_gap_p50_seconds = Real(row[14]);
       s.seen_gap_p95_seconds = Real(row[15]);
+      s.requests_per_s = Real(row[16]);
+      s.effective_rate_per_s = Real(row[17]);
+      s.blocked_until = Iso(row[18]);
+      s.rate_limited = Count(row[19]);
+      s.tokens_granted = Count(row[20]);
+      s.max_in_flight = Real(row[21]);
       o.sites.push_back(std::move(s));
     }
     tx.commit();

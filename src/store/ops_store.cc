@@ -352,6 +352,10 @@ std::vector<SiteStatus> OpsStore::SitesList() {
       s.polling = row[12].as<long long>();
       s.oldest_queued_age_s = Real(row[13]);
       s.served = row[14].as<bool>();
+      s.effective_rate_per_s = Real(row[15]);
+      s.blocked_until = IsoUtc(row[16]);
+      s.rate_limited = row[17].as<long long>();
+      s.tokens_granted = row[18].as<long long>();
       out.push_back(std::move(s));
     }
     return out;

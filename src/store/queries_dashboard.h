@@ -85,14 +85,19 @@ SELECT period, delivered, failed, good, bad, good_ratio::float8, pending FROM up
 
 // One row per site (site_queues: the default site, site_id NULL, first), with its polling over the
 // last hour (site_polling_health: one range scan of chat_jobs_finished_at_idx) and its open incidents.
-// A site with no finished job in the hour has NULL polling figures. At most 200 sites.
+// A site with no finished job in the hour has NULL polling figures. Its shared budget comes from
+// uppzy.site_limits (0010): limit, effective rate, block, 429s and tokens granted (NULL/0 when none;
+// the default site's budget row, under its UPPZY_SITE_ID, is not joined to the NULL row). At most 200.
 inline constexpr const char* kDashOverviewSites = R"sql(
 SELECT q.site_id, q.is_default, q.queued, q.retrying, q.submitting, q.polling,
        extract(epoch FROM q.oldest_queued_age)::float8, q.paused_at, q.paused_reason, q.served,
        coalesce(i.open_incidents, 0), coalesce(h.completed, 0), coalesce(h.poll_timeouts, 0),
-       h.status_calls_per_completed::float8, h.seen_gap_p50_s::float8, h.seen_gap_p95_s::float8
+       h.status_calls_per_completed::float8, h.seen_gap_p50_s::float8, h.seen_gap_p95_s::float8,
+       l.requests_per_s::float8, l.effective_rate_per_s::float8, l.blocked_until,
+       coalesce(l.rate_limited, 0), coalesce(l.tokens_granted, 0), l.max_in_flight
 FROM uppzy.site_queues q
 LEFT JOIN uppzy.site_polling_health h ON h.site_id IS NOT DISTINCT FROM q.site_id
+LEFT JOIN uppzy.site_limits l ON l.site_id = q.site_id
 LEFT JOIN (SELECT site_id, count(*) AS open_incidents
            FROM uppzy.incidents WHERE resolved_at IS NULL GROUP BY site_id) i
        ON i.site_id IS NOT DISTINCT FROM q.site_id

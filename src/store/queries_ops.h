@@ -103,14 +103,18 @@ WHERE poll_interval_ms IS NOT NULL OR poll_timeout_ms IS NOT NULL OR poll_mode I
 // poll_interval_ms, poll_timeout_ms, paused_at, paused_reason.
 
 // uppzy.site_queues (the default site, site_id NULL, first) with each site's settings; then is_default,
-// queued, retrying, submitting, polling, oldest queued age in seconds, served.
+// queued, retrying, submitting, polling, oldest queued age in seconds, served; then the shared budget
+// (uppzy.site_limits, 0010): effective rate, blocked_until, 429s, tokens granted.
 inline constexpr const char* kOpsSitesList = R"sql(
 SELECT q.site_id, s.requests_per_s::float8, s.burst, s.max_in_flight, s.poll_interval_ms, s.poll_timeout_ms,
        q.paused_at, q.paused_reason,
        q.is_default, q.queued, q.retrying, q.submitting, q.polling,
-       extract(epoch FROM q.oldest_queued_age)::float8, q.served
+       extract(epoch FROM q.oldest_queued_age)::float8, q.served,
+       l.effective_rate_per_s::float8, l.blocked_until, coalesce(l.rate_limited, 0),
+       coalesce(l.tokens_granted, 0)
 FROM uppzy.site_queues q
 LEFT JOIN uppzy.sites s ON s.site_id = q.site_id
+LEFT JOIN uppzy.site_limits l ON l.site_id = q.site_id
 ORDER BY q.site_id NULLS FIRST
 )sql";
 

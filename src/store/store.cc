@@ -13,6 +13,7 @@
 
 #include "store/embedded_migrations.h"
 #include "store/queries.h"
+#include "store/queries_budget.h"
 #include "store/sql_values.h"
 #include "store/translate.h"
 
@@ -135,6 +136,8 @@ struct Store::Impl {
   // Jobs whose last write was deferred (an app held the row): their next batch goes straight to the
   // skip-locked form instead of waiting out the fast form's lock_timeout again.
   std::unordered_set<int64_t> deferred;
+  // budgets_grant is prepared at its first use: a database not yet migrated to 0010 still connects.
+  bool budgets_prepared = false;
 };
 
 Store::Store(const std::string& database_url) {
@@ -408,6 +411,49 @@ std::optional<int64_t> Store::IncidentsOpenFor(const std::string& fingerprint) {
     auto r = tx.exec_params(store::sql::kIncidentsOpenFor, fingerprint);
     if (r.empty()) return std::nullopt;
     return r[0][0].as<int64_t>();
+  });
+}
+
+std::vector<BudgetGrant> Store::BudgetsGrant(const std::vector<BudgetWant>& wants,
+                                             const std::string& default_site) {
+  if (wants.empty()) return {};
+  return Translate([&] {
+    std::vector<std::string> sites;
+    std::vector<int> calls, slots;
+    for (const auto& w : wants) {
+      sites.push_back(w.site_id);
+      calls.push_back(w.calls);
+      slots.push_back(w.slots);
+    }
+    if (!impl_->budgets_prepared) {
+      impl_->conn.prepare("budgets_grant", store::sql::kBudgetsGrant);
+      impl_->budgets_prepared = true;
+    }
+    pqxx::work tx(impl_->conn);
+    auto r = tx.exec_prepared("budgets_grant", store::TextArray(sites), store::IntArray(calls),
+                              store::IntArray(slots), default_site);
+    tx.commit();
+    std::vector<BudgetGrant> out;
+    for (const auto& row : r) {
+      BudgetGrant g;
+      g.site_id = row[0].as<std::string>();
+      g.budgeted = row[1].as<bool>();
+      g.tokens = row[2].as<int>();
+      g.slots = row[3].as<int>();
+      g.rate_per_s = row[4].as<double>();
+      g.blocked_until_ms = row[5].as<int64_t>();
+      out.push_back(std::move(g));
+    }
+    return out;
+  });
+}
+
+void Store::BudgetsBlock(const std::string& site_id, int64_t block_ms, double own_rate_per_s) {
+  Translate([&] {
+    pqxx::work tx(impl_->conn);
+    tx.exec_params(store::sql::kBudgetsBlock, site_id, block_ms, own_rate_per_s);
+    tx.commit();
+    return 0;
   });
 }
 

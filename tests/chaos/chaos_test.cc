@@ -142,6 +142,35 @@ TEST_F(Chaos, PostgresRestartDuringARunLosesNothing) {
             << " drain_ms=" << Ms(Steady::now() - start) << std::endl;
 }
 
+TEST_F(Chaos, PostgresRestartKeepsTheSharedBudget) {
+  // The vendor allows the default site 20 requests/s; the shared budget gives it 16/s, burst 8.
+  StartMock({"--ready-after-ms", "100", "--rate-limit", "test-site=20/s,20"});
+  test::Exec(db_, "INSERT INTO uppzy.sites (site_id, requests_per_s, burst) VALUES ('test-site', 16, 8)");
+  const int n = 150;  // about 300 calls: 19 s at 16/s
+  Insert(n);
+  auto a = StartWorker("chaos-a");
+  auto b = StartWorker("chaos-b");
+  ASSERT_TRUE(test::WaitFor([&] { return Count("state = 'completed'") >= 40; }, 60s)) << States();
+  test::RestartPostgres();
+  ASSERT_TRUE(test::WaitFor(
+      [&] {
+        try {
+          return Count("finished_at IS NULL") == 0;
+        } catch (const std::exception&) {
+          return false;
+        }
+      },
+      120s))
+      << a->Log();
+  EXPECT_EQ(Count("state = 'completed'"), n) << States();
+  const auto site = mock_->Stats()["sites"]["test-site"];
+  EXPECT_EQ(site["rate_limited"], 0) << "the bucket lives in a table: the restart kept it " << site.dump();
+  EXPECT_LE(site["max_per_second"].get<int>(), 16 * 1.1 + 8) << site.dump();
+  EXPECT_EQ(Duplicates(), 0);
+  std::cout << "CHAOS pg_restart_budget jobs=" << n << " max_per_second=" << site["max_per_second"]
+            << " rate_limited=" << site["rate_limited"] << std::endl;
+}
+
 TEST_F(Chaos, KilledConnectionsAreReEstablished) {
   StartMock({"--ready-after-ms", "500"});
   const int n = 2000;
@@ -201,7 +230,11 @@ TEST_F(Chaos, RandomFaultsEndTerminalWithConsistentHistory) {
   const int n = 1000;
   Insert(n, "question", 5);
   const auto start = Steady::now();
-  auto w = StartWorker("chaos-w", {{"UPPZY_BACKOFF_BASE_MS", "20"}, {"UPPZY_BACKOFF_MAX_MS", "200"}});
+  // Random 429s are no rate limit: with the shared budget each would block the site and halve its
+  // rate (tests/e2e/budget_e2e_test.cc covers that). Here only the per-job history is under test.
+  auto w = StartWorker(
+      "chaos-w",
+      {{"UPPZY_BACKOFF_BASE_MS", "20"}, {"UPPZY_BACKOFF_MAX_MS", "200"}, {"UPPZY_SHARED_BUDGET", "off"}});
   ASSERT_TRUE(WaitAllTerminal(120s)) << States();
   EXPECT_EQ(Count("attempts > max_attempts"), 0);
   // Each failed attempt appended exactly one entry: completed jobs have attempts - 1, failed ones attempts.

@@ -285,6 +285,19 @@
 
   // One row per site (the default site first). Site ids and pause reasons are operator input: text
   // nodes only, as everywhere. `sites` is absent from an overview of an older server: the panel stays.
+  // A site's shared budget: "50/s · 25.0 now" (and "blocked" while a 429's block lasts), "—" with no limit.
+  function fmtBudget(b) {
+    if (!b || (b.requests_per_s === null && b.effective_rate_per_s === null && b.max_in_flight === null)) return '—';
+    const parts = [];
+    if (b.requests_per_s !== null) parts.push(Number(b.requests_per_s) + '/s');
+    if (b.effective_rate_per_s !== null && b.effective_rate_per_s !== b.requests_per_s) {
+      parts.push(Number(b.effective_rate_per_s).toFixed(1) + ' now');
+    }
+    if (b.max_in_flight !== null) parts.push('≤ ' + fmtInt(b.max_in_flight) + ' in flight');
+    const text = parts.join(' · ') || '—';
+    return b.blocked_until ? [text, ' ', el('span', { title: fmtTime(b.blocked_until) }, badge('blocked', 'bad'))] : text;
+  }
+
   function renderSites(sites) {
     if (!Array.isArray(sites)) return;
     const tbody = clear($('sites').querySelector('tbody'));
@@ -311,7 +324,9 @@
         el('td', { class: 'num' }, s.open_incidents > 0 ? badge(fmtInt(s.open_incidents), 'bad') : '0'),
         el('td', { class: 'num' }, fmtInt(h.completed)),
         el('td', { class: 'num' }, calls === null || calls === undefined ? '—' : Number(calls).toFixed(2)),
-        el('td', { class: 'num' }, fmtSeconds(h.seen_gap_p50_s) + ' / ' + fmtSeconds(h.seen_gap_p95_s))));
+        el('td', { class: 'num' }, fmtSeconds(h.seen_gap_p50_s) + ' / ' + fmtSeconds(h.seen_gap_p95_s)),
+        el('td', { class: 'num site-budget' }, fmtBudget(s.budget)),
+        el('td', { class: 'num' }, s.budget && s.budget.rate_limited > 0 ? badge(fmtInt(s.budget.rate_limited), 'warn') : '0')));
     }
     $('sites-unserved').textContent = unserved > 0 ? unserved + ' not served by any live worker' : '';
     $('sites-unserved').setAttribute('data-value', unserved);
