@@ -788,10 +788,10 @@ class Bench:
         """uppzy_budget_statements_total summed over the workers; None when no worker exports it."""
         total, seen = 0.0, False
         for _, port in workers:
-            for line in (http_get(port, "/metrics") or "").splitlines():
-                if line.startswith("uppzy_budget_statements_total"):
-                    total += float(line.rsplit(None, 1)[-1])
-                    seen = True
+            for m in re.finditer(r"^uppzy_budget_statements_total(?:\{[^}]*\})? (\S+)$", http_get(port, "/metrics") or "",
+                                 re.M):  # one line per label set (e.g. grant, block): summed
+                total += float(m.group(1))
+                seen = True
         return total if seen else None
 
     def s6_run(self, run: int, mode: str, n_workers: int, budget: bool, only_c: bool = False) -> dict:
@@ -918,6 +918,9 @@ class Bench:
                 out[f"{key}_drain_s"] = end - created
             if r and r[7]:
                 out[f"{key}_first_accepted_wait_s"] = float(r[7])
+            elif key != "a":  # none accepted by the end: the wait is at least the whole run since its INSERT
+                out[f"{key}_first_accepted_wait_s"] = t1 - created
+                log(f"S6 {tag}: no job of {site} was accepted in the window")
             if r and r[8]:
                 out[f"{key}_first_job_wait_s"] = float(r[8])
             self.check(out[f"{key}_failed"] == 0, f"S6 {tag}: {out[f'{key}_failed']} jobs of {site} failed")
