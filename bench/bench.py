@@ -23,6 +23,10 @@ How each figure is measured (also written into docs/benchmarks.md):
     fixed then adaptive mode in the same database (the adaptive worker starts warm on the fixed run's
     rows); status calls and the true ready -> first-seen delay from the mock's /_mock/stats; then both
     modes again under a 50 requests/s site budget (mock --rate-limit): jobs/s and the 429 share.
+  - S6 sites: three sites in uppzy.sites (two with limits the mock enforces), four workers with a keys
+    directory; per-second request counts per site from /_mock/stats (whole seconds of the run), jobs/s and
+    the first submissions from chat_jobs, budget statements from each worker's /metrics
+    (uppzy_budget_statements_total). Runs: budget off (before), on, on with one worker, C alone.
 """
 from __future__ import annotations
 
@@ -65,6 +69,22 @@ S8_ROUND_TRIP_MS = 100
 # 8,000 requests/s x 0.1 s), within UPPZY_HTTP_MAX_CONNECTIONS' maximum. Over HTTP/2 the defaults.
 S8_H1_CONNECTIONS = 1024
 S3_RATE = 20.0  # INSERTs per second in S3
+# S6 (three sites, four workers): (site, requests/s, burst, jobs); the mock enforces the limits, the sites'
+# rows carry them for the workers' shared budget. Answers ready after 2 s: one status call per job at the
+# default 2.5 s poll interval.
+S6_SITES = [("s6-a", 50, 50, 5000), ("s6-b", 20, 20, 500), ("s6-c", None, None, 200)]
+S6_READY_MS = 2000
+S6_WORKERS = 4
+S6_SECONDS = 60  # the measured window after the last INSERT (BENCH_S6_SECONDS)
+S6_QUICK_SECONDS = 15
+S6_QUICK_SCALE = 0.2  # --quick: a fifth of the jobs (BENCH_S6_SCALE)
+S6_GAP_S = 1.0  # A's INSERT, then B's and C's this much later: they arrive behind A's backlog
+# As in S7's budget runs: a 429'd submission costs an attempt (without the budget), and 10 429s in a row
+# would open the circuit breaker; room for 100 attempts, the breaker off unless BENCH_S6_BREAKER_FAILURES.
+S6_MAX_ATTEMPTS = 100
+S6_SHUTDOWN_GRACE_MS = 2000
+S6_MIN_SECONDS_FOR_P99 = 5  # a p99 of the 1 s windows only over at least this many whole seconds
+S6_BREAKER_FAILURES = int(os.environ.get("BENCH_S6_BREAKER_FAILURES", "100000"))
 
 TARGETS = {
     # key: (scenario, metric, comparison, bound, text)
@@ -84,6 +104,19 @@ TARGETS = {
     "S7.p50_delta_s": ("S7", "p50_delta_s", "<=", 0.25, "≤ fixed + 0.25 s"),
     "S7.p95_delta_s": ("S7", "p95_delta_s", "<=", 0.5, "≤ fixed + 0.5 s"),
     "S7.budget_ratio": ("S7", "budget_ratio", ">=", 1.3, "≥ 1.3 × fixed"),
+    # S6, the shared budget (4 workers, budget on); each figure is a ratio to its bound where the bound is
+    # per site (limit × 1.1 + burst; 90% of limit / (1 + status calls per job)).
+    "S6.a_window_ratio": ("S6", "a_window_ratio", "<=", 1.0,
+                          f"A: max 1 s window ≤ {S6_SITES[0][1]} × 1.1 + {S6_SITES[0][2]}"),
+    "S6.b_window_ratio": ("S6", "b_window_ratio", "<=", 1.0,
+                          f"B: max 1 s window ≤ {S6_SITES[1][1]} × 1.1 + {S6_SITES[1][2]}"),
+    "S6.rate_limited_pct": ("S6", "rate_limited_pct", "<", 1.0, "< 1% of requests"),
+    "S6.a_jobs_ratio": ("S6", "a_jobs_ratio", ">=", 1.0, f"A: ≥ 90% × {S6_SITES[0][1]} / (1 + calls per job)"),
+    "S6.b_jobs_ratio": ("S6", "b_jobs_ratio", ">=", 1.0, f"B: ≥ 90% × {S6_SITES[1][1]} / (1 + calls per job)"),
+    "S6.c_drain_ratio": ("S6", "c_drain_ratio", "<=", 1.1, "C: drain ≤ 1.1 × alone"),
+    "S6.b_first_wait_s": ("S6", "b_first_wait_s", "<=", 1.0, "B: first accepted ≤ 1 s after its INSERT"),
+    "S6.c_first_wait_s": ("S6", "c_first_wait_s", "<=", 1.0, "C: first accepted ≤ 1 s after its INSERT"),
+    "S6.workers_rate_dev_pct": ("S6", "workers_rate_dev_pct", "<=", 10.0, "4 workers within 10% of 1"),
 }
 
 
@@ -336,6 +369,22 @@ def established(port: int) -> int:
     return len([line for line in r.stdout.splitlines() if line.strip()])
 
 
+def free_port() -> int:
+    """A TCP port free now on 127.0.0.1 (for a worker's UPPZY_HTTP_ADDR)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def http_get(port: int, path: str) -> str | None:
+    """The body of GET http://127.0.0.1:port/path when it answers 200; None otherwise."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as r:
+            return r.read().decode(errors="replace")
+    except OSError:  # refused, not listening yet, or an HTTP error status (HTTPError is an OSError)
+        return None
+
+
 # ---------------------------------------------------------------------------------------------------
 # The benchmark
 
@@ -359,6 +408,7 @@ class Bench:
         self.s7_dist = os.environ.get("BENCH_S7_DIST") or (S7_DIST_QUICK if a.quick else S7_DIST)
         self.runs = a.runs if a.runs else (1 if a.quick else 3)
         # S7 takes minutes per run (four worker runs, two of them held to 50 requests/s): one unless --runs.
+        # So does S6 (four runs of a minute each), which uses the same count.
         self.runs_s7 = a.runs if a.runs else 1
         self.machine = Machine(self.db_url, pathlib.Path((self.tmp / "pg" / "area").read_text().strip()))
         self.failures: list[str] = []
@@ -706,6 +756,205 @@ class Bench:
         out["budget_ratio"] = out["budget_adaptive_jobs_per_s"] / fb if fb else 0.0
         return out
 
+    # -- S6: three sites, four workers ---------------------------------------------------------------
+
+    def s6_counts(self) -> dict:
+        """Jobs per site, scaled by BENCH_S6_SCALE (0.2 with --quick)."""
+        scale = float(os.environ.get("BENCH_S6_SCALE") or (S6_QUICK_SCALE if self.a.quick else 1.0))
+        return {site: max(1, round(jobs * scale)) for site, _, _, jobs in S6_SITES}
+
+    def s6_workers(self, mock: Mock, tag: str, n: int, budget: bool, keys: pathlib.Path) -> list[tuple[Proc, int]]:
+        """`n` workers serving the three sites (keys from `keys`), each with its /metrics on a port of its own."""
+        out = []
+        for i in range(1, n + 1):
+            port = free_port()
+            env = self.worker_env(mock, f"{tag}-w{i}", UPPZY_SITE_ID=S6_SITES[0][0], UPPZY_API_KEYS_DIR=keys,
+                                  UPPZY_HTTP_ADDR=f"127.0.0.1:{port}", UPPZY_SHARED_BUDGET="on" if budget else "off",
+                                  UPPZY_BREAKER_FAILURES=S6_BREAKER_FAILURES,
+                                  # Stopped at the end of the window with jobs in flight: hand them back soon.
+                                  UPPZY_SHUTDOWN_GRACE_MS=S6_SHUTDOWN_GRACE_MS)
+            env.pop("UPPZY_API_KEY")  # the keys directory is the only source: one key per site
+            out.append((self.start_worker(env, f"{tag}-w{i}", until_empty=False), port))
+        deadline = time.time() + 30
+        for w, port in out:
+            while http_get(port, "/readyz") is None:
+                if w.popen.poll() is not None or time.time() > deadline:
+                    raise BenchError(f"S6 {tag}: a worker did not get ready; see {w.logf.name}")
+                time.sleep(0.1)
+        return out
+
+    @staticmethod
+    def s6_budget_statements(workers: list[tuple[Proc, int]]) -> float | None:
+        """uppzy_budget_statements_total summed over the workers; None when no worker exports it."""
+        total, seen = 0.0, False
+        for _, port in workers:
+            for m in re.finditer(r"^uppzy_budget_statements_total(?:\{[^}]*\})? (\S+)$", http_get(port, "/metrics") or "",
+                                 re.M):  # one line per label set (e.g. grant, block): summed
+                total += float(m.group(1))
+                seen = True
+        return total if seen else None
+
+    def s6_run(self, run: int, mode: str, n_workers: int, budget: bool, only_c: bool = False) -> dict:
+        """One S6 run: the sites' jobs inserted under `n_workers` running workers (A's first, then, S6_GAP_S
+        later, B's and C's), measured for a fixed window after the last INSERT, then the workers stopped.
+        `only_c`: C's jobs alone, measured until they have drained."""
+        tag = f"s6-{mode}-{run}"
+        counts = self.s6_counts()
+        window = float(os.environ.get("BENCH_S6_SECONDS") or (S6_QUICK_SECONDS if self.a.quick else S6_SECONDS))
+        self.reset_db()
+        psql_once(self.db_url, "INSERT INTO uppzy.sites (site_id, requests_per_s, burst) VALUES " + ", ".join(
+            f"('{site}', {rate if rate else 'NULL'}, {burst if burst else 'NULL'})" for site, rate, burst, _ in S6_SITES)
+            + " ON CONFLICT (site_id) DO UPDATE SET requests_per_s = excluded.requests_per_s, burst = excluded.burst,"
+              " max_in_flight = NULL, poll_interval_ms = NULL, poll_timeout_ms = NULL, paused_at = NULL,"
+              " paused_reason = NULL")
+        keys = self.tmp / f"keys-{tag}"
+        shutil.rmtree(keys, ignore_errors=True)
+        keys.mkdir(parents=True)
+        extra = []
+        for site, rate, burst, _ in S6_SITES:
+            (keys / site).write_text(f"key-{site}\n")
+            extra += ["--site", f"{site}=key-{site}"]
+            if rate:
+                extra += ["--rate-limit", f"{site}={rate}/s,{burst}"]
+        mock = Mock(self, S6_READY_MS, tag, extra)
+        workers = self.s6_workers(mock, tag, n_workers, budget, keys)
+        st0 = mock.stats()
+        stmts0 = self.s6_budget_statements(workers)
+        t_start = time.time()
+        ins = Psql(self.db_url)
+        inserted = {}
+        try:
+            for site, _, _, _ in S6_SITES:
+                if only_c and site != S6_SITES[2][0]:
+                    continue
+                if inserted and not only_c and site == S6_SITES[1][0]:
+                    time.sleep(S6_GAP_S)  # A's backlog is claimed and in flight before B and C arrive
+                ins.rows(f"""INSERT INTO uppzy.chat_jobs (session_id, message, site_id, max_attempts)
+                             SELECT '{tag}-{site}-' || g, 'Question ' || g || ' for {site}: when do you open?',
+                                    '{site}', {S6_MAX_ATTEMPTS}
+                             FROM generate_series(1, {counts[site]}) g""")
+                inserted[site] = counts[site]
+            t0 = time.time()
+            if only_c:  # until C has drained (at most the window)
+                c = S6_SITES[2][0]
+                while time.time() < t0 + max(window, 60):
+                    if int(ins.value(f"SELECT count(*) FROM uppzy.chat_jobs WHERE site_id = '{c}' "
+                                     f"AND state = 'completed'")) == counts[c]:
+                        break
+                    time.sleep(0.1)
+            else:
+                time.sleep(max(0.0, t0 + window - time.time()))
+        finally:
+            ins.close()
+        t1 = time.time()
+        st1 = mock.stats()
+        stmts1 = self.s6_budget_statements(workers)
+        for w, _ in workers:  # all at once: each one's shutdown grace runs alongside the others'
+            os.kill(w.pid, signal.SIGTERM)
+        for w, _ in workers:
+            rc = w.wait(timeout=30)
+            self.check(rc == 0, f"S6 {tag}: worker exit code {rc} ({w.logf.name})")
+        mock.stop()
+        self.check(st1.get("duplicate_submissions") == 0, f"S6 {tag}: the mock saw duplicate submissions")
+
+        rows = psql_once(self.db_url, f"""
+            SELECT site_id, count(*),
+                   count(*) FILTER (WHERE state = 'completed' AND finished_at <= to_timestamp({t1})),
+                   count(*) FILTER (WHERE state = 'failed'),
+                   extract(epoch FROM min(created_at)),
+                   extract(epoch FROM max(finished_at) FILTER (WHERE state = 'completed')),
+                   coalesce(avg(polls) FILTER (WHERE state = 'completed'), 0),
+                   extract(epoch FROM min(submitted_at) - min(created_at)),
+                   extract(epoch FROM (array_agg(submitted_at - created_at ORDER BY id))[1]),
+                   coalesce(sum(attempts), 0)
+            FROM uppzy.chat_jobs GROUP BY site_id""")
+        first = st1.get("sites_total", {}).get("first_second", 0)
+        # The mock's seconds: sec0 the first whole one after t_start, sec1 the last whole one before t1.
+        sec0 = st0.get("sites_total", {}).get("first_second", 0) + len(st0.get("sites_total", {}).get("per_second", []))
+        sec1 = first + len(st1.get("sites_total", {}).get("per_second", [])) - 2
+        out: dict = {"workers": n_workers, "window_s": t1 - t0, "seconds": max(0, sec1 - sec0 + 1)}
+        requests = limited = 0
+        for site, rate, burst, _ in S6_SITES:
+            key = site[-1]  # a, b, c
+            s0 = st0.get("sites", {}).get(site, {})
+            s1 = st1.get("sites", {}).get(site, {})
+            # p99 over the whole seconds; the max over every second the run touched (a partial second's count
+            # is a real 1 s window of the mock's, only cut short), so that a run of a few seconds (C alone) has one.
+            adm_all = s1.get("per_second", [])[max(0, sec0 - 1 - first):sec1 + 2 - first]
+            lim_all = s1.get("rate_limited_per_second", [])[max(0, sec0 - 1 - first):sec1 + 2 - first]
+            offered_all = [x + y for x, y in zip(adm_all, lim_all)]
+            adm, offered = adm_all[1:-1], offered_all[1:-1]
+            d_req = s1.get("requests", 0) - s0.get("requests", 0)
+            d_lim = s1.get("rate_limited", 0) - s0.get("rate_limited", 0)
+            requests += d_req
+            limited += d_lim
+            if site not in inserted:
+                continue
+            r = next((x for x in rows if x[0] == site), None)
+            completed = int(r[2]) if r else 0
+            drained = r is not None and completed == inserted[site] and r[5] != ""
+            created = float(r[4]) if r and r[4] else t0
+            end = float(r[5]) if drained else t1
+            out.update({
+                f"{key}_jobs": inserted[site],
+                f"{key}_completed": completed,
+                f"{key}_failed": int(r[3]) if r else 0,
+                f"{key}_jobs_per_s": completed / (end - created) if end > created else 0.0,
+                f"{key}_calls_per_job": float(r[6]) if r else 0.0,
+                f"{key}_attempts_per_job": int(r[9]) / max(1, inserted[site]) if r else 0.0,
+                f"{key}_admitted_max_per_s": max(adm_all, default=0),
+
+                f"{key}_offered_max_per_s": max(offered_all, default=0),
+                f"{key}_admitted_per_s": d_req / (t1 - t_start),
+                f"{key}_rate_limited_pct": 100.0 * d_lim / max(1, d_req + d_lim),
+            })
+            if len(adm) >= S6_MIN_SECONDS_FOR_P99:  # not for C alone's two or three seconds
+                out[f"{key}_admitted_p99_per_s"] = pct(sorted(adm), 99)
+                out[f"{key}_offered_p99_per_s"] = pct(sorted(offered), 99)
+            if rate:
+                out[f"{key}_window_bound"] = rate * 1.1 + burst
+                out[f"{key}_jobs_bound"] = 0.9 * rate / (1 + out[f"{key}_calls_per_job"])
+            if drained:
+                out[f"{key}_drain_s"] = end - created
+            if r and r[7]:
+                out[f"{key}_first_accepted_wait_s"] = float(r[7])
+            elif key != "a":  # none accepted by the end: the wait is at least the whole run since its INSERT
+                out[f"{key}_first_accepted_wait_s"] = t1 - created
+                log(f"S6 {tag}: no job of {site} was accepted in the window")
+            if r and r[8]:
+                out[f"{key}_first_job_wait_s"] = float(r[8])
+            self.check(out[f"{key}_failed"] == 0, f"S6 {tag}: {out[f'{key}_failed']} jobs of {site} failed")
+        out["rate_limited_pct"] = 100.0 * limited / max(1, requests + limited)
+        out["admitted_per_s"] = requests / (t1 - t_start)
+        if stmts0 is not None and stmts1 is not None:
+            out["budget_statements_per_s"] = (stmts1 - stmts0) / (t1 - t_start)
+        return {f"{mode}_{k}": v for k, v in out.items()}
+
+    def s6(self, run: int) -> dict:
+        out = {"jobs": self.s6_counts()}
+        out.update(self.s6_run(run, "before", S6_WORKERS, budget=False))
+        out.update(self.s6_run(run, "after", S6_WORKERS, budget=True))
+        out.update(self.s6_run(run, "one", 1, budget=True))
+        out.update(self.s6_run(run, "alone", S6_WORKERS, budget=True, only_c=True))
+        # Later scenarios see no S6 site rows (jobs without a site_id go to the default site anyway).
+        self.reset_db()
+        psql_once(self.db_url, "DELETE FROM uppzy.sites WHERE site_id IN ("
+                               + ", ".join(f"'{site}'" for site, _, _, _ in S6_SITES) + ")")
+        # The targets, each as a ratio to its bound (or the figure itself), so that TARGETS can judge them.
+        for k in ("a", "b"):
+            out[f"{k}_window_ratio"] = out.get(f"after_{k}_offered_max_per_s", 0) / out[f"after_{k}_window_bound"]
+            out[f"{k}_jobs_ratio"] = (out.get(f"after_{k}_jobs_per_s", 0) / out[f"after_{k}_jobs_bound"]
+                                      if out.get(f"after_{k}_jobs_bound") else 0.0)
+        for k in ("b", "c"):
+            if f"after_{k}_first_accepted_wait_s" in out:
+                out[f"{k}_first_wait_s"] = out[f"after_{k}_first_accepted_wait_s"]
+        if out.get("after_c_drain_s") and out.get("alone_c_drain_s"):
+            out["c_drain_ratio"] = out["after_c_drain_s"] / out["alone_c_drain_s"]
+        if out.get("one_admitted_per_s"):
+            out["workers_rate_dev_pct"] = 100.0 * abs(out["after_admitted_per_s"] / out["one_admitted_per_s"] - 1)
+        out["rate_limited_pct"] = out["after_rate_limited_pct"]
+        return out
+
     def s3(self, run: int) -> dict:
         n = self.sizes["S3"]
         tag = f"s3-{run}"
@@ -967,6 +1216,8 @@ def machine_info() -> dict:
 
 
 def fmt(v: float, key: str) -> str:
+    if isinstance(v, int) and not isinstance(v, bool):  # counts (a median of an odd number of runs stays one)
+        return f"{v:,}"
     if key.endswith("poll_timeouts") or key.endswith("_jobs") or key.endswith("warm_rows"):
         return f"{v:,.0f}"
     if key in ("jobs_per_s", "wall_jobs_per_s", "peak_in_flight", "wal_bytes_per_job", "h1_requests_per_s",
@@ -1036,6 +1287,25 @@ ROWS = [
 ]
 
 
+def generated_by(res: dict) -> str:
+    """The opening of a scenario's own table: the command, when, the cores and the load average."""
+    m = res["machine"]
+    la = ", ".join(f"{x:.2f}" for x in m["load_average_at_start"])
+    la_end = ", ".join(f"{x:.2f}" for x in res.get("load_average_at_end", []))
+    return (f"Generated by `{res['command']}` on {res['date']} (UTC), {m['cores']} cores, load average at start {la}"
+            + (f", at the end {la_end}" if la_end else "") + ". ")
+
+
+def median_cell(summary: dict, key: str, n_runs: int) -> str:
+    """A table cell: the median, with the range when there was more than one run; empty when not measured."""
+    v = summary.get(key)
+    if not v:
+        return ""
+    if n_runs > 1:
+        return f"{fmt(v['median'], key)} ({fmt(v['min'], key)} – {fmt(v['max'], key)})"
+    return fmt(v["median"], key)
+
+
 S8_ROWS = [
     # metric, label, target key (or None)
     ("h1_drain_s", f"plain HTTP/1.1, {S8_H1_CONNECTIONS:,} connections at most: drain, spawn → last finish (s)", None),
@@ -1098,13 +1368,9 @@ S7_ROWS = [
 
 def render_s7(res: dict) -> str:
     s = res["summary"].get("S7", {})
-    m = res["machine"]
-    la = ", ".join(f"{x:.2f}" for x in m["load_average_at_start"])
-    la_end = ", ".join(f"{x:.2f}" for x in res.get("load_average_at_end", []))
     run0 = res["scenarios"]["S7"]["runs"][0]
     n_runs = len(res["scenarios"]["S7"]["runs"])
-    lines = [f"Generated by `{res['command']}` on {res['date']} (UTC), {m['cores']} cores, load average at start {la}"
-             + (f", at the end {la_end}" if la_end else "") + ". "
+    lines = [generated_by(res) +
              f"{run0['jobs']:,} jobs, answer times `--ready-dist {run0['dist']} --seed {run0['seed']}` on the mock, "
              f"default poll interval (2,500 ms), timeout (45,000 ms) and `UPPZY_POLL_TARGET_DELAY_MS` (1,500 ms), "
              f"`UPPZY_MAX_IN_FLIGHT={S7_MAX_IN_FLIGHT}`: fixed mode first, then adaptive mode on the same seed in the "
@@ -1127,14 +1393,6 @@ def render_s7(res: dict) -> str:
         lines += [res["note"], ""]
     lines += ["| figure | fixed | adaptive | target (adaptive) | verdict |", "|---|---|---|---|---|"]
 
-    def cell(key: str) -> str:
-        v = s.get(key)
-        if not v:
-            return ""
-        if n_runs > 1:
-            return f"{fmt(v['median'], key)} ({fmt(v['min'], key)} – {fmt(v['max'], key)})"
-        return fmt(v["median"], key)
-
     derived = {"S7.calls_saved_pct": ("calls_saved_pct", "{:.0f}% fewer"),
                "S7.p50_delta_s": ("p50_delta_s", "{:+.2f} s"), "S7.p95_delta_s": ("p95_delta_s", "{:+.2f} s"),
                "S7.budget_ratio": ("budget_ratio", "{:.2f}×")}
@@ -1151,11 +1409,101 @@ def render_s7(res: dict) -> str:
             dk, form = derived[tkey]
             if s.get(dk):
                 verdict_text = f"{verdict_text}: {form.format(s[dk]['median'])}"
-        lines.append(f"| {label} | {cell(fk)} | {cell(ak)} | {target} | {verdict_text} |")
+        lines.append(f"| {label} | {median_cell(s, fk, n_runs)} | {median_cell(s, ak, n_runs)} | {target} "
+                     f"| {verdict_text} |")
     plan = run0.get("adaptive_plan_first")
     if plan:
         lines += ["", f"The adaptive worker's first `poll_plan_updated`: {plan}; "
                       f"{run0.get('adaptive_plan_updates', 0)} in the run."]
+    return "\n".join(lines) + "\n"
+
+
+def s6_rows() -> list[tuple[str, str, str | None]]:
+    """S6's table: (metric without its run prefix, label, target key or None)."""
+    rows = []
+    for site, rate, burst, _ in S6_SITES:
+        k = site[-1]
+        name = f"{k.upper()} ({f'{rate} requests/s, burst {burst}' if rate else 'no limit'})"
+        rows += [
+            (f"{k}_offered_max_per_s", f"{name}: requests in a 1 s window (admitted + 429), max",
+             f"S6.{k}_window_ratio" if rate else None),
+            (f"{k}_offered_p99_per_s", "… p99", None),
+            (f"{k}_admitted_max_per_s", "… admitted requests in a 1 s window, max", None),
+            (f"{k}_admitted_p99_per_s", "… p99", None),
+            (f"{k}_admitted_per_s", "… admitted requests/s (first INSERT → end)", None),
+            (f"{k}_rate_limited_pct", "… 429 share of its requests", None),
+            (f"{k}_jobs_per_s", "… completed jobs/s (its INSERT → end of window, or its last finish)",
+             f"S6.{k}_jobs_ratio" if rate else None),
+        ]
+        if rate:
+            rows.append((f"{k}_jobs_bound", "… bound: 90% × limit / (1 + status calls per job)", None))
+        rows += [
+            (f"{k}_completed", "… jobs completed in the window", None),
+            (f"{k}_calls_per_job", "… status calls per completed job (`polls`: refused calls included)", None),
+            (f"{k}_attempts_per_job", "… submission attempts per job", None),
+        ]
+        if k != "a":
+            rows += [(f"{k}_first_accepted_wait_s", "… first accepted submission − its INSERT (s)",
+                      f"S6.{k}_first_wait_s"),
+                     (f"{k}_first_job_wait_s", "… its first job (lowest id): submitted_at − created_at (s)", None)]
+        if k == "c":
+            rows.append((f"{k}_drain_s", "… drain, INSERT → last finish (s)", "S6.c_drain_ratio"))
+    rows += [
+        ("rate_limited_pct", "all sites: 429 share of the requests", "S6.rate_limited_pct"),
+        ("admitted_per_s", "all sites: admitted requests/s at the mock", "S6.workers_rate_dev_pct"),
+        ("budget_statements_per_s", "database statements/s on the budget (`uppzy_budget_statements_total`, "
+                                    "all workers)", None),
+        ("window_s", "measured window after the last INSERT (s)", None),
+    ]
+    return rows
+
+
+S6_RUNS = [("before", "4 workers, budget off"), ("after", "4 workers, budget on"), ("one", "1 worker, budget on"),
+           ("alone", "C alone, 4 workers, budget on")]
+
+
+def render_s6(res: dict) -> str:
+    s = res["summary"].get("S6", {})
+    run0 = res["scenarios"]["S6"]["runs"][0]
+    n_runs = len(res["scenarios"]["S6"]["runs"])
+    jobs = run0["jobs"]
+    sites = "; ".join(f"{site[-1].upper()} `{site}`: {f'{rate} requests/s, burst {burst}' if rate else 'no limit'}, "
+                      f"{jobs[site]:,} jobs" for site, rate, burst, _ in S6_SITES)
+    lines = [generated_by(res) +
+             f"Sites: {sites}. The mock enforces the limits (`--rate-limit SITE=N/s,BURST`, 429 + Retry-After "
+             f"above), answers ready after {S6_READY_MS / 1000:g} s; the same limits are in `uppzy.sites` for the "
+             f"workers. Each run starts the workers idle, inserts A's jobs, then {S6_GAP_S:g} s later B's and C's, "
+             f"and stops the workers {fmt(run0['after_window_s'], 'window_s')} s after the last INSERT "
+             f"(BENCH_S6_SECONDS); C alone runs until C has drained. Runs: before = 4 workers with "
+             f"`UPPZY_SHARED_BUDGET=off`; after = 4 workers, budget on; 1 worker, budget on (same total rate at the "
+             f"mock?); C alone (how fast C drains without A and B). `max_attempts` {S6_MAX_ATTEMPTS} and "
+             f"`UPPZY_BREAKER_FAILURES={S6_BREAKER_FAILURES}` as in S7's budget runs. 1 s windows are the mock's "
+             f"per-second counts (`/_mock/stats`): the max over every second of the run, the p99 over its whole "
+             f"seconds. Targets are judged on the after run. "
+             f"{n_runs} run(s)" + ("; medians with the range." if n_runs > 1 else "."),
+             ""]
+    if "after_budget_statements_per_s" not in s:
+        lines += ["**The workers export no `uppzy_budget_statements_total`: this build has no shared budget, so the "
+                  "budget-on runs behave as the before run.**", ""]
+    if res.get("quick") or os.environ.get("BENCH_S6_SCALE") or os.environ.get("BENCH_S6_SECONDS"):
+        lines += ["**Scaled-down run: indicative only; the targets are for the full size.**", ""]
+    if res.get("note"):
+        lines += [res["note"], ""]
+    lines += ["| figure | " + " | ".join(label for _, label in S6_RUNS) + " | target (after) | verdict |",
+              "|---|" + "---|" * len(S6_RUNS) + "---|---|"]
+
+    derived = {"S6.a_window_ratio": "{:.2f}× the bound", "S6.b_window_ratio": "{:.2f}× the bound",
+               "S6.a_jobs_ratio": "{:.2f}× the bound", "S6.b_jobs_ratio": "{:.2f}× the bound",
+               "S6.c_drain_ratio": "{:.2f}× alone", "S6.workers_rate_dev_pct": "{:.1f}% apart"}
+    for metric, label, tkey in s6_rows():
+        if not any(f"{mode}_{metric}" in s for mode, _ in S6_RUNS):
+            continue
+        target, verdict_text = verdict(res["summary"], tkey) if tkey else ("", "")
+        if tkey in derived and s.get(TARGETS[tkey][1]):
+            # "met" or "missed", then the ratio itself (the verdict's own "(1.1× the bound)" would repeat it)
+            verdict_text = f"{verdict_text.split(' (')[0]}: {derived[tkey].format(s[TARGETS[tkey][1]]['median'])}"
+        lines.append(f"| {label} | " + " | ".join(median_cell(s, f"{mode}_{metric}", n_runs) for mode, _ in S6_RUNS)
+                     + f" | {target} | {verdict_text} |")
     return "\n".join(lines) + "\n"
 
 
@@ -1210,6 +1558,10 @@ S7_BEGIN = "<!-- bench-s7:begin: generated by scripts/bench; edits inside are ov
 S7_END = "<!-- bench-s7:end -->"
 
 
+S6_BEGIN = "<!-- bench-s6:begin: generated by scripts/bench; edits inside are overwritten -->"
+S6_END = "<!-- bench-s6:end -->"
+
+
 S8_BEGIN = "<!-- bench-s8:begin: generated by scripts/bench; edits inside are overwritten -->"
 S8_END = "<!-- bench-s8:end -->"
 
@@ -1250,7 +1602,9 @@ def main() -> int:
 
     b = Bench(a)
     only = {x.strip().upper() for x in a.only.split(",") if x.strip()}
-    wanted = [sc for sc in ("S4", "S1", "S2", "S3", "idle", "S8", "S7") if not only or sc.upper() in only]
+    wanted = [sc for sc in ("S4", "S1", "S2", "S3", "idle", "S8", "S7", "S6") if not only or sc.upper() in only]
+    if a.quick and not only:  # S6 takes minutes even scaled down: not in the --quick set (CI), `--only S6` runs it
+        wanted.remove("S6")
     if a.soak or "S5" in only:
         wanted.append("S5")
     results_dir = b.root / "bench" / "results"
@@ -1258,6 +1612,8 @@ def main() -> int:
     out_path = pathlib.Path(a.out) if a.out else results_dir / ("quick.json" if a.no_docs else "latest.json")
     if not a.out and not a.no_docs and wanted == ["S7"]:
         out_path = results_dir / "adaptive-polling.json"  # `--only S7` must not overwrite latest.json
+    if not a.out and not a.no_docs and wanted == ["S6"]:
+        out_path = results_dir / "sites.json"  # nor `--only S6`
 
     res = {"date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M"), "command": a.command_line,
            "machine": machine_info(), "quick": a.quick, "runs": b.runs, "sizes": b.sizes,
@@ -1282,7 +1638,7 @@ def main() -> int:
                 res["scenarios"]["S5"] = b.s5()
                 continue
             runs = []
-            n_runs = b.runs_s7 if sc == "S7" else b.runs
+            n_runs = b.runs_s7 if sc in ("S7", "S6") else b.runs
             for i in range(1, n_runs + 1):
                 log(f"{sc} run {i}/{n_runs}")
                 r1 = getattr(b, sc.lower())(i)
@@ -1321,18 +1677,17 @@ def main() -> int:
     md = render_markdown(res)
     if any(sc in res["summary"] for sc in ("S1", "S2", "S3", "S4", "idle")) or "S5" in res["scenarios"]:
         print(md)
-    if "S8" in res["summary"]:
-        md8 = render_s8(res)
-        print(md8)
-        if not a.no_docs:
-            update_docs(b.root, md8, S8_BEGIN, S8_END, "## S8: a 100 ms round trip")
-            log("docs/benchmarks.md updated (S8)")
-    if "S7" in res["summary"]:
-        md7 = render_s7(res)
-        print(md7)
-        if not a.no_docs:
-            update_docs(b.root, md7, S7_BEGIN, S7_END, "## S7: adaptive polling")
-            log("docs/benchmarks.md updated (S7)")
+    # The scenarios with a table of their own: each run of one rewrites only its table.
+    for sc, render, begin, end, heading in (
+            ("S8", render_s8, S8_BEGIN, S8_END, "## S8: a 100 ms round trip"),
+            ("S7", render_s7, S7_BEGIN, S7_END, "## S7: adaptive polling"),
+            ("S6", render_s6, S6_BEGIN, S6_END, "## S6: three sites, four workers")):
+        if sc in res["summary"]:
+            body = render(res)
+            print(body)
+            if not a.no_docs:
+                update_docs(b.root, body, begin, end, heading)
+                log(f"docs/benchmarks.md updated ({sc})")
     # The main table is regenerated only by runs that include S1: `--only S2,S8` must not wipe it.
     if not a.no_docs and "S1" in res["summary"]:
         update_docs(b.root, md)
