@@ -62,6 +62,7 @@ S7_DIST = "lognormal:median_ms=12000,sigma=0.6"
 S7_DIST_QUICK = "lognormal:median_ms=1000,sigma=0.6"
 S7_SEED = 11
 S7_BUDGET_PER_S = 50  # the site's request budget of S7's budget runs (mock --rate-limit bench=50/s)
+S7_BUDGET_BURST = 25  # the burst of the site's shared budget (uppzy.sites) in S7's budget runs
 S7_MAX_IN_FLIGHT = 6000
 S7_BUDGET_BREAKER_FAILURES = int(os.environ.get("BENCH_S7_BREAKER_FAILURES", "100000"))
 S8_ROUND_TRIP_MS = 100
@@ -629,9 +630,21 @@ class Bench:
         n = self.sizes["S7_budget" if budget else "S7"]
         tag = f"s7-{'budget-' if budget else ''}{mode}-{run}"
         base = int(psql_once(self.db_url, "SELECT coalesce(max(id), 0) FROM uppzy.chat_jobs")[0][0])
-        # Under the budget a 429'd submission costs an attempt (the worker has no shared budget yet):
-        # room for 100, so that no job fails for it and jobs/s stays comparable.
+        # Under the budget a 429'd submission costs an attempt: room for 100, so that no job fails for
+        # it and jobs/s stays comparable (with the shared budget 429s should be rare).
         self.insert_jobs(n, tag, max_attempts=100 if budget else None)
+        # The shared budget (issue 10): the site's row says 50 requests/s, as the mock enforces; the
+        # bucket starts fresh for every run. Without the budget the site has no limit.
+        psql_once(self.db_url, "DELETE FROM uppzy.site_budgets")
+        if budget:
+            psql_once(self.db_url, f"""
+                INSERT INTO uppzy.sites (site_id, requests_per_s, burst)
+                VALUES ('bench', {S7_BUDGET_PER_S}, {S7_BUDGET_BURST})
+                ON CONFLICT (site_id) DO UPDATE SET requests_per_s = EXCLUDED.requests_per_s,
+                                                    burst = EXCLUDED.burst""")
+        else:
+            psql_once(self.db_url,
+                      "UPDATE uppzy.sites SET requests_per_s = NULL, burst = NULL WHERE site_id = 'bench'")
         extra = ["--ready-dist", self.s7_dist, "--seed", str(S7_SEED)]
         if budget:
             extra += ["--rate-limit", f"bench={S7_BUDGET_PER_S}/s"]

@@ -78,6 +78,8 @@ DO $$
 BEGIN
   IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'uppzy_worker') THEN
     GRANT SELECT, INSERT, UPDATE ON uppzy.site_budgets TO uppzy_worker;
+    -- A 429 counts the live workers serving the site (the fleet rate a site without a limit learns).
+    GRANT SELECT ON uppzy.site_limits, uppzy.live_worker_sites TO uppzy_worker;
   END IF;
   IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'uppzy_operator') THEN
     GRANT SELECT ON uppzy.site_budgets, uppzy.site_limits TO uppzy_operator;

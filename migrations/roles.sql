@@ -25,7 +25,8 @@
 -- (SELECT, INSERT, UPDATE, DELETE) and reads uppzy.site_queues and uppzy.live_worker_sites; uppzy_app
 -- may set site_id when it inserts a job, a rating or a close, and EXECUTE uppzy.close_session(text,
 -- text); uppzy_worker reads uppzy.sites (its heartbeat writes uppzy.workers.sites). Budgets (0010):
--- uppzy_worker reads and writes uppzy.site_budgets; uppzy_operator reads it and uppzy.site_limits.
+-- uppzy_worker reads and writes uppzy.site_budgets and reads uppzy.site_limits and
+-- uppzy.live_worker_sites (a 429's fleet rate); uppzy_operator reads the first two.
 
 DO $$
 DECLARE
@@ -117,6 +118,7 @@ BEGIN
   END IF;
   IF to_regclass('uppzy.site_budgets') IS NOT NULL THEN
     GRANT SELECT, INSERT, UPDATE ON uppzy.site_budgets TO uppzy_worker;
+    GRANT SELECT ON uppzy.site_limits, uppzy.live_worker_sites TO uppzy_worker;
     GRANT SELECT ON uppzy.site_budgets, uppzy.site_limits TO uppzy_operator;
   END IF;
 END;

@@ -122,7 +122,7 @@ ConfigResult LoadDatabaseConfig(const EnvLookup& env);
 std::string KeyFingerprint(std::string_view key);
 
 // True for a valid site_id (UPPZY_SITE_ID, a file name in UPPZY_API_KEYS_DIR): 1 to 128 letters,
-// digits, '-', '_' or '.'.
+// digits, '-', '_' or '.', and not '.' or '..' (the rule of uppzy.sites, sites_site_id_valid).
 bool ValidSiteId(std::string_view site_id);
 
 // True for 127.0.0.0/8, ::1 and "localhost".

@@ -100,6 +100,10 @@ class WorkerMetrics {
   void SetSiteBudget(const std::string& site, double rate_per_s, bool blocked);
   void SetCallsWaitingForTokens(const std::string& site, int calls);  // engine
   long long budget_statements() const;
+  // Maintenance, per site (uppzy.site_queues, cached like the queue gauges): its unfinished jobs by
+  // state, and its open incidents.
+  void SetSiteJobs(const std::string& site, std::string_view state, long long jobs);
+  void SetSiteOpenIncidents(const std::string& site, long long incidents);
 
   // The coordinator.
   void WritesFenced(size_t writes);  // refused by the fencing guard
@@ -167,6 +171,8 @@ class WorkerMetrics {
   prometheus::Family<prometheus::Gauge>& site_rate_family_;
   prometheus::Family<prometheus::Gauge>& site_blocked_family_;
   prometheus::Family<prometheus::Gauge>& waiting_tokens_family_;
+  prometheus::Family<prometheus::Gauge>& site_jobs_family_;
+  prometheus::Family<prometheus::Gauge>& site_incidents_family_;
 
   mutable std::mutex mu_;  // guards the two maps below (their series are thread-safe themselves)
   std::map<std::pair<JobState, ErrorKind>, prometheus::Counter*> finished_;

@@ -158,6 +158,7 @@ struct SiteStatus {
   std::string blocked_until;                   // ISO 8601; "" when no 429 blocks the site now
   long long rate_limited = 0;                  // 429s reported by workers
   long long tokens_granted = 0;
+  long long open_incidents = 0;  // open incidents naming this site
 };
 
 // What SitesSet changes, per setting: nullopt leaves it as it is; a value, or NULL (an empty inner
@@ -237,6 +238,9 @@ class OpsStore {
   //
   // uppzy.site_queues joined with uppzy.sites: the default site first, then every site by site_id.
   std::vector<SiteStatus> SitesList();
+  // The worker's per-site gauges (kOpsSiteGauges): per site (is_default for the NULL-site jobs) the
+  // unfinished jobs by state and the open incidents; other fields empty. Reads no uppzy.workers.
+  std::vector<SiteStatus> SiteGauges();
   // INSERT ... ON CONFLICT (site_id) DO UPDATE of only the settings `change` gives; a new row gets
   // NULL for the others. One transaction.
   SiteChange SitesSet(const std::string& site_id, const SiteSettingsChange& change);

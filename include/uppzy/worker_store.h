@@ -145,6 +145,14 @@ class WorkerJobStore {
                                                  const std::string& worker) = 0;
   // The id of the open incident for this key fingerprint, if any.
   virtual std::optional<int64_t> IncidentsOpenFor(const std::string& fingerprint) = 0;
+  // Of `fingerprints`, those with an open incident, in one look (the default asks one at a time).
+  virtual std::vector<std::string> IncidentsOpenAmong(const std::vector<std::string>& fingerprints) {
+    std::vector<std::string> open;
+    for (const auto& f : fingerprints) {
+      if (IncidentsOpenFor(f)) open.push_back(f);
+    }
+    return open;
+  }
 
   // Upserts this worker's row in uppzy.workers (heartbeat), or marks it stopped. `site` is its default
   // site (UPPZY_SITE_ID), `sites` every site it holds a key for (uppzy.workers.sites, read by

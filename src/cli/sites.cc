@@ -118,6 +118,7 @@ json ListRow(const SiteStatus& s) {
   row["blocked_until"] = s.blocked_until.empty() ? json(nullptr) : json(s.blocked_until);
   row["rate_limited"] = s.rate_limited;
   row["tokens_granted"] = s.tokens_granted;
+  row["open_incidents"] = s.open_incidents;
   return row;
 }
 

@@ -56,8 +56,10 @@ CLI::Validator DurationValidator() {
 CLI::Validator SiteIdValidator() {
   return CLI::Validator(
       [](std::string& s) -> std::string {
-        return ValidSiteId(s) ? ""
-                              : "'" + s + "' is not a site_id (1 to 128 letters, digits, '-', '_' or '.')";
+        return ValidSiteId(s)
+                   ? ""
+                   : "'" + s +
+                         "' is not a site_id (1 to 128 letters, digits, '-', '_' or '.'; not '.' or '..')";
       },
       "SITE");
 }

@@ -135,7 +135,13 @@ WorkerMetrics::WorkerMetrics(Registry& r, const Labels& common)
                                        "1 while a 429's Retry-After (or back-off) blocks the site's calls.")),
       waiting_tokens_family_(
           GaugeFamily(r, "uppzy_calls_waiting_for_tokens",
-                      "Calls to Uppzy due now that wait for a token of the site's budget.")) {
+                      "Calls to Uppzy due now that wait for a token of the site's budget.")),
+      site_jobs_family_(
+          GaugeFamily(r, "uppzy_site_jobs",
+                      "Unfinished jobs of a site by state (uppzy.site_queues, cached a few "
+                      "seconds); the default site's NULL-site jobs count under UPPZY_SITE_ID.")),
+      site_incidents_family_(GaugeFamily(r, "uppzy_site_open_incidents",
+                                         "Open 401/403 incidents naming the site (cached a few seconds).")) {
   size_t i = 0;
   for (std::string_view endpoint : {"submit", "status", "feedback", "session_close"}) {
     http_duration_[i++] = {endpoint, &http_duration_family_.Add(With({{"endpoint", std::string(endpoint)}}),
@@ -205,6 +211,12 @@ void WorkerMetrics::SetSiteBudget(const std::string& site, double rate_per_s, bo
 }
 void WorkerMetrics::SetCallsWaitingForTokens(const std::string& site, int calls) {
   waiting_tokens_family_.Add(With({{"site", site}})).Set(calls);
+}
+void WorkerMetrics::SetSiteJobs(const std::string& site, std::string_view state, long long jobs) {
+  site_jobs_family_.Add(With({{"site", site}, {"state", std::string(state)}})).Set(static_cast<double>(jobs));
+}
+void WorkerMetrics::SetSiteOpenIncidents(const std::string& site, long long incidents) {
+  site_incidents_family_.Add(With({{"site", site}})).Set(static_cast<double>(incidents));
 }
 long long WorkerMetrics::budget_statements() const { return Count(budget_statements_); }
 

@@ -156,7 +156,8 @@ std::string KeyFingerprint(std::string_view key) {
 }
 
 bool ValidSiteId(std::string_view s) {
-  if (s.empty() || s.size() > 128) return false;
+  // '.' and '..' are no file names in UPPZY_API_KEYS_DIR (and sites_site_id_valid refuses them).
+  if (s.empty() || s.size() > 128 || s == "." || s == "..") return false;
   for (unsigned char c : s) {
     if (!std::isalnum(c) && c != '-' && c != '_' && c != '.') return false;
   }

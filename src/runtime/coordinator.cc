@@ -426,12 +426,18 @@ void Coordinator::CheckIncident() {
   const auto now = clock_.SteadyNow();
   if (now < next_incident_check_) return;
   // Per site: paused while an incident is open for the key it has now (a rotated key that works
-  // resumes it, as does an operator's resolve). One look per site; every site shares the schedule.
+  // resumes it, as does an operator's resolve). One look for every site's key.
   const auto before = mailbox_.PausedSites();
   std::set<std::string> paused;
-  for (const auto& site : Sites()) {
-    const std::string fingerprint = FingerprintOf(site);
-    const bool open = store_->IncidentsOpenFor(fingerprint).has_value();
+  const std::vector<std::string> sites = Sites();
+  std::vector<std::string> fingerprints;
+  for (const auto& site : sites) fingerprints.push_back(FingerprintOf(site));
+  const auto open_list = store_->IncidentsOpenAmong(fingerprints);
+  const std::set<std::string> open_keys(open_list.begin(), open_list.end());
+  for (size_t i = 0; i < sites.size(); ++i) {
+    const std::string& site = sites[i];
+    const std::string& fingerprint = fingerprints[i];
+    const bool open = open_keys.count(fingerprint) > 0;
     const bool was = before->count(site) > 0;
     if (open) paused.insert(site);
     if (open && !was) {

@@ -109,6 +109,24 @@ void Maintenance::RefreshGauges() {
   metrics_.SetOldestQueuedAge(oldest_queued);
   const long long open = store_->IncidentsOpenCount();
   metrics_.SetOpenIncidents(open);
+  // Per site; the default site's NULL-site jobs count under this worker's UPPZY_SITE_ID, together with
+  // any jobs naming that site.
+  std::map<std::string, SiteStatus> by_site;
+  for (auto& s : store_->SiteGauges()) {
+    SiteStatus& t = by_site[s.is_default ? config_.site.site_id : s.site.site_id];
+    t.queued += s.queued;
+    t.retrying += s.retrying;
+    t.submitting += s.submitting;
+    t.polling += s.polling;
+    t.open_incidents += s.open_incidents;
+  }
+  for (const auto& [site, s] : by_site) {
+    metrics_.SetSiteJobs(site, "queued", s.queued);
+    metrics_.SetSiteJobs(site, "retrying", s.retrying);
+    metrics_.SetSiteJobs(site, "submitting", s.submitting);
+    metrics_.SetSiteJobs(site, "polling", s.polling);
+    metrics_.SetSiteOpenIncidents(site, s.open_incidents);
+  }
   std::lock_guard<std::mutex> lock(mu_);
   checked_ = true;
   db_ok_ = true;

@@ -356,6 +356,26 @@ std::vector<SiteStatus> OpsStore::SitesList() {
       s.blocked_until = IsoUtc(row[16]);
       s.rate_limited = row[17].as<long long>();
       s.tokens_granted = row[18].as<long long>();
+      s.open_incidents = row[19].as<long long>();
+      out.push_back(std::move(s));
+    }
+    return out;
+  });
+}
+
+std::vector<SiteStatus> OpsStore::SiteGauges() {
+  return Translate([&] {
+    pqxx::nontransaction tx(impl_->conn);
+    std::vector<SiteStatus> out;
+    for (const auto& row : tx.exec(store::sql::kOpsSiteGauges)) {
+      SiteStatus s;
+      s.is_default = row[0].is_null();
+      s.site.site_id = s.is_default ? std::string() : row[0].as<std::string>();
+      s.queued = row[1].as<long long>();
+      s.retrying = row[2].as<long long>();
+      s.submitting = row[3].as<long long>();
+      s.polling = row[4].as<long long>();
+      s.open_incidents = row[5].as<long long>();
       out.push_back(std::move(s));
     }
     return out;

@@ -238,6 +238,10 @@ RETURNING id
 )sql";
 inline constexpr const char* kIncidentsOpenFor =
     "SELECT id FROM uppzy.incidents WHERE api_key_fingerprint = $1 AND resolved_at IS NULL";
+// $1 text[] fingerprints: those with an open incident (incidents_one_open_per_key, one probe each).
+inline constexpr const char* kIncidentsOpenAmong =
+    "SELECT DISTINCT api_key_fingerprint FROM uppzy.incidents "
+    "WHERE api_key_fingerprint = ANY ($1::text[]) AND resolved_at IS NULL";
 inline constexpr const char* kIncidentsList = R"sql(
 SELECT id, kind, coalesce(http_status, 0), coalesce(detail, ''), api_key_fingerprint,
        to_char(opened_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"'),

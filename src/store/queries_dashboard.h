@@ -98,8 +98,9 @@ SELECT q.site_id, q.is_default, q.queued, q.retrying, q.submitting, q.polling,
 FROM uppzy.site_queues q
 LEFT JOIN uppzy.site_polling_health h ON h.site_id IS NOT DISTINCT FROM q.site_id
 LEFT JOIN uppzy.site_limits l ON l.site_id = q.site_id
-LEFT JOIN (SELECT site_id, count(*) AS open_incidents
-           FROM uppzy.incidents WHERE resolved_at IS NULL GROUP BY site_id) i
+LEFT JOIN (SELECT s.site_id, count(*) AS open_incidents  -- a site without a row: the default site's
+           FROM uppzy.incidents n LEFT JOIN uppzy.sites s ON s.site_id = n.site_id
+           WHERE n.resolved_at IS NULL GROUP BY s.site_id) i
        ON i.site_id IS NOT DISTINCT FROM q.site_id
 ORDER BY q.site_id NULLS FIRST
 LIMIT 200

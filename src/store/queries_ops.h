@@ -104,18 +104,50 @@ WHERE poll_interval_ms IS NOT NULL OR poll_timeout_ms IS NOT NULL OR poll_mode I
 
 // uppzy.site_queues (the default site, site_id NULL, first) with each site's settings; then is_default,
 // queued, retrying, submitting, polling, oldest queued age in seconds, served; then the shared budget
-// (uppzy.site_limits, 0010): effective rate, blocked_until, 429s, tokens granted.
+// (uppzy.site_limits, 0010): effective rate, blocked_until, 429s, tokens granted; open incidents.
 inline constexpr const char* kOpsSitesList = R"sql(
 SELECT q.site_id, s.requests_per_s::float8, s.burst, s.max_in_flight, s.poll_interval_ms, s.poll_timeout_ms,
        q.paused_at, q.paused_reason,
        q.is_default, q.queued, q.retrying, q.submitting, q.polling,
        extract(epoch FROM q.oldest_queued_age)::float8, q.served,
        l.effective_rate_per_s::float8, l.blocked_until, coalesce(l.rate_limited, 0),
-       coalesce(l.tokens_granted, 0)
+       coalesce(l.tokens_granted, 0), coalesce(i.open_incidents, 0)
 FROM uppzy.site_queues q
 LEFT JOIN uppzy.sites s ON s.site_id = q.site_id
 LEFT JOIN uppzy.site_limits l ON l.site_id = q.site_id
+LEFT JOIN (SELECT s.site_id, count(*) AS open_incidents  -- a site without a row: the default site's
+           FROM uppzy.incidents n LEFT JOIN uppzy.sites s ON s.site_id = n.site_id
+           WHERE n.resolved_at IS NULL GROUP BY s.site_id) i
+       ON i.site_id IS NOT DISTINCT FROM q.site_id
 ORDER BY q.site_id NULLS FIRST
+)sql";
+
+// The worker's per-site gauges: per site_id of unfinished jobs (NULL: the default site's), the counts
+// queued, retrying, submitting, polling; then the open incidents per site (incidents of a site without
+// an uppzy.sites row count as the default site's). Reads no uppzy.workers (site_queues does, for
+// `served`), so an operator's lock there cannot stall the gauges or /readyz.
+inline constexpr const char* kOpsSiteGauges = R"sql(
+WITH q AS (
+  SELECT j.site_id,
+         count(*) FILTER (WHERE j.state = 'queued') AS queued,
+         count(*) FILTER (WHERE j.state = 'retrying') AS retrying,
+         count(*) FILTER (WHERE j.state = 'submitting') AS submitting,
+         count(*) FILTER (WHERE j.state = 'polling') AS polling
+  FROM uppzy.chat_jobs j
+  WHERE j.state IN ('queued', 'submitting', 'polling', 'retrying')
+  GROUP BY j.site_id
+), i AS (
+  SELECT s.site_id, count(*) AS open_incidents
+  FROM uppzy.incidents n LEFT JOIN uppzy.sites s ON s.site_id = n.site_id
+  WHERE n.resolved_at IS NULL GROUP BY s.site_id
+), k AS (
+  SELECT NULL::text AS site_id UNION ALL SELECT site_id FROM uppzy.sites
+)
+SELECT k.site_id, coalesce(q.queued, 0), coalesce(q.retrying, 0), coalesce(q.submitting, 0),
+       coalesce(q.polling, 0), coalesce(i.open_incidents, 0)
+FROM k
+LEFT JOIN q ON q.site_id IS NOT DISTINCT FROM k.site_id
+LEFT JOIN i ON i.site_id IS NOT DISTINCT FROM k.site_id
 )sql";
 
 // $1 site_id. The row as it is before a change, locked until the change commits.

@@ -457,6 +457,17 @@ void Store::BudgetsBlock(const std::string& site_id, int64_t block_ms, double ow
   });
 }
 
+std::vector<std::string> Store::IncidentsOpenAmong(const std::vector<std::string>& fingerprints) {
+  if (fingerprints.empty()) return {};
+  return Translate([&] {
+    pqxx::nontransaction tx(impl_->conn);
+    std::vector<std::string> open;
+    for (const auto& row : tx.exec_params(store::sql::kIncidentsOpenAmong, store::TextArray(fingerprints)))
+      open.push_back(row[0].as<std::string>());
+    return open;
+  });
+}
+
 std::vector<Incident> Store::IncidentsList(bool open_only) {
   return Translate([&] {
     pqxx::nontransaction tx(impl_->conn);

@@ -77,7 +77,8 @@ TEST_F(MetricsE2E, MetricsParseAndCountWhatHappened) {
   ASSERT_TRUE(test::WaitFor(
       [&] {
         m = Scrape();
-        return test::SampleValue(m, "uppzy_queue_depth", R"({"state":"queued"})") == 1;
+        return test::SampleValue(m, "uppzy_queue_depth", R"({"state":"queued"})") == 1 &&
+               test::SampleValue(m, "uppzy_site_jobs", R"({"site":"test-site","state":"queued"})") == 1;
       },
       10s));
 
@@ -106,6 +107,13 @@ TEST_F(MetricsE2E, MetricsParseAndCountWhatHappened) {
   EXPECT_EQ(v("uppzy_status_calls_per_answer_count", R"({"site":"test-site"})"), 2);
   EXPECT_GE(v("uppzy_status_calls_per_answer_sum", R"({"site":"test-site"})"), 2);
   EXPECT_EQ(v("uppzy_answer_seen_gap_seconds_count", R"({"site":"test-site"})"), 2);
+  // Per site (issue 10): the site's jobs by state and its incidents; the default site (NULL-site rows)
+  // under its UPPZY_SITE_ID. The budget costs nothing for a site without a limit: at most the
+  // statements that ask whether it has one (about one a second while busy).
+  EXPECT_EQ(v("uppzy_site_jobs", R"({"site":"test-site","state":"polling"})"), 0);
+  EXPECT_EQ(v("uppzy_site_jobs", R"({"site":"test-site","state":"queued"})"), 1);
+  EXPECT_EQ(v("uppzy_site_open_incidents", R"({"site":"test-site"})"), 0);
+  EXPECT_LE(v("uppzy_budget_statements_total"), 30);
   // Every family is uppzy_-prefixed and typed.
   for (const auto& s : m) {
     EXPECT_EQ(s.name.rfind("uppzy_", 0), 0u) << s.name;

@@ -34,6 +34,24 @@ TEST(Config, MinimalSettingsGiveTheDocumentedDefaults) {
   EXPECT_EQ(r.config.site.key_fingerprint, KeyFingerprint("k"));
   EXPECT_EQ(r.config.site.key_fingerprint.size(), 12u);
   EXPECT_FALSE(r.config.worker_id.empty());
+  EXPECT_EQ(r.config.shared_budget, "on");
+}
+
+TEST(Config, SiteIdsTheDatabaseRefusesAndABadBudgetSwitchStopTheStart) {
+  for (const char* site : {".", ".."}) {
+    auto env = Minimal();
+    env["UPPZY_SITE_ID"] = site;
+    auto r = LoadConfig(Env(env));
+    ASSERT_FALSE(r.problems.empty()) << site;
+    EXPECT_NE(r.problems[0].find("UPPZY_SITE_ID"), std::string::npos) << r.problems[0];
+  }
+  auto env = Minimal();
+  env["UPPZY_SHARED_BUDGET"] = "maybe";
+  auto r = LoadConfig(Env(env));
+  ASSERT_EQ(r.problems.size(), 1u);
+  EXPECT_NE(r.problems[0].find("UPPZY_SHARED_BUDGET"), std::string::npos) << r.problems[0];
+  env["UPPZY_SHARED_BUDGET"] = "off";
+  EXPECT_EQ(LoadConfig(Env(env)).config.shared_budget, "off");
 }
 
 TEST(Config, EveryProblemIsReportedAtOnceNamingItsSetting) {
