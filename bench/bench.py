@@ -1385,7 +1385,7 @@ def render_s7(res: dict) -> str:
     n_runs = len(res["scenarios"]["S7"]["runs"])
     lines = [generated_by(res) +
              f"{run0['jobs']:,} jobs, answer times `--ready-dist {run0['dist']} --seed {run0['seed']}` on the mock, "
-             f"default poll interval (2,500 ms), timeout (45,000 ms) and `UPPZY_POLL_TARGET_DELAY_MS` (1,500 ms), "
+             f"default poll interval (2,500 ms), timeout (45,000 ms) and `UPPZY_POLL_TARGET_DELAY_MS` (1,450 ms), "
              f"`UPPZY_MAX_IN_FLIGHT={S7_MAX_IN_FLIGHT}`: fixed mode first, then adaptive mode on the same seed in the "
              f"same database, started {run0['adaptive_started_after_fixed_s']:.0f} s after the fixed run's last finish "
              f"({run0['adaptive_warm_age_s']:.0f} s after the last finish before it), "

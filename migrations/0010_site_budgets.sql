@@ -13,16 +13,18 @@
 --                       submitting and polling rows, minus slots other workers reserved in the last
 --                       second and have not claimed yet, and reserves the slots it hands out.
 --     block (429)       a 429 from Uppzy empties the bucket and moves refilled_at to blocked_until
---                       (Retry-After, or a back-off), so no worker gets a token before then; it halves
---                       rate_factor (at most once a second, however many workers saw the 429s). The
---                       factor climbs back by 0.02 a second while no 429 comes (the rate climbs back
---                       to requests_per_s in 25 s from half), never above 1. A site with no
---                       configured limit gets learned_rate: half the rate the fleet was sending at,
---                       then the same climb; after a minute without a 429 at a factor of 1 the learned
---                       limit is dropped and the site is unlimited again.
+--                       (Retry-After, or a back-off), so no worker gets a token before then; it cuts
+--                       rate_factor by 30% (at most once a second, however many workers saw the
+--                       429s). The factor climbs back by 0.05 a second while no 429 comes (from 0.7
+--                       back to requests_per_s in 6 s), never above 1: a lone 429 (two clocks' buckets
+--                       never line up exactly) costs little, a vendor limit below the configured one
+--                       is found in a few cuts. A site with no configured limit gets learned_rate: the
+--                       rate the fleet was sending at, at 0.7 of it, then the same climb; after a
+--                       minute without a 429 at a factor of 1 the learned limit is dropped and the
+--                       site is unlimited again.
 --
--- Sites with no limit (requests_per_s NULL and nothing learned) have no row and cost no statement:
--- the grant touches only budgeted sites. The table has no foreign key to uppzy.sites, so the default
+-- Sites with no limit (requests_per_s NULL and nothing learned) have no row: the grant touches only
+-- budgeted sites (a worker asks about its others about once a second while busy). The table has no foreign key to uppzy.sites, so the default
 -- site (UPPZY_SITE_ID), which needs no row there, can learn from a 429 too; deleting a site leaves a
 -- harmless row. uppzy.site_limits shows each site's effective rate, block and use.
 

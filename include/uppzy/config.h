@@ -85,7 +85,7 @@ struct Config {
   int stats_interval_ms = 5000;
   // UPPZY_POLL_MODE: "adaptive" (the default) places polls by each site's answer times, learned from
   // its finished jobs (poll_schedule.h), with a mean ready-to-stored delay of UPPZY_POLL_TARGET_DELAY_MS
-  // [100, 600000] (Policy::poll_target_delay; default 0.6 x the poll interval, 1,500 ms at 2,500 ms); it
+  // [100, 600000] (Policy::poll_target_delay; default 0.58 x the poll interval, 1,450 ms at 2,500 ms); it
   // is exactly the fixed tick until a site has 50 recent answers. "fixed" polls every
   // UPPZY_POLL_INTERVAL_MS (the vendor's playbook) always.
   std::string poll_mode = "adaptive";

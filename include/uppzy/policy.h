@@ -21,10 +21,10 @@ struct Policy {
   Millis retry_after_max{600000};  // UPPZY_RETRY_AFTER_MAX_MS: bound on a server's Retry-After
   // UPPZY_POLL_TARGET_DELAY_MS: in adaptive mode, the mean ready-to-stored delay accepted for fewer
   // status calls (see poll_schedule.h).
-  Millis poll_target_delay{0};  // 0: 0.6 x poll_interval (1,500 ms at the default 2,500 ms)
+  Millis poll_target_delay{0};  // 0: 0.58 x poll_interval (1,450 ms at the default 2,500 ms)
 };
 
-// The poll schedule's settings from the policy: its interval, timeout and accepted delay (0.6 x the
+// The poll schedule's settings from the policy: its interval, timeout and accepted delay (0.58 x the
 // interval when unset); gaps of at most 4 intervals.
 PollSchedule ScheduleOf(const Policy& policy);
 

@@ -72,7 +72,7 @@ struct PollSchedule {
   Millis timeout{45000};  // UPPZY_POLL_TIMEOUT_MS: the plan ends there
   // UPPZY_POLL_TARGET_DELAY_MS: the mean ready-to-stored delay accepted for fewer calls. The fixed
   // 2.5 s tick gives about 1.25 s; a larger value saves more calls.
-  Millis target_delay{1500};
+  Millis target_delay{1450};
   // The longest gap between two polls: a cap on the damage of a wrong estimate.
   Millis max_gap{10000};
 };

@@ -584,7 +584,7 @@ void Engine::AdoptGrants() {
     SiteBudget& b = site_budget_[site];
     if (now >= b.expires) b.tokens = 0;
     b.tokens += n;
-    b.expires = now + Millis(500);
+    b.expires = now + Millis(250);
   }
 }
 

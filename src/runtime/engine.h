@@ -180,7 +180,7 @@ class Engine {
   // The shared budget, per site.
   struct SiteBudget {
     int tokens = 0;
-    SteadyTimePoint expires{};   // tokens not spent by then (500 ms) are dropped: a grant is ~100 ms
+    SteadyTimePoint expires{};   // tokens not spent by then (250 ms) are dropped: a grant is ~100 ms
     TimePoint blocked_until{};   // a 429's block
     TimePoint reported_until{};  // the block already reported to the coordinator
     int rate_limited_in_a_row = 0;

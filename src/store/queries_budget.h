@@ -48,8 +48,8 @@ WITH w AS (
   SET tokens = CASE WHEN a.rate IS NULL THEN 0 ELSE greatest(0, a.avail - a.tokens_granted) END,
       refilled_at = greatest(now(), a.refilled_at),
       rate_factor = CASE WHEN a.blocked_until IS NULL OR a.blocked_until <= now()
-                         THEN least(1, a.rate_factor + 0.02 * a.elapsed) ELSE a.rate_factor END,
-      learned_rate = CASE WHEN a.configured IS NULL AND a.rate_factor + 0.02 * a.elapsed >= 1
+                         THEN least(1, a.rate_factor + 0.05 * a.elapsed) ELSE a.rate_factor END,
+      learned_rate = CASE WHEN a.configured IS NULL AND a.rate_factor + 0.05 * a.elapsed >= 1
                                AND a.last_429_at < now() - interval '1 minute' THEN NULL
                           ELSE a.learned_rate END,
       granted = b.granted + a.tokens_granted,
@@ -93,11 +93,12 @@ FROM w LEFT JOIN (SELECT * FROM upd UNION ALL SELECT * FROM ins) g ON g.site_id 
 
 // A 429 for a site: $1 site, $2 block ms (Retry-After or back-off), $3 this worker's request rate to
 // the site (requests/s), from which a site with no configured limit learns one (x the live workers
-// serving it). Empties the bucket until the block ends and halves rate_factor once per second at most.
+// serving it). Empties the bucket until the block ends and cuts rate_factor by 30% once per second at
+// most.
 inline constexpr const char* kBudgetsBlock = R"sql(
 INSERT INTO uppzy.site_budgets AS b (site_id, tokens, refilled_at, rate_factor, learned_rate, blocked_until,
                                      last_429_at, rate_limited)
-SELECT $1, 0, now() + $2::bigint * interval '1 millisecond', 0.5,
+SELECT $1, 0, now() + $2::bigint * interval '1 millisecond', 0.7,
        CASE WHEN c.requests_per_s IS NULL THEN greatest($3::float8 * c.workers, 0.1) END,
        now() + $2::bigint * interval '1 millisecond', now(), 1
 FROM (SELECT (SELECT s.requests_per_s FROM uppzy.sites s WHERE s.site_id = $1) AS requests_per_s,
@@ -107,7 +108,7 @@ ON CONFLICT (site_id) DO UPDATE SET
   refilled_at = greatest(b.refilled_at, EXCLUDED.refilled_at),
   blocked_until = greatest(b.blocked_until, EXCLUDED.blocked_until),
   rate_factor = CASE WHEN b.last_429_at IS NULL OR b.last_429_at < now() - interval '1 second'
-                     THEN greatest(0.02, b.rate_factor * 0.5) ELSE b.rate_factor END,
+                     THEN greatest(0.02, b.rate_factor * 0.7) ELSE b.rate_factor END,
   learned_rate = CASE WHEN EXCLUDED.learned_rate IS NULL THEN NULL
                       ELSE coalesce(b.learned_rate, EXCLUDED.learned_rate) END,
   last_429_at = now(),

@@ -1,7 +1,7 @@
 // The shared request budget in PostgreSQL (migrations/0010_site_budgets.sql, Store::BudgetsGrant and
 // BudgetsBlock): grants are small and never exceed the bucket whichever worker asks, the bucket refills
 // on the database clock, max_in_flight holds across workers, a 429 blocks the site for everyone and
-// halves its rate once, a site with no limit learns one from a 429, and the rate climbs back.
+// cuts its rate once (by 30%), a site with no limit learns one from a 429, and the rate climbs back.
 #include <gtest/gtest.h>
 
 #include <chrono>
@@ -100,7 +100,7 @@ TEST_F(Budget, MaxInFlightHoldsAcrossWorkers) {
   EXPECT_EQ(Grant(a, {{"capped", 10, 0}})["capped"].slots, 0) << "asking for none reserves none";
 }
 
-TEST_F(Budget, A429BlocksTheSiteForEveryWorkerAndHalvesItsRateOncePerSecond) {
+TEST_F(Budget, A429BlocksTheSiteForEveryWorkerAndCutsItsRateOncePerSecond) {
   Store a(db_), b(db_);
   Grant(a, {{"limited", 1, 0}});
   a.BudgetsBlock("limited", 2000, 40);
@@ -108,20 +108,20 @@ TEST_F(Budget, A429BlocksTheSiteForEveryWorkerAndHalvesItsRateOncePerSecond) {
   EXPECT_EQ(g.tokens, 0) << "worker b is blocked too";
   const long long now_ms = QueryInt(db_, "SELECT (extract(epoch FROM now()) * 1000)::bigint");
   EXPECT_NEAR(static_cast<double>(g.blocked_until_ms - now_ms), 2000, 300);
-  EXPECT_DOUBLE_EQ(g.rate_per_s, 25);
-  // The same burst of 429s seen by another worker: blocked again, but the rate is halved only once.
+  EXPECT_NEAR(g.rate_per_s, 35, 1e-9) << "50 x 0.7";
+  // The same burst of 429s seen by another worker: blocked again, but the rate is cut only once.
   b.BudgetsBlock("limited", 1000, 40);
   EXPECT_EQ(Query(db_, "SELECT effective_rate_per_s FROM uppzy.site_limits WHERE site_id = 'limited'"),
-            "25.000");
+            "35.000");
   EXPECT_EQ(QueryInt(db_, "SELECT rate_limited FROM uppzy.site_limits WHERE site_id = 'limited'"), 2);
   EXPECT_EQ(Query(db_, "SELECT blocked_until IS NOT NULL FROM uppzy.site_limits WHERE site_id = 'limited'"),
             "t");
-  // Once the block is over the rate climbs back by 0.02 of the limit a second, never above it.
+  // Once the block is over the rate climbs back by 0.05 of the limit a second, never above it.
   Exec(db_,
-       "UPDATE uppzy.site_budgets SET blocked_until = now() - interval '10 seconds', "
-       "refilled_at = now() - interval '10 seconds', last_429_at = now() - interval '11 seconds'");
-  EXPECT_NEAR(Grant(a, {{"limited", 1, 0}})["limited"].rate_per_s, 25, 0.01) << "the rate before the climb";
-  EXPECT_NEAR(Number(db_, "SELECT rate_factor FROM uppzy.site_budgets"), 0.7, 0.01);
+       "UPDATE uppzy.site_budgets SET blocked_until = now() - interval '2 seconds', "
+       "refilled_at = now() - interval '2 seconds', last_429_at = now() - interval '3 seconds'");
+  EXPECT_NEAR(Grant(a, {{"limited", 1, 0}})["limited"].rate_per_s, 35, 0.01) << "the rate before the climb";
+  EXPECT_NEAR(Number(db_, "SELECT rate_factor FROM uppzy.site_budgets"), 0.8, 0.01);
   Exec(db_, "UPDATE uppzy.site_budgets SET refilled_at = now() - interval '100 seconds'");
   Grant(a, {{"limited", 1, 0}});
   EXPECT_DOUBLE_EQ(Number(db_, "SELECT rate_factor FROM uppzy.site_budgets"), 1.0);
@@ -133,10 +133,10 @@ TEST_F(Budget, ASiteWithoutALimitLearnsOneFromA429AndForgetsItAMinuteAfterRecove
   EXPECT_FALSE(Grant(store, {{"dflt", 1, 0}})["dflt"].budgeted);
   store.BudgetsBlock("dflt", 500, 40);  // the default site, which has no row in uppzy.sites
   auto g = Grant(store, {{"dflt", 1, 0}})["dflt"];
-  EXPECT_TRUE(g.budgeted) << "learned: half of what the fleet sent";
-  EXPECT_DOUBLE_EQ(g.rate_per_s, 20);
+  EXPECT_TRUE(g.budgeted) << "learned: 70% of what the fleet sent";
+  EXPECT_NEAR(g.rate_per_s, 28, 1e-9);
   EXPECT_EQ(Query(db_, "SELECT effective_rate_per_s FROM uppzy.site_limits WHERE site_id = 'dflt'"),
-            "20.000");
+            "28.000");
   // Recovered to the learned rate and no 429 for a minute: the site has no limit again.
   Exec(db_,
        "UPDATE uppzy.site_budgets SET blocked_until = now() - interval '2 minutes', "

@@ -208,7 +208,7 @@ std::vector<double> Lognormal(double median_ms, double sigma, int n, uint64_t se
 }
 
 TEST(AdaptivePolling, FewerCallsAtAboutTheSameDelayAndNoDriftOverTenGenerations) {
-  const PollSchedule s;  // 2.5 s interval, 1.5 s accepted delay
+  const PollSchedule s;  // 2.5 s interval, 1.45 s accepted delay
   const Generation fixed = RunTraffic(Lognormal(12000, 0.6, 4000, 1), nullptr, s);
   std::vector<AnswerInterval> learned = fixed.observed;
   for (int gen = 1; gen <= 10; ++gen) {
