@@ -9,6 +9,10 @@
 --                       `burst`. Tokens leave the bucket when granted, so a worker that dies with
 --                       unspent tokens takes them with it: it can never over-spend more than its last
 --                       grant, and the fleet never more than the bucket holds.
+--     polls first       calls already waiting for a token (polls of submitted jobs, ratings, closes)
+--                       are granted before new submissions, across workers: when one worker's waiting
+--                       calls get less than they asked, polls_short_until stops tokens for any
+--                       worker's new submissions for 200 ms.
 --     in flight         a site's max_in_flight holds across workers: the grant counts the site's
 --                       submitting and polling rows, minus slots other workers reserved in the last
 --                       second and have not claimed yet, and reserves the slots it hands out.
@@ -41,6 +45,8 @@ CREATE TABLE uppzy.site_budgets (
   last_grant_at   timestamptz,
   reserved        integer NOT NULL DEFAULT 0,          -- in-flight slots handed out and maybe not claimed yet
   reserved_until  timestamptz,                         -- `reserved` counts until then
+  polls_short_until timestamptz,                       -- a worker's waiting polls went short: no tokens
+                                                       -- for new submissions until then (polls first)
   CONSTRAINT site_budgets_site_id_valid
     CHECK (site_id ~ '^[A-Za-z0-9._-]{1,128}$' AND site_id NOT IN ('.', '..')),
   CONSTRAINT site_budgets_tokens_finite CHECK (tokens >= 0 AND tokens < 'Infinity'::float8),

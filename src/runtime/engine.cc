@@ -563,15 +563,17 @@ bool Engine::TokenAvailable(const std::string& site) {
   SiteBudget& b = it->second;
   if (b.blocked_until > clock_.Now()) return false;
   if (!(budget_now_ && budget_now_->budgeted.count(site) > 0)) return true;
-  if (clock_.SteadyNow() >= b.expires) b.tokens = 0;
-  return b.tokens > 0;
+  return b.Tokens(clock_.SteadyNow()) > 0;
 }
 
 bool Engine::TakeToken(const std::string& site) {
   if (!BudgetOn()) return true;
   if (!TokenAvailable(site)) return false;
   SiteBudget& b = site_budget_[site];
-  if (budget_now_ && budget_now_->budgeted.count(site) > 0) --b.tokens;
+  if (budget_now_ && budget_now_->budgeted.count(site) > 0) {
+    b.Tokens(clock_.SteadyNow());  // drops the expired, so the oldest left is spent first
+    if (!b.grants.empty()) --b.grants.front().first;
+  }
   b.sent.Add(clock_.SteadyNow());
   return true;
 }
@@ -581,10 +583,7 @@ void Engine::AdoptGrants() {
   budget_now_ = mailbox_.Budget();
   const auto now = clock_.SteadyNow();
   for (const auto& [site, n] : mailbox_.TakeTokens()) {
-    SiteBudget& b = site_budget_[site];
-    if (now >= b.expires) b.tokens = 0;
-    b.tokens += n;
-    b.expires = now + Millis(250);
+    if (n > 0) site_budget_[site].grants.emplace_back(n, now + Millis(250));
   }
 }
 
@@ -600,7 +599,7 @@ void Engine::RequeueStarved() {
     const bool budgeted = budget_now_ && budget_now_->budgeted.count(site) > 0;
     // As many as the tokens held (all when the site is not budgeted), polls, then deliveries, then
     // submissions: finishing work already started comes first.
-    size_t room = budgeted ? static_cast<size_t>(site_budget_[site].tokens) : SIZE_MAX;
+    size_t room = budgeted ? static_cast<size_t>(site_budget_[site].Tokens(clock_.SteadyNow())) : SIZE_MAX;
     auto take = [&](auto& map, auto&& out) {
       auto it = map.find(site);
       if (it == map.end()) return;
@@ -643,7 +642,7 @@ void Engine::OnRateLimited(const std::string& site, const Outcome& o, TimePoint 
   ++b.rate_limited_in_a_row;
   const Millis block = RateLimitBlock(o.retry_after, b.rate_limited_in_a_row);
   b.blocked_until = std::max(b.blocked_until, now + block);
-  b.tokens = 0;
+  b.grants.clear();
   if (now < b.reported_until) return;  // this block was reported already: one statement per block
   b.reported_until = b.blocked_until;
   mailbox_.PushRateLimit(RateLimitReport{site, block.count(), b.sent.PerSecond(clock_.SteadyNow())});

@@ -179,8 +179,19 @@ class Engine {
 
   // The shared budget, per site.
   struct SiteBudget {
-    int tokens = 0;
-    SteadyTimePoint expires{};   // tokens not spent by then (250 ms) are dropped: a grant is ~100 ms
+    // Tokens held, one entry per grant, oldest first: each grant's tokens not spent within 250 ms are
+    // dropped (a grant is ~100 ms of the rate), so an engine never saves up a burst, e.g. while its
+    // site is paused and its grants go unused.
+    std::deque<std::pair<int, SteadyTimePoint>> grants;
+    // Drops expired grants; returns the tokens left.
+    int Tokens(SteadyTimePoint now) {
+      while (!grants.empty() && (grants.front().first <= 0 || now >= grants.front().second)) {
+        grants.pop_front();
+      }
+      int n = 0;
+      for (const auto& g : grants) n += g.first;
+      return n;
+    }
     TimePoint blocked_until{};   // a 429's block
     TimePoint reported_until{};  // the block already reported to the coordinator
     int rate_limited_in_a_row = 0;

@@ -6,12 +6,18 @@ namespace uppzy::store::sql {
 // The grant: $1 text[] sites, $2 int[] calls each wants, $3 int[] new submissions (in-flight slots)
 // each wants, $4 the worker's default site (its NULL-site rows count in its in-flight total). One row
 // per site of $1: site_id, budgeted (false: no limit of any kind, send freely), tokens granted (at most
-// ~100 ms of the rate, never more than the bucket holds), slots granted (-1: no max_in_flight),
+// ~100 ms of the rate, never more than the bucket holds; the calls already waiting first, and none for
+// new submissions while any worker's waiting calls went short in the last 200 ms), slots granted
+// (-1: no max_in_flight),
 // the effective rate, blocked_until in epoch ms (0: none). Budget rows are locked in site order, so
 // concurrent grants never deadlock; a site's first grant creates its row (a race for it grants 0 once).
 inline constexpr const char* kBudgetsGrant = R"sql(
 WITH w AS (
-  SELECT w.site_id, greatest(w.calls, 0) AS calls, greatest(w.slots, 0) AS slots,
+  -- An operator's pause (paused_at) claims nothing new: no tokens for its submissions.
+  SELECT w.site_id,
+         CASE WHEN s.paused_at IS NULL THEN greatest(w.calls, 0)
+              ELSE greatest(w.calls - greatest(w.slots, 0), 0) END AS calls,
+         CASE WHEN s.paused_at IS NULL THEN greatest(w.slots, 0) ELSE 0 END AS slots,
          s.requests_per_s::float8 AS configured, s.burst, s.max_in_flight,
          CASE WHEN s.max_in_flight IS NOT NULL THEN (
            SELECT count(*) FROM uppzy.chat_jobs j
@@ -21,7 +27,7 @@ WITH w AS (
   LEFT JOIN uppzy.sites s ON s.site_id = w.site_id
 ), cur AS (
   SELECT b.site_id, b.tokens, b.refilled_at, b.rate_factor, b.learned_rate, b.blocked_until, b.last_429_at,
-         b.reserved, b.reserved_until, w.calls, w.slots, w.configured, w.burst, w.max_in_flight, w.in_flight
+         b.reserved, b.reserved_until, b.polls_short_until, w.calls, w.slots, w.configured, w.burst, w.max_in_flight, w.in_flight
   FROM uppzy.site_budgets b JOIN w ON w.site_id = b.site_id
   WHERE w.configured IS NOT NULL OR b.learned_rate IS NOT NULL OR w.max_in_flight IS NOT NULL
   ORDER BY b.site_id
@@ -33,16 +39,32 @@ WITH w AS (
          coalesce(cur.burst, greatest(1, ceil(coalesce(cur.configured, cur.learned_rate))))::float8 AS cap,
          CASE WHEN cur.reserved_until > now() THEN cur.reserved ELSE 0 END AS reserved_now
   FROM cur
-), a AS (
+), a0 AS (
   SELECT r.*,
          least(r.cap, r.tokens + coalesce(r.rate, 0) * r.elapsed) AS avail,
-         CASE WHEN r.rate IS NULL THEN r.calls
-              ELSE least(r.calls, greatest(1, ceil(r.rate * 0.1))::int,
-                         floor(least(r.cap, r.tokens + r.rate * r.elapsed))::int) END AS tokens_granted,
-         CASE WHEN r.max_in_flight IS NULL THEN -1
-              ELSE greatest(0, least(r.slots, r.max_in_flight - r.in_flight - r.reserved_now))::int END
-           AS slots_granted
+         greatest(1, ceil(r.rate * 0.1))::int AS chunk,       -- ~100 ms of the rate (NULL: no rate)
+         greatest(r.calls - r.slots, 0) AS poll_calls          -- calls already waiting: polls first
   FROM r
+), a1 AS (
+  SELECT a0.*,
+         CASE WHEN a0.rate IS NULL THEN a0.poll_calls
+              ELSE least(a0.poll_calls, a0.chunk, floor(a0.avail)::int) END AS poll_tokens
+  FROM a0
+), a AS (
+  -- Polls before new submissions, across workers: while any worker's waiting calls go short of the
+  -- bucket (polls_short_until, 200 ms), no worker gets tokens for new submissions.
+  SELECT a1.*,
+         (a1.rate IS NOT NULL AND a1.poll_tokens < least(a1.poll_calls, a1.chunk)) AS polls_short,
+         CASE WHEN a1.rate IS NULL THEN a1.calls
+              WHEN a1.poll_tokens < least(a1.poll_calls, a1.chunk) OR a1.polls_short_until > now()
+                THEN a1.poll_tokens
+              ELSE a1.poll_tokens + greatest(0, least(a1.slots, a1.chunk - a1.poll_tokens,
+                                                      floor(a1.avail)::int - a1.poll_tokens)) END
+           AS tokens_granted,
+         CASE WHEN a1.max_in_flight IS NULL THEN -1
+              ELSE greatest(0, least(a1.slots, a1.max_in_flight - a1.in_flight - a1.reserved_now))::int END
+           AS slots_granted
+  FROM a1
 ), upd AS (
   UPDATE uppzy.site_budgets b
   SET tokens = CASE WHEN a.rate IS NULL THEN 0 ELSE greatest(0, a.avail - a.tokens_granted) END,
@@ -53,6 +75,8 @@ WITH w AS (
                                AND a.last_429_at < now() - interval '1 minute' THEN NULL
                           ELSE a.learned_rate END,
       granted = b.granted + a.tokens_granted,
+      polls_short_until = CASE WHEN a.polls_short THEN now() + interval '200 milliseconds'
+                               ELSE b.polls_short_until END,
       last_grant_at = CASE WHEN a.tokens_granted > 0 THEN now() ELSE b.last_grant_at END,
       reserved = CASE WHEN a.slots_granted > 0 THEN a.reserved_now + a.slots_granted ELSE b.reserved END,
       reserved_until = CASE WHEN a.slots_granted > 0 THEN now() + interval '1 second' ELSE b.reserved_until END

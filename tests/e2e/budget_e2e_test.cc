@@ -148,6 +148,25 @@ TEST_F(BudgetE2E, A429BlocksTheSiteForEveryWorkerAndLowersItsRateVisibly) {
   EXPECT_EQ(Count("state = 'failed'"), 0);
 }
 
+TEST_F(BudgetE2E, AnOperatorsPauseStopsASitesClaimsWithinASecondAndResumeRestartsThem) {
+  StartMockAndSites();
+  auto a = Start("budget-a");
+  auto b = Start("budget-b");
+  EnqueueFor("lim", 150);  // draining at 16 requests/s takes about 19 s
+  ASSERT_TRUE(WaitFor([&] { return Count("state = 'completed'") >= 10; }, 20s)) << a->Log();
+  Exec(db_, "UPDATE uppzy.sites SET paused_at = now(), paused_reason = 'plan change' WHERE site_id = 'lim'");
+  std::this_thread::sleep_for(1s);
+  const long long claimed = Count("attempts > 0");
+  std::this_thread::sleep_for(3s);
+  EXPECT_EQ(Count("attempts > 0"), claimed) << "no claim for the paused site after a second";
+  EXPECT_GT(Count("state = 'queued'"), 0);
+  Exec(db_, "UPDATE uppzy.sites SET paused_at = NULL, paused_reason = NULL WHERE site_id = 'lim'");
+  ASSERT_TRUE(WaitFor([&] { return Count("attempts > 0") > claimed; }, 2s)) << "resumed at once";
+  ASSERT_TRUE(WaitFor([&] { return Count("state = 'completed'") == 150; }, 60s)) << a->Log() << b->Log();
+  const auto lim = mock_->Stats()["sites"]["lim"];
+  EXPECT_EQ(lim["rate_limited"], 0) << lim.dump();
+}
+
 TEST_F(BudgetE2E, MaxInFlightHoldsAcrossWorkers) {
   mock_ = std::make_unique<test::MockProcess>(
       std::vector<std::string>{"--ready-after-ms", "1500", "--site", "lim=key-lim-1111"}, key_);

@@ -82,6 +82,23 @@ TEST_F(Budget, TheBucketRefillsOnTheDatabaseClockUpToTheBurst) {
   EXPECT_EQ(Grant(store, {{"limited", 1000, 0}})["limited"].tokens, 2);
 }
 
+TEST_F(Budget, CallsAlreadyWaitingComeBeforeNewSubmissionsAcrossWorkers) {
+  Store a(db_), b(db_);
+  Grant(a, {{"limited", 1, 0}});
+  // Three tokens left: worker a has 10 polls waiting and gets the three; worker b, which only wants
+  // to start new submissions, gets none while a's polls are short.
+  Exec(db_, "UPDATE uppzy.site_budgets SET tokens = 3, refilled_at = now()");
+  EXPECT_EQ(Grant(a, {{"limited", 10, 0}})["limited"].tokens, 3);
+  Exec(db_, "UPDATE uppzy.site_budgets SET tokens = 10, refilled_at = now()");
+  EXPECT_EQ(Grant(b, {{"limited", 5, 5}})["limited"].tokens, 0) << "a's polls went short a moment ago";
+  // 200 ms later (as if), with no poll short, b's new submissions get their tokens.
+  Exec(db_, "UPDATE uppzy.site_budgets SET polls_short_until = now() - interval '1 millisecond'");
+  EXPECT_EQ(Grant(b, {{"limited", 5, 5}})["limited"].tokens, 5);
+  // A worker's own polls are served before its submissions: 2 waiting + 10 new, 5 tokens in a grant.
+  Exec(db_, "UPDATE uppzy.site_budgets SET tokens = 50, refilled_at = now()");
+  EXPECT_EQ(Grant(a, {{"limited", 12, 10}})["limited"].tokens, 5);
+}
+
 TEST_F(Budget, MaxInFlightHoldsAcrossWorkers) {
   Exec(db_,
        "INSERT INTO uppzy.chat_jobs (session_id, message, site_id, state, attempts, request_id, "

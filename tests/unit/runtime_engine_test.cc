@@ -473,6 +473,71 @@ TEST_F(EngineTest, SubmissionStillInFlightAfterTheGraceIsLeftToItsLease) {
   EXPECT_TRUE(mailbox.engine_done.load());
 }
 
+// The shared budget (issue 10): a budgeted site's calls go only with a token; calls that wait are
+// asked for (the demand the coordinator reads), polls go before submissions, and unspent tokens expire.
+TEST_F(EngineTest, ABudgetedSitesCallsWaitForTokensPollsFirstAndUnspentTokensExpire) {
+  // Tokens not spent within 250 ms are gone: an engine never saves up a burst.
+  mailbox.PushTokens({{"site-1", 5}}, BudgetView{{"site-1"}});
+  Pass();  // nothing to send
+  clock.Advance(Millis(300));
+  Claim(Job(9));
+  EXPECT_TRUE(client.calls.empty()) << "the five tokens expired";
+  mailbox.PushTokens({{"site-1", 1}}, BudgetView{{"site-1"}});
+  Pass();
+  ASSERT_EQ(client.calls.size(), 1u) << "it goes with the next token";
+  Answer(Outcome::Accepted("req-9"));
+  Take();
+  client.calls.clear();
+  mailbox.PushTokens({{"site-1", 1}}, BudgetView{{"site-1"}});
+  Accept(Job(1));  // the one token: job 1's submission
+  client.calls.clear();
+  Claim(Job(2));  // no token: its submission waits, held
+  EXPECT_TRUE(client.calls.empty());
+  EXPECT_EQ(mailbox.Demand().at("site-1"), 1);
+  clock.Advance(config.policy.poll_interval);
+  Pass();  // the polls of jobs 9 and 1 are due: they wait too
+  EXPECT_TRUE(client.calls.empty());
+  EXPECT_EQ(mailbox.Demand().at("site-1"), 3);
+  // Two tokens: the polls of the submitted jobs go first.
+  mailbox.PushTokens({{"site-1", 2}}, BudgetView{{"site-1"}});
+  Pass();
+  ASSERT_EQ(client.calls.size(), 2u);
+  EXPECT_EQ(client.calls[0].kind, RequestKind::kStatus);
+  EXPECT_EQ(client.calls[1].kind, RequestKind::kStatus);
+  EXPECT_EQ(mailbox.Demand().at("site-1"), 1);
+  client.calls.clear();
+  mailbox.PushTokens({{"site-1", 1}}, BudgetView{{"site-1"}});
+  Pass();
+  ASSERT_EQ(client.calls.size(), 1u);
+  EXPECT_EQ(client.Last().kind, RequestKind::kSubmit);
+  EXPECT_EQ(client.Last().job_id, 2);
+  EXPECT_TRUE(mailbox.Demand().empty());
+}
+
+// A 429 blocks the site here at once (no call until the block ends) and is reported once per block.
+TEST_F(EngineTest, A429BlocksTheSiteAndIsReportedOncePerBlock) {
+  Claim(Job(1));
+  Claim(Job(2));
+  Outcome limited = Outcome::Of(OutcomeKind::kRateLimited, 429);
+  limited.retry_after = Millis(2000);
+  client.Answer(client.calls[0].tag, limited);
+  client.Answer(client.calls[1].tag, limited);
+  Pass();
+  const auto reports = mailbox.TakeRateLimits();
+  ASSERT_EQ(reports.size(), 1u) << "two 429s of one burst: one report";
+  EXPECT_EQ(reports[0].site_id, "site-1");
+  EXPECT_EQ(reports[0].block_ms, 2000);
+  EXPECT_GT(reports[0].own_rate_per_s, 0);
+  // A new job's submission waits out the block (its retries are the rows' own back-off).
+  client.calls.clear();
+  Claim(Job(3));
+  EXPECT_TRUE(client.calls.empty());
+  clock.Advance(Millis(2100));
+  Pass();
+  ASSERT_FALSE(client.calls.empty());
+  EXPECT_EQ(client.calls[0].job_id, 3);
+}
+
 }  // namespace
 }  // namespace uppzy::runtime
 
