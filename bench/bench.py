@@ -1395,9 +1395,10 @@ def render_s7(res: dict) -> str:
                 f"fixed run's burst would be its slowest answers)" if run0.get("warmup_jobs") else "")
              + ". Budget: "
              f"{run0['budget_jobs']:,} more jobs per mode with `--rate-limit bench={S7_BUDGET_PER_S}/s` on the mock "
-             f"(`max_attempts` 100: the worker has no shared budget, a 429'd submission costs an attempt; "
-             f"`UPPZY_BREAKER_FAILURES={S7_BUDGET_BREAKER_FAILURES}`: with the default 10, the 429s open the circuit "
-             f"breaker and jobs/s measures its 30 s pauses). "
+             f"and the same limit as the site's shared budget (`uppzy.sites`: {S7_BUDGET_PER_S} requests/s, burst "
+             f"{S7_BUDGET_BURST}; a fresh bucket per run), `max_attempts` 100 and "
+             f"`UPPZY_BREAKER_FAILURES={S7_BUDGET_BREAKER_FAILURES}` (kept from before the budget, when 429s cost "
+             f"attempts and opened the breaker). "
              f"{n_runs} run(s)" + ("; medians with the range." if n_runs > 1 else "."),
              ""]
     if res.get("quick"):

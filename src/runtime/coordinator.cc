@@ -104,7 +104,10 @@ void Coordinator::Budget(bool claiming, bool woken) {
     const int slots = claiming ? std::max(room, 0) : 0;
     wants.push_back(BudgetWant{site, calls + slots, slots});
   }
-  if (wants.empty()) return;
+  if (wants.empty()) {
+    next_grant_ = now + Millis(100);  // calls wait only for paused sites: look again later, not at once
+    return;
+  }
   auto grants = store_->BudgetsGrant(wants, config_.site.site_id);
   metrics_.BudgetStatement();
   if (refresh) budget_asked_at_ = now;

@@ -109,6 +109,15 @@ void Engine::HandBackPausedSites() {
     if (!h.http_active && SitePaused(SiteOf(h.d))) idle_deliveries.push_back(ref);
   }
   for (const auto& ref : idle_deliveries) HandBackDelivery(ref, std::nullopt);
+  // Their calls no longer wait for a token (they were handed back with the rest).
+  for (auto* starved : {&starved_polls_, &starved_submits_}) {
+    for (auto it = starved->begin(); it != starved->end();) {
+      it = SitePaused(it->first) ? starved->erase(it) : std::next(it);
+    }
+  }
+  for (auto it = starved_deliveries_.begin(); it != starved_deliveries_.end();) {
+    it = SitePaused(it->first) ? starved_deliveries_.erase(it) : std::next(it);
+  }
 }
 
 JobLogFields Engine::Fields(const Held& h) const {
