@@ -4,7 +4,6 @@
 #include <cstdio>
 #include <ctime>
 #include <map>
-#include <nlohmann/json.hpp>
 #include <pqxx/pqxx>
 
 #include "store/queries.h"
@@ -15,10 +14,7 @@
 namespace uppzy {
 namespace {
 
-using nlohmann::json;
 using store::IdArray;
-using store::Iso;
-using store::Ms;
 using store::Translate;
 
 namespace sql = store::sql;
@@ -54,36 +50,41 @@ std::string Name(const char* what, DeliveryKind k) {
   return std::string("deliveries_") + what + "_" + std::string(ToString(k));
 }
 
-json WriteJson(const DeliveryWrite& w) {
-  json j;
-  j["id"] = w.id;
-  j["expected_attempt"] = w.expected_attempt;
-  j["new_state"] = ToString(w.new_state);
-  j["attempts_delta"] = w.attempts_delta;
-  j["run_at_ms"] = w.run_at ? json(Ms(*w.run_at)) : json(nullptr);
-  j["sent_feedback"] = w.sent_feedback.empty() ? json(nullptr) : json(w.sent_feedback);
-  j["delivered_http_status"] = w.delivered_http_status ? json(w.delivered_http_status) : json(nullptr);
-  j["feedback_submitted_at_ms"] =
-      w.feedback_submitted_at ? json(Ms(*w.feedback_submitted_at)) : json(nullptr);
-  if (w.error) {
-    const ErrorEntry& e = *w.error;
-    j["error_kind"] = ToString(e.kind);
-    j["last_error"] = e.message;
-    j["last_http_status"] = e.http_status ? json(e.http_status) : json(nullptr);
-    j["error_entry"] = json{{"attempt", e.attempt},
-                            {"at", Iso(e.at)},
-                            {"kind", ToString(e.kind)},
-                            {"http_status", e.http_status ? json(e.http_status) : json(nullptr)},
-                            {"message", e.message},
-                            {"request_id", e.request_id.empty() ? json(nullptr) : json(e.request_id)}};
-  } else {
-    j["error_kind"] = nullptr;
-    j["last_error"] = nullptr;
-    j["last_http_status"] = nullptr;
-    j["error_entry"] = nullptr;
+// A batch of delivery writes as the 12 typed arrays of kDeliveriesApplyWrites, in its column order.
+class DeliveryWriteColumns {
+ public:
+  void Add(const DeliveryWrite& w) {
+    c_[0].Int(w.id);
+    c_[1].Int(w.expected_attempt);
+    c_[2].Text(ToString(w.new_state));
+    c_[3].Int(w.attempts_delta);
+    c_[4].Ms(w.run_at);
+    w.sent_feedback.empty() ? c_[5].Null() : c_[5].Text(w.sent_feedback);
+    w.delivered_http_status ? c_[6].Int(w.delivered_http_status) : c_[6].Null();
+    c_[7].Ms(w.feedback_submitted_at);
+    if (w.error) {
+      c_[8].Text(ToString(w.error->kind));
+      c_[9].Text(w.error->message);
+      w.error->http_status ? c_[10].Int(w.error->http_status) : c_[10].Null();
+      c_[11].Text(store::ErrorEntryJson(*w.error));
+    } else {
+      for (int i = 8; i <= 11; ++i) c_[i].Null();
+    }
+    ++size_;
   }
-  return j;
-}
+  size_t size() const { return size_; }
+  // The statement's parameters: the worker, then the columns. The builder is empty afterwards.
+  pqxx::result Exec(pqxx::work& tx, const std::string& statement, const std::string& worker) {
+    size_ = 0;
+    return tx.exec_prepared(statement, worker, c_[0].Take(), c_[1].Take(), c_[2].Take(), c_[3].Take(),
+                            c_[4].Take(), c_[5].Take(), c_[6].Take(), c_[7].Take(), c_[8].Take(),
+                            c_[9].Take(), c_[10].Take(), c_[11].Take());
+  }
+
+ private:
+  store::ArrayColumn c_[12];
+  size_t size_ = 0;
+};
 
 }  // namespace
 
@@ -162,17 +163,15 @@ DeliveryApplyResult DeliveryStore::DeliveriesApplyWrites(const std::string& work
     bool requeued = false;
     pqxx::work tx(impl_->conn);
     for (size_t round = 0;; ++round) {
-      std::map<DeliveryKind, json> batches;
+      std::map<DeliveryKind, DeliveryWriteColumns> batches;
       for (const auto& ref : order) {
         const auto& queue = by_row[ref];
         if (round >= queue.size() || fate[ref] != Fate::kApplied) continue;
-        auto& batch = batches[ref.kind];
-        if (batch.is_null()) batch = json::array();
-        batch.push_back(WriteJson(*queue[round]));
+        batches[ref.kind].Add(*queue[round]);
       }
       if (batches.empty()) break;
-      for (const auto& [kind, batch] : batches) {
-        for (const auto& row : tx.exec_prepared(Name("apply", kind), worker, batch.dump())) {
+      for (auto& [kind, batch] : batches) {
+        for (const auto& row : batch.Exec(tx, Name("apply", kind), worker)) {
           const DeliveryRef ref{kind, row[0].as<int64_t>()};
           const bool exists = row[1].as<bool>();
           const bool locked = row[2].as<bool>();

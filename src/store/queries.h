@@ -49,10 +49,14 @@ inline constexpr const char* kMigrationsRecord =
   "), picked AS (" UPPZY_CLAIM_SCOPE_LANE(table, priority, order, "j.site_id = l.site") " UNION ALL "       \
   UPPZY_CLAIM_SCOPE_LANE(table, priority, order, "j.site_id IS NULL") " WHERE l.site = $5"                  \
   "), c AS ("                                                                                               \
-  "SELECT p.id, p.priority, p.run_at FROM (SELECT p.*, row_number() OVER ("                                 \
+  "SELECT p.id, p.priority, p.run_at, p.site_rank FROM (SELECT p.*, row_number() OVER ("                                 \
   "PARTITION BY p.site ORDER BY p.priority DESC, p.run_at, p.id) AS site_rank FROM picked p) p "            \
   "WHERE p.site_rank <= p.lim"
 
+// Every claim-like UPDATE below names its rows by `j.id = ANY (ARRAY(SELECT c.id FROM c))`, an index
+// probe per row, rather than joining `c`: joined, the planner hashed the whole table (a sequential scan
+// of every row, finished ones included) to update 500 of them. The claims return their rows in `c`'s
+// order (best first) by joining the updated rows back to `c`.
 // $1 worker, $2 lease ms, $3 text[] sites, $4 int[] limits, $5 default site (see UPPZY_CLAIM_SCOPE),
 // $6 the most rows in all. At most each site's limit of its best rows (priority DESC, run_at, id), and
 // $6 in all taken round the sites: every site's best row, then every site's second, ... So a site's
@@ -62,13 +66,16 @@ inline constexpr const char* kJobsClaimQueued =
     "WITH " UPPZY_CLAIM_SCOPE("chat_jobs", "j.priority", "j.priority DESC, j.run_at, j.id") R"sql(
   ORDER BY p.site_rank, p.priority DESC, p.run_at, p.id
   LIMIT $6
-)
-UPDATE uppzy.chat_jobs j
-SET state = 'submitting', attempts = j.attempts + 1, locked_by = $1,
+), u AS (
+  UPDATE uppzy.chat_jobs j
+  SET state = 'submitting', attempts = j.attempts + 1, locked_by = $1,
     lease_expires_at = now() + $2::bigint * interval '1 millisecond',
     request_id = NULL, submitted_at = NULL, poll_deadline = NULL, polls = 0, updated_at = now()
-FROM c WHERE j.id = c.id
-RETURNING )sql" UPPZY_CLAIMED_COLUMNS;
+  WHERE j.id = ANY (ARRAY(SELECT c.id FROM c))
+  RETURNING )sql" UPPZY_CLAIMED_COLUMNS R"sql(
+)
+SELECT u.* FROM u JOIN c ON c.id = u.id ORDER BY c.site_rank, c.priority DESC, c.run_at, c.id
+)sql";
 
 // $1 worker, $2 lease ms, $3 text[] sites, $4 limit, $5 default site (NULL-site rows are its). Only
 // rows of the listed sites that are not paused in uppzy.sites.
@@ -85,7 +92,7 @@ WITH c AS (
 )
 UPDATE uppzy.chat_jobs j
 SET locked_by = $1, lease_expires_at = now() + $2::bigint * interval '1 millisecond', updated_at = now()
-FROM c WHERE j.id = c.id
+WHERE j.id = ANY (ARRAY(SELECT c.id FROM c))
 RETURNING )sql" UPPZY_CLAIMED_COLUMNS;
 
 // $1 limit.
@@ -109,18 +116,29 @@ SET state = CASE WHEN j.attempts < j.max_attempts THEN 'retrying' ELSE 'failed' 
     locked_by = NULL, lease_expires_at = NULL,
     finished_at = CASE WHEN j.attempts < j.max_attempts THEN NULL ELSE now() END,
     updated_at = now()
-FROM c WHERE j.id = c.id
+WHERE j.id = ANY (ARRAY(SELECT c.id FROM c))
 RETURNING j.id
 )sql";
 
-// The batch of writes ($2) as rows, for both forms of the batched write.
-#define UPPZY_APPLY_BATCH                                                                      \
-  "SELECT * FROM jsonb_to_recordset($2::jsonb) AS u("                                          \
-  "id bigint, expected_state text, expected_attempt int, new_state text, attempts_delta int, " \
-  "keep_lock boolean, expire_lease boolean, clear_request boolean, request_id text, "          \
-  "submitted_at_ms double precision, poll_deadline_ms double precision, polls int, "           \
-  "run_at_ms double precision, answer text, result jsonb, error_kind text, last_error text, "  \
-  "last_http_status int, error_entry jsonb, answer_ready_after_ms int, answer_seen_after_ms int)"
+// The batch of writes as rows: one typed array per column ($2 .. $22, see JobWriteColumns in store.cc),
+// unnested side by side. The planner sees the batch's size, and nothing is parsed as JSON. Each row also
+// carries the worker ($1): the statements below compare `j.locked_by = u.worker` inside a materialized
+// `u`, so the planner cannot turn the guard into a filter on the table. As a filter, `locked_by = $1`
+// was estimated at 1 row (after ANALYZE no row is locked), and the planner scanned the table once and
+// the batch once per row it found (a nested loop: 250,000 comparisons for 500 writes, 190 ms). The rows
+// are found through the primary key (`j.id = ANY ($2)`), never by reading the table.
+#define UPPZY_APPLY_BATCH                                                                                    \
+  "SELECT *, $1::text AS worker FROM unnest($2::bigint[], $3::text[], $4::int[], $5::text[], $6::int[], "    \
+  "$7::boolean[], "                                                                                          \
+  "$8::boolean[], $9::boolean[], $10::text[], $11::double precision[], $12::double precision[], "            \
+  "$13::int[], "                                                                                             \
+  "$14::double precision[], $15::text[], $16::jsonb[], $17::text[], $18::text[], $19::int[], $20::jsonb[], " \
+  "$21::int[], $22::int[]) AS u("                                                                            \
+  "id, expected_state, expected_attempt, new_state, attempts_delta, "                                        \
+  "keep_lock, expire_lease, clear_request, request_id, "                                                     \
+  "submitted_at_ms, poll_deadline_ms, polls, "                                                               \
+  "run_at_ms, answer, result, error_kind, last_error, "                                                      \
+  "last_http_status, error_entry, answer_ready_after_ms, answer_seen_after_ms)"
 
 // The SET list of both forms of the batched write (u: the write, j: the row).
 #define UPPZY_APPLY_SET                                                                                      \
@@ -151,9 +169,9 @@ RETURNING j.id
   "finished_at = CASE WHEN u.new_state IN ('completed', 'failed', 'cancelled') THEN now() END, "             \
   "updated_at = now() "
 
-// $1 worker, $2 jsonb array of writes: the same change as kJobsApplyWritesSkipLocked, as one plain
-// guarded UPDATE that returns the ids applied. Run under a short lock_timeout: if a row is locked by
-// another session it fails with 55P03 and the store redoes the batch with the skip-locked form.
+// $1 worker, $2 .. $22 the writes (UPPZY_APPLY_BATCH): the same change as kJobsApplyWritesSkipLocked,
+// as one plain guarded UPDATE that returns the ids applied. Run under a short lock_timeout: if a row is
+// locked by another session it fails with 55P03 and the store redoes the batch with the skip-locked form.
 inline constexpr const char* kJobsApplyWritesFast = R"sql(
 WITH u AS MATERIALIZED (
   )sql" UPPZY_APPLY_BATCH R"sql(
@@ -161,30 +179,32 @@ WITH u AS MATERIALIZED (
 UPDATE uppzy.chat_jobs j
 SET )sql" UPPZY_APPLY_SET R"sql(
 FROM u
-WHERE j.id = u.id AND j.state = u.expected_state AND j.attempts = u.expected_attempt AND j.locked_by = $1
+WHERE j.id = ANY ($2::bigint[]) AND j.id = u.id AND j.state = u.expected_state
+  AND j.attempts = u.expected_attempt AND j.locked_by = u.worker
 RETURNING j.id
 )sql";
 
 // The fast form's lock wait, set for its transaction only.
 inline constexpr const char* kApplyWritesFastLockTimeout = "SET LOCAL lock_timeout = '100ms'";
 
-// $1 worker, $2 jsonb array of writes (see JobWrite). Guarded by holder, state and attempt. This is the
-// skip-locked form: it never waits on another session's lock. A row an app holds (SELECT ... FOR UPDATE,
-// an open UPDATE) is skipped and its write kept for the next round. Returns one row per write: id,
-// exists, locked (by us now), applied. `u` is materialized once (it is referenced several times), so the
-// batch is parsed once whatever plan joins it to the table. Locking first costs a row lock per write,
+// $1 worker, $2 .. $22 the writes (see JobWrite and UPPZY_APPLY_BATCH). Guarded by holder, state and attempt.
+// This is the skip-locked form: it never waits on another session's lock. A row an app holds (SELECT ... FOR
+// UPDATE, an open UPDATE) is skipped and its write kept for the next round. Returns one row per write: id,
+// exists, locked (by us now), applied. Locking first costs a row lock per write,
 // so the store tries kJobsApplyWritesFast first (see Store::JobsApplyWrites).
 inline constexpr const char* kJobsApplyWritesSkipLocked = R"sql(
 WITH u AS (
   )sql" UPPZY_APPLY_BATCH R"sql(
 ), l AS (
   -- The writes whose rows we could lock now; rows another session holds are skipped, not waited on.
-  SELECT u.* FROM u JOIN uppzy.chat_jobs j ON j.id = u.id FOR UPDATE OF j SKIP LOCKED
+  SELECT u.* FROM u JOIN uppzy.chat_jobs j ON j.id = u.id
+  WHERE j.id = ANY ($2::bigint[]) FOR UPDATE OF j SKIP LOCKED
 ), w AS (
   UPDATE uppzy.chat_jobs j
   SET )sql" UPPZY_APPLY_SET R"sql(
   FROM l AS u
-  WHERE j.id = u.id AND j.state = u.expected_state AND j.attempts = u.expected_attempt AND j.locked_by = $1
+  WHERE j.id = ANY ($2::bigint[]) AND j.id = u.id AND j.state = u.expected_state
+    AND j.attempts = u.expected_attempt AND j.locked_by = u.worker
   RETURNING j.id
 )
 SELECT u.id,

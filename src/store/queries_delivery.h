@@ -16,30 +16,33 @@ inline constexpr const char* kDeliveriesClaim =
     "WITH " UPPZY_CLAIM_SCOPE("{table}", "0", "j.run_at, j.id") R"sql(
   ORDER BY p.run_at, p.id
   LIMIT $6
+), u AS (
+  UPDATE uppzy.{table} j
+  SET state = 'sending', attempts = j.attempts + 1, locked_by = $1,
+      lease_expires_at = now() + $2::bigint * interval '1 millisecond', updated_at = now()
+  WHERE j.id = ANY (ARRAY(SELECT c.id FROM c))
+  RETURNING j.id, j.session_id, {claimed}, j.attempts, j.max_attempts, coalesce(j.site_id, $5)
 )
-UPDATE uppzy.{table} j
-SET state = 'sending', attempts = j.attempts + 1, locked_by = $1,
-    lease_expires_at = now() + $2::bigint * interval '1 millisecond', updated_at = now()
-FROM c WHERE j.id = c.id
-RETURNING j.id, j.session_id, {claimed}, j.attempts, j.max_attempts, coalesce(j.site_id, $5)
+SELECT u.* FROM u JOIN c ON c.id = u.id ORDER BY c.run_at, c.id
 )sql";
 inline constexpr const char* kFeedbackClaimedColumns = "j.request_id, j.feedback";
 inline constexpr const char* kSessionCloseClaimedColumns = "''::text, ''::text";
 
-// $1 worker, $2 jsonb array of writes (see DeliveryWrite). Guarded by holder, state 'sending' and
-// attempt; every write releases the row. {resend} is true when a rating was changed while it was being
-// sent (the write's sent_feedback differs from the row's feedback): a delivered or failed write then
-// queues the row again with a fresh attempt budget. {extra} sets the kind's own columns. Like the jobs'
+// $1 worker, $2 .. $13 the writes (see DeliveryWrite), one typed array per column, unnested side by side
+// (see UPPZY_APPLY_BATCH in queries.h for the worker column and `j.id = ANY ($2)`). Guarded by holder, state
+// 'sending' and attempt; every write releases the row. {resend} is true when a rating was changed while it
+// was being sent (the write's sent_feedback differs from the row's feedback): a delivered or failed write
+// then queues the row again with a fresh attempt budget. {extra} sets the kind's own columns. Like the jobs'
 // write, it never waits on a row another session holds locked: it returns one row per write with id,
 // exists, locked (by us now), applied, requeued.
 inline constexpr const char* kDeliveriesApplyWrites = R"sql(
 WITH u AS (
-  SELECT * FROM jsonb_to_recordset($2::jsonb) AS u(
-    id bigint, expected_attempt int, new_state text, attempts_delta int, run_at_ms double precision,
-    sent_feedback text, delivered_http_status int, feedback_submitted_at_ms double precision,
-    error_kind text, last_error text, last_http_status int, error_entry jsonb)
+  SELECT *, $1::text AS worker FROM unnest($2::bigint[], $3::int[], $4::text[], $5::int[], $6::double precision[], $7::text[],
+                       $8::int[], $9::double precision[], $10::text[], $11::text[], $12::int[], $13::jsonb[])
+    AS u(id, expected_attempt, new_state, attempts_delta, run_at_ms, sent_feedback, delivered_http_status,
+         feedback_submitted_at_ms, error_kind, last_error, last_http_status, error_entry)
 ), l AS (
-  SELECT u.* FROM u JOIN uppzy.{table} j ON j.id = u.id FOR UPDATE OF j SKIP LOCKED
+  SELECT u.* FROM u JOIN uppzy.{table} j ON j.id = u.id WHERE j.id = ANY ($2::bigint[]) FOR UPDATE OF j SKIP LOCKED
 ), w AS (
   UPDATE uppzy.{table} j
   SET state = CASE WHEN {resend} THEN 'queued' ELSE u.new_state END,
@@ -56,7 +59,8 @@ WITH u AS (
       {extra}
       locked_by = NULL, lease_expires_at = NULL, updated_at = now()
   FROM l AS u
-  WHERE j.id = u.id AND j.state = 'sending' AND j.attempts = u.expected_attempt AND j.locked_by = $1
+  WHERE j.id = ANY ($2::bigint[]) AND j.id = u.id AND j.state = 'sending' AND j.attempts = u.expected_attempt
+    AND j.locked_by = u.worker  -- not a filter on the table: see UPPZY_APPLY_BATCH in queries.h
   RETURNING j.id, j.state = 'queued' AND u.new_state IN ('delivered', 'failed') AS requeued
 )
 SELECT u.id,
@@ -110,7 +114,7 @@ SET state = CASE WHEN j.attempts < j.max_attempts THEN 'retrying' ELSE 'failed' 
     locked_by = NULL, lease_expires_at = NULL,
     finished_at = CASE WHEN j.attempts < j.max_attempts THEN NULL ELSE now() END,
     updated_at = now()
-FROM c WHERE j.id = c.id
+WHERE j.id = ANY (ARRAY(SELECT c.id FROM c))
 RETURNING j.id
 )sql";
 inline constexpr const char* kFeedbackRequestId = "j.request_id";

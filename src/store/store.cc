@@ -23,54 +23,61 @@ namespace {
 using nlohmann::json;
 
 using store::IdArray;
-using store::Iso;
-using store::Ms;
 using store::Translate;
 // src/store/translate.h
 
-json WriteJson(const JobWrite& w) {
-  json j;
-  j["id"] = w.id;
-  j["expected_state"] = ToString(w.expected_state);
-  j["expected_attempt"] = w.expected_attempt;
-  j["new_state"] = ToString(w.new_state);
-  j["attempts_delta"] = w.attempts_delta;
-  j["keep_lock"] = w.keep_lock;
-  j["expire_lease"] = w.expire_lease;
-  j["clear_request"] = w.clear_request;
-  j["request_id"] = w.request_id ? json(*w.request_id) : json(nullptr);
-  j["submitted_at_ms"] = w.submitted_at ? json(Ms(*w.submitted_at)) : json(nullptr);
-  j["poll_deadline_ms"] = w.poll_deadline ? json(Ms(*w.poll_deadline)) : json(nullptr);
-  j["polls"] = w.polls ? json(*w.polls) : json(nullptr);
-  j["run_at_ms"] = w.run_at ? json(Ms(*w.run_at)) : json(nullptr);
-  j["answer_ready_after_ms"] = w.answer_ready_after_ms ? json(*w.answer_ready_after_ms) : json(nullptr);
-  j["answer_seen_after_ms"] = w.answer_seen_after_ms ? json(*w.answer_seen_after_ms) : json(nullptr);
-  j["answer"] = w.answer ? json(*w.answer) : json(nullptr);
-  if (w.result_json) {
-    json r = json::parse(*w.result_json, nullptr, false);
-    j["result"] = r.is_discarded() ? json::object() : r;
-  } else {
-    j["result"] = nullptr;
+// A batch of job writes as the 21 typed arrays of UPPZY_APPLY_BATCH, in its column order.
+class JobWriteColumns {
+ public:
+  void Add(const JobWrite& w) {
+    c_[0].Int(w.id);
+    c_[1].Text(ToString(w.expected_state));
+    c_[2].Int(w.expected_attempt);
+    c_[3].Text(ToString(w.new_state));
+    c_[4].Int(w.attempts_delta);
+    c_[5].Bool(w.keep_lock);
+    c_[6].Bool(w.expire_lease);
+    c_[7].Bool(w.clear_request);
+    c_[8].OptText(w.request_id);
+    c_[9].Ms(w.submitted_at);
+    c_[10].Ms(w.poll_deadline);
+    c_[11].OptInt(w.polls);
+    c_[12].Ms(w.run_at);
+    c_[13].OptText(w.answer);
+    // The engine stores the completed body's other fields as serialized JSON; anything that is not
+    // JSON (it never should be) is stored as {} rather than failing the batch.
+    if (!w.result_json) {
+      c_[14].Null();
+    } else {
+      c_[14].Text(json::accept(*w.result_json) ? std::string_view(*w.result_json) : std::string_view("{}"));
+    }
+    if (w.error) {
+      c_[15].Text(ToString(w.error->kind));
+      c_[16].Text(w.error->message);
+      w.error->http_status ? c_[17].Int(w.error->http_status) : c_[17].Null();
+      c_[18].Text(store::ErrorEntryJson(*w.error));
+    } else {
+      for (int i = 15; i <= 18; ++i) c_[i].Null();
+    }
+    c_[19].OptInt(w.answer_ready_after_ms);
+    c_[20].OptInt(w.answer_seen_after_ms);
+    ++size_;
   }
-  if (w.error) {
-    const ErrorEntry& e = *w.error;
-    j["error_kind"] = ToString(e.kind);
-    j["last_error"] = e.message;
-    j["last_http_status"] = e.http_status ? json(e.http_status) : json(nullptr);
-    j["error_entry"] = json{{"attempt", e.attempt},
-                            {"at", Iso(e.at)},
-                            {"kind", ToString(e.kind)},
-                            {"http_status", e.http_status ? json(e.http_status) : json(nullptr)},
-                            {"message", e.message},
-                            {"request_id", e.request_id.empty() ? json(nullptr) : json(e.request_id)}};
-  } else {
-    j["error_kind"] = nullptr;
-    j["last_error"] = nullptr;
-    j["last_http_status"] = nullptr;
-    j["error_entry"] = nullptr;
+  size_t size() const { return size_; }
+  // The statement's parameters: the worker, then the columns. The builder is empty afterwards.
+  pqxx::result Exec(pqxx::work& tx, const char* statement, const std::string& worker) {
+    size_ = 0;
+    return tx.exec_prepared(statement, worker, c_[0].Take(), c_[1].Take(), c_[2].Take(), c_[3].Take(),
+                            c_[4].Take(), c_[5].Take(), c_[6].Take(), c_[7].Take(), c_[8].Take(),
+                            c_[9].Take(), c_[10].Take(), c_[11].Take(), c_[12].Take(), c_[13].Take(),
+                            c_[14].Take(), c_[15].Take(), c_[16].Take(), c_[17].Take(), c_[18].Take(),
+                            c_[19].Take(), c_[20].Take());
   }
-  return j;
-}
+
+ private:
+  store::ArrayColumn c_[21];
+  size_t size_ = 0;
+};
 
 TimePoint FromMs(long long ms) { return TimePoint(std::chrono::milliseconds(ms)); }
 
@@ -252,18 +259,18 @@ ApplyResult Store::JobsApplyWrites(const std::string& worker, const std::vector<
       pqxx::work tx(impl_->conn);
       if (!skip_locked) tx.exec(store::sql::kApplyWritesFastLockTimeout);
       for (size_t round = 0;; ++round) {
-        json batch = json::array();
+        JobWriteColumns batch;
         std::vector<int64_t> ids;
         for (int64_t id : order) {
           const auto& queue = by_job[id];
           if (round < queue.size() && fate[id] == Fate::kApplied) {
-            batch.push_back(WriteJson(*queue[round]));
+            batch.Add(*queue[round]);
             ids.push_back(id);
           }
         }
-        if (batch.empty()) break;
+        if (batch.size() == 0) break;
         if (skip_locked) {
-          for (const auto& row : tx.exec_prepared("apply_writes_skip_locked", worker, batch.dump())) {
+          for (const auto& row : batch.Exec(tx, "apply_writes_skip_locked", worker)) {
             const auto id = row[0].as<int64_t>();
             const bool exists = row[1].as<bool>();
             const bool locked = row[2].as<bool>();
@@ -271,7 +278,7 @@ ApplyResult Store::JobsApplyWrites(const std::string& worker, const std::vector<
           }
         } else {
           std::unordered_set<int64_t> applied;
-          for (const auto& row : tx.exec_prepared("apply_writes_fast", worker, batch.dump())) {
+          for (const auto& row : batch.Exec(tx, "apply_writes_fast", worker)) {
             applied.insert(row[0].as<int64_t>());
           }
           for (int64_t id : ids) {

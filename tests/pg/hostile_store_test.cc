@@ -41,6 +41,46 @@ TEST(Fencing, JobWhoseSecondWriteIsRefusedCountsAsRefused) {
   EXPECT_EQ(Query(db, "SELECT state || ' ' || request_id FROM uppzy.chat_jobs"), "polling req-1");
 }
 
+// The batched write passes every column as a typed array's text form: an answer with the characters
+// that array syntax gives meaning to is stored exactly, and one no PostgreSQL text can hold (NUL) is
+// refused with a clear, non-transient error (the coordinator then fails that row alone).
+TEST(TypedArrays, AnswersWithArraySyntaxAreStoredExactlyAndNulIsRefused) {
+  const std::string db = test::MigratedDatabase();
+  Exec(db,
+       "INSERT INTO uppzy.chat_jobs (session_id, message) SELECT 's', 'm' || g FROM generate_series(1, 2) g");
+  Store store(db);
+  auto claimed = store.JobsClaimQueued("w", 30000, 2);
+  ASSERT_EQ(claimed.size(), 2u);
+  const auto now = Clock::now();
+  std::vector<JobWrite> writes;
+  for (const auto& c : claimed) {
+    HeldJob h = HeldJob::Of(c);
+    writes.push_back(WriteAccepted(h, "req-" + std::to_string(c.id), now, now + std::chrono::seconds(45)));
+  }
+  ASSERT_EQ(store.JobsApplyWrites("w", writes).applied.size(), 2u);
+  const std::string tricky = "NULL, {a,\"b\"} \\ \"quoted\" ,} \u00e9 \xE2\x82\xAC";
+  HeldJob a = HeldJob::Of(claimed[0]);
+  a.row_state = JobState::kPolling;
+  a.request_id = "req-" + std::to_string(a.id);
+  ApplyResult r = store.JobsApplyWrites("w", {WriteCompleted(a, tricky, R"({"k":"{\"x\",NULL}"})")});
+  ASSERT_EQ(r.applied.size(), 1u);
+  EXPECT_EQ(Query(db, "SELECT answer FROM uppzy.chat_jobs WHERE id = " + std::to_string(a.id)), tricky);
+  EXPECT_EQ(Query(db, "SELECT result->>'k' FROM uppzy.chat_jobs WHERE id = " + std::to_string(a.id)),
+            "{\"x\",NULL}");
+
+  HeldJob b = HeldJob::Of(claimed[1]);
+  b.row_state = JobState::kPolling;
+  b.request_id = "req-" + std::to_string(b.id);
+  try {
+    store.JobsApplyWrites("w", {WriteCompleted(b, std::string("a") + '\0' + "b", "{}")});
+    FAIL() << "a NUL in the answer was not refused";
+  } catch (const StoreError& e) {
+    EXPECT_FALSE(e.transient());
+    EXPECT_NE(std::string(e.what()).find("NUL"), std::string::npos) << e.what();
+  }
+  EXPECT_EQ(Query(db, "SELECT state FROM uppzy.chat_jobs WHERE id = " + std::to_string(b.id)), "polling");
+}
+
 // An app's SELECT ... FOR UPDATE on a held row: the write is deferred at once, not waited on; the
 // other rows of the batch are stored; once the lock goes, the deferred write applies.
 TEST(AppLocks, WritesSkipARowAnAppHoldsAndApplyItLater) {
