@@ -52,9 +52,9 @@ END = "__BENCH_END__"
 API_KEY = "bench-key"
 
 # Full sizes (the issue's) and quick sizes (--quick: 1/10 for S1, S2 and S4).
-FULL = {"S1": 20000, "S2": 20000, "S3": 300, "S4": 20000, "S8": 20000, "idle_s": 20, "S7": 5000,
+FULL = {"S1": 20000, "S9": 20000, "S2": 20000, "S3": 300, "S4": 20000, "S8": 20000, "idle_s": 20, "S7": 5000,
         "S7_budget": 1000, "S7_warmup": 2000}
-QUICK = {"S1": 2000, "S2": 2000, "S3": 60, "S4": 2000, "S8": 2000, "idle_s": 5, "S7": 300, "S7_budget": 100,
+QUICK = {"S1": 2000, "S9": 2000, "S2": 2000, "S3": 60, "S4": 2000, "S8": 2000, "idle_s": 5, "S7": 300, "S7_budget": 100,
          "S7_warmup": 0}
 # S7 (issue 11, adaptive polling): answer times drawn by the mock from this distribution with a fixed seed,
 # so both modes see the same sequence of answer times; --quick scales the answers down (median 2 s).
@@ -66,6 +66,7 @@ S7_BUDGET_BURST = 25  # the burst of the site's shared budget (uppzy.sites) in S
 S7_MAX_IN_FLIGHT = 6000
 S7_BUDGET_BREAKER_FAILURES = int(os.environ.get("BENCH_S7_BREAKER_FAILURES", "100000"))
 S8_ROUND_TRIP_MS = 100
+S9_WORKERS = (1, 2, 4, 8)  # S9 (issue 13): worker processes against one database, each run on S1's jobs
 # S8's plain HTTP/1.1 run: the connections the README's sizing gives for S2's peak at 100 ms (about
 # 8,000 requests/s x 0.1 s), within UPPZY_HTTP_MAX_CONNECTIONS' maximum. Over HTTP/2 the defaults.
 S8_H1_CONNECTIONS = 1024
@@ -100,6 +101,10 @@ TARGETS = {
     "S3.p50_ms": ("S3", "p50_ms", "<=", 10.0, "≤ 10 ms"),
     "S3.p99_ms": ("S3", "p99_ms", "<=", 50.0, "≤ 50 ms"),
     "idle.cpu_pct_of_core": ("idle", "cpu_pct_of_core", "<", 1.0, "< 1% of a core"),
+    "idle.db_xacts_per_s": ("idle", "db_xacts_per_s", "<=", 1.0, "≤ 1 (issue 13)"),
+    # Issue 13: N workers against one database, S1's jobs.
+    "S9.w8_ratio": ("S9", "w8_ratio", ">=", 0.90, "≥ 90% of 1 worker"),
+    "S9.jobs_claimed_twice": ("S9", "jobs_claimed_twice", "<=", 0, "none"),
     # Issue 11: adaptive against fixed, on the same answer times.
     "S7.calls_saved_pct": ("S7", "calls_saved_pct", ">=", 25.0, "≥ 25% fewer than fixed"),
     "S7.p50_delta_s": ("S7", "p50_delta_s", "<=", 0.25, "≤ fixed + 0.25 s"),
@@ -304,6 +309,11 @@ class Proc:
     def peak_rss_mb(self) -> float:
         return self.rusage.ru_maxrss / 1024  # ru_maxrss is in KiB on Linux
 
+    def log_count(self, event: str) -> int:
+        """Lines of the process's log that carry `event` (a worker's log event name)."""
+        with open(self.logf.name, errors="replace") as f:
+            return sum(1 for line in f if event in line)
+
 
 class Mock:
     def __init__(self, bench: "Bench", ready_after_ms: int, tag: str, extra: list[str] | None = None):
@@ -400,7 +410,7 @@ class Bench:
         self.children: list[Proc] = []
         sizes = dict(QUICK if a.quick else FULL)
         for key, env in (("S1", "BENCH_S1_JOBS"), ("S2", "BENCH_S2_JOBS"), ("S3", "BENCH_S3_JOBS"),
-                         ("S4", "BENCH_S4_JOBS"), ("S8", "BENCH_S8_JOBS"), ("idle_s", "BENCH_IDLE_S"),
+                         ("S4", "BENCH_S4_JOBS"), ("S8", "BENCH_S8_JOBS"), ("S9", "BENCH_S9_JOBS"), ("idle_s", "BENCH_IDLE_S"),
                          ("S7", "BENCH_S7_JOBS"), ("S7_budget", "BENCH_S7_BUDGET_JOBS"),
                          ("S7_warmup", "BENCH_S7_WARMUP_JOBS")):
             if os.environ.get(env):
@@ -512,6 +522,66 @@ class Bench:
         # Every job completed in one attempt (checked above), so its state writes are exactly 3 (claim,
         # accepted, completed); the only other UPDATE of chat_jobs on this path is the lease renewal.
         out["lease_renewal_writes_per_job"] = max(0.0, out["row_writes_per_job"] - 3.0)
+        return out
+
+    def s9(self, run: int) -> dict:
+        """Issue 13: S1's jobs drained by 1, 2, 4 and 8 worker processes against one database."""
+        n = self.sizes["S9"]
+        out: dict = {"jobs": n}
+        claimed_twice = 0
+        fenced = 0
+        for k in S9_WORKERS:
+            tag = f"s9-{run}-w{k}"
+            self.reset_db()
+            self.insert_jobs(n, "s9")
+            mock = Mock(self, 0, tag)
+            before = self.machine.snapshot()
+            workers = [self.start_worker(self.worker_env(mock, f"{tag}-{i}", UPPZY_POLL_INTERVAL_MS=10,
+                                                         UPPZY_MAX_IN_FLIGHT=2000), f"{tag}-{i}", until_empty=True)
+                       for i in range(k)]
+            peak = {"connections": 0}
+            done = threading.Event()
+
+            def sample() -> None:
+                s = Psql(self.db_url)
+                try:
+                    while not done.is_set():
+                        # Client backends of the workers (the sampler's own connection excluded).
+                        c = int(s.value("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                                        "AND backend_type = 'client backend' AND pid <> pg_backend_pid()"))
+                        peak["connections"] = max(peak["connections"], c)
+                        done.wait(0.05)
+                finally:
+                    s.close()
+
+            t = threading.Thread(target=sample, daemon=True)
+            t.start()
+            rcs = [w.wait(timeout=900) for w in workers]
+            done.set()
+            t.join()
+            time.sleep(0.3)
+            after = self.machine.snapshot()
+            stats = mock.stats()
+            mock.stop()
+            js = self.job_summary()
+            self.check(all(rc == 0 for rc in rcs), f"S9 run {run}, {k} workers: exit codes {rcs}")
+            self.check(js["completed"] == n, f"S9 run {run}, {k} workers: {js['completed']} of {n} jobs completed")
+            twice = js["not_one_attempt"] + int(stats.get("duplicate_submissions") or 0)
+            claimed_twice += twice
+            self.check(twice == 0, f"S9 run {run}, {k} workers: {twice} jobs claimed twice")
+            for w in workers:
+                fenced += w.log_count("write_refused")
+            span = js["last_finished"] - js["first_submitted"]
+            d = self.deltas(before, after, n)
+            out[f"w{k}_jobs_per_s"] = n / span if span > 0 else 0.0
+            out[f"w{k}_pg_cpu_s_per_1000"] = d["pg_cpu_s_per_1000"]
+            out[f"w{k}_wal_bytes_per_job"] = d["wal_bytes_per_job"]
+            out[f"w{k}_connections_per_worker"] = peak["connections"] / k
+            out[f"w{k}_machine_busy_cores"] = d["machine_busy_cores"]
+        for k in S9_WORKERS:
+            out[f"w{k}_ratio"] = out[f"w{k}_jobs_per_s"] / out["w1_jobs_per_s"] if out["w1_jobs_per_s"] else 0.0
+        out["jobs_claimed_twice"] = claimed_twice
+        out["writes_fenced"] = fenced
         return out
 
     def s2(self, run: int) -> dict:
@@ -1238,7 +1308,7 @@ def fmt(v: float, key: str) -> str:
         return f"{v:,.0f}"
     if key in ("h1_ratio_to_S2", "h2_ratio_to_S2"):
         return f"{v:.2f}×"
-    if key == "ratio_to_S4":
+    if key == "ratio_to_S4" or (key.startswith("w") and key.endswith("_ratio")):
         return f"{100 * v:.0f}%"
     if key.endswith("_pct") or key == "cpu_pct_of_core" or key == "hot_update_pct":
         return f"{v:.2f}%" if v < 10 else f"{v:.0f}%"
@@ -1296,7 +1366,18 @@ ROWS = [
     ("S4", "row_writes_per_job", "row writes per job", None),
     ("S4", "pg_cpu_s_per_1000", "PostgreSQL CPU-s per 1,000 jobs", None),
     ("idle", "cpu_pct_of_core", "idle worker CPU (% of one core)", "idle.cpu_pct_of_core"),
-    ("idle", "db_xacts_per_s", "idle worker database transactions per second", None),
+    ("idle", "db_xacts_per_s", "idle worker database transactions per second", "idle.db_xacts_per_s"),
+    ("S9", "w1_jobs_per_s", "1 worker: throughput, first accepted submission → last finish (jobs/s)", None),
+    ("S9", "w2_jobs_per_s", "2 workers: aggregate throughput (jobs/s)", None),
+    ("S9", "w4_jobs_per_s", "4 workers: aggregate throughput (jobs/s)", None),
+    ("S9", "w8_jobs_per_s", "8 workers: aggregate throughput (jobs/s)", None),
+    ("S9", "w8_ratio", "8 workers / 1 worker", "S9.w8_ratio"),
+    ("S9", "w1_pg_cpu_s_per_1000", "1 worker: PostgreSQL CPU-s per 1,000 jobs", None),
+    ("S9", "w8_pg_cpu_s_per_1000", "8 workers: PostgreSQL CPU-s per 1,000 jobs", None),
+    ("S9", "w8_machine_busy_cores", "8 workers: whole machine busy (cores of 2)", None),
+    ("S9", "w8_connections_per_worker", "database connections per worker (peak, 8 workers)", None),
+    ("S9", "jobs_claimed_twice", "jobs claimed twice (attempts > 1 or a second submission at the mock), every run", "S9.jobs_claimed_twice"),
+    ("S9", "writes_fenced", "writes fenced (`write_refused`: another worker held the row), every run", None),
 ]
 
 
@@ -1621,9 +1702,11 @@ def main() -> int:
 
     b = Bench(a)
     only = {x.strip().upper() for x in a.only.split(",") if x.strip()}
-    wanted = [sc for sc in ("S4", "S1", "S2", "S3", "idle", "S8", "S7", "S6") if not only or sc.upper() in only]
+    wanted = [sc for sc in ("S4", "S1", "S9", "S2", "S3", "idle", "S8", "S7", "S6")
+              if not only or sc.upper() in only]
     if a.quick and not only:  # S6 takes minutes even scaled down: not in the --quick set (CI), `--only S6` runs it
         wanted.remove("S6")
+        wanted.remove("S9")  # eight workers at once: `--only S9` (or a full run) measures it
     if a.soak or "S5" in only:
         wanted.append("S5")
     results_dir = b.root / "bench" / "results"

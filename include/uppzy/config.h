@@ -58,7 +58,7 @@ struct Config {
                                       // [100, 3600000], UPPZY_BACKOFF_BASE_MS [1, 3600000],
                                       // UPPZY_BACKOFF_MAX_MS [base, 86400000],
                                       // UPPZY_RETRY_AFTER_MAX_MS [0, 86400000]
-  int max_in_flight = 1000;           // UPPZY_MAX_IN_FLIGHT [1, 100000]: rows one worker holds
+  int max_in_flight = 10000;          // UPPZY_MAX_IN_FLIGHT [1, 100000]: rows one worker holds
   int http_timeout_ms = 10000;        // UPPZY_HTTP_TIMEOUT_MS [100, 600000]: total time of one call
   int connect_timeout_ms = 3000;      // UPPZY_CONNECT_TIMEOUT_MS [10, 60000]
   int http_max_connections = 16;      // UPPZY_HTTP_MAX_CONNECTIONS [1, 1024]
@@ -71,6 +71,9 @@ struct Config {
   int claim_batch = 500;              // UPPZY_CLAIM_BATCH [1, 10000]: most rows per claim statement
   int shutdown_grace_ms = 10000;      // UPPZY_SHUTDOWN_GRACE_MS [0, 600000]
   int rescue_interval_ms = 2000;      // UPPZY_RESCUE_INTERVAL_MS [100, 600000]
+  // UPPZY_LISTEN_FALLBACK_MS [1000, 600000]: while LISTEN works and the worker holds nothing, the
+  // fallback claim and the rescue pass run this often instead (new rows wake it through NOTIFY).
+  int listen_fallback_ms = 30000;
   // UPPZY_HTTP_ADDR: host:port of GET /healthz; "off" disables it, port 0 picks a free one.
   std::string http_addr = "127.0.0.1:9464";
   // Retention, run by every worker in the background in batches of 1000: finished rows older than

@@ -177,6 +177,14 @@ struct SiteChange {
   SiteRow after;
 };
 
+// What a worker's gauges show (OpsStore::Gauges): unfinished jobs by state, open incidents, and per
+// site the unfinished jobs and open incidents.
+struct WorkerGauges {
+  std::vector<StateCount> states;
+  long long open_incidents = 0;
+  std::vector<SiteStatus> sites;
+};
+
 class OpsStore {
  public:
   // Connects at once. Throws StoreError (transient) when the database cannot be reached.
@@ -222,7 +230,7 @@ class OpsStore {
   // Answer-time observations (migration 0009) of the jobs submitted in the `window` that ended `settle`
   // ago (at least the poll timeout, so every one of them has its outcome; a sample by finish time
   // would favour slow answers), newest submission first, at most `limit`, of every site: what adaptive
-  // polling fits its estimates on. Reads chat_jobs_finished_at_idx.
+  // polling fits its estimates on. Reads a range of chat_jobs_finished_time_idx.
   std::vector<AnswerTimeRow> AnswerTimesRecent(
       std::chrono::milliseconds window, int limit,
       std::chrono::milliseconds settle = std::chrono::milliseconds(0));
@@ -241,6 +249,9 @@ class OpsStore {
   // The worker's per-site gauges (kOpsSiteGauges): per site (is_default for the NULL-site jobs) the
   // unfinished jobs by state and the open incidents; other fields empty. Reads no uppzy.workers.
   std::vector<SiteStatus> SiteGauges();
+  // What the worker's gauges show, read in one transaction (an idle worker's every database
+  // transaction counts): StatsByState(true), IncidentsOpenCount() and SiteGauges().
+  WorkerGauges Gauges();
   // INSERT ... ON CONFLICT (site_id) DO UPDATE of only the settings `change` gives; a new row gets
   // NULL for the others. One transaction.
   SiteChange SitesSet(const std::string& site_id, const SiteSettingsChange& change);

@@ -88,6 +88,7 @@ class Store final : public WorkerJobStore {
                                          const std::string& worker) override;
   std::optional<int64_t> IncidentsOpenFor(const std::string& fingerprint) override;
   std::vector<std::string> IncidentsOpenAmong(const std::vector<std::string>& fingerprints) override;
+  std::optional<Millis> LeasesNextExpiry(const std::string& worker) override;
   std::vector<BudgetGrant> BudgetsGrant(const std::vector<BudgetWant>& wants,
                                         const std::string& default_site) override;
   void BudgetsBlock(const std::string& site_id, int64_t block_ms, double own_rate_per_s) override;

@@ -134,6 +134,14 @@ class WorkerJobStore {
                                                int lease_ms) = 0;
   // True while any job is queued, retrying, submitting or polling.
   virtual bool JobsAnyUnfinished() = 0;
+  // How long until the first lease of a row another worker holds (a job, rating or close) runs out:
+  // negative if one has already, nullopt if no other worker holds a row. A quiet worker schedules its
+  // next rescue pass by it, so a crashed worker's rows are taken over when their lease ends even while
+  // the rest of the fleet is idle. The default knows nothing (a rescue pass every interval).
+  virtual std::optional<Millis> LeasesNextExpiry(const std::string& worker) {
+    (void)worker;
+    return std::nullopt;
+  }
   // Ids of rows held by `worker` whose cancellation was requested (cancel_requested_at set). Throws
   // StoreError with sqlstate 42703 on a schema without cancellation (before migration 0002).
   virtual std::vector<int64_t> JobsCancelRequested(const std::string& worker) = 0;

@@ -90,7 +90,8 @@ void Coordinator::Budget(bool claiming, bool woken) {
   // Which sites are budgeted can change (an operator sets a limit, another worker's 429 teaches one):
   // ask about every site again each second while busy or woken (a change to uppzy.sites wakes us),
   // every 10 s while idle, so an idle worker stays quiet.
-  const bool refresh = now - budget_asked_at_ >= Millis(held_.empty() && !woken ? 10000 : 1000);
+  const Millis idle_refresh = Quiet() ? Millis(config_.listen_fallback_ms) : Millis(10000);
+  const bool refresh = now - budget_asked_at_ >= (held_.empty() && !woken ? idle_refresh : Millis(1000));
   const int room = std::min(config_.max_in_flight - static_cast<int>(held_.size()), config_.claim_batch);
   const auto paused = mailbox_.PausedSites();
   std::vector<BudgetWant> wants;
@@ -458,20 +459,38 @@ void Coordinator::CheckIncident() {
     }
   }
   // While any site is paused, look every second, so a resolved incident resumes it within a second.
-  next_incident_check_ = now + Millis(paused.empty() ? 5000 : 1000);
+  // A quiet worker (nothing held) looks as seldom as it looks for work: it would meet a bad key's
+  // 401 itself on its next call.
+  next_incident_check_ = now + (paused.empty() ? std::max(Millis(5000), RescueInterval()) : Millis(1000));
   PublishPaused(std::move(paused));
 }
 
-void Coordinator::Rescue() {
+bool Coordinator::Quiet() const {
+  return mailbox_.listening.load() && held_.empty() && held_deliveries_.empty() && pending_writes_.empty() &&
+         pending_delivery_writes_.empty() && !more_waiting_ && !more_deliveries_ && !budget_more_;
+}
+
+Millis Coordinator::FetchInterval() const {
+  return Millis(Quiet() ? std::max(config_.listen_fallback_ms, config_.fetch_interval_ms)
+                        : config_.fetch_interval_ms);
+}
+
+Millis Coordinator::RescueInterval() const {
+  return Millis(Quiet() ? std::max(config_.listen_fallback_ms, config_.rescue_interval_ms)
+                        : config_.rescue_interval_ms);
+}
+
+bool Coordinator::Rescue() {
   const auto now = clock_.SteadyNow();
-  if (now < next_rescue_) return;
-  next_rescue_ = now + Millis(config_.rescue_interval_ms);
+  if (now < next_rescue_) return false;
+  next_rescue_ = now + RescueInterval();
   const int rescued = store_->JobsRescueExpiredSubmitting(1000) + deliveries_->DeliveriesRescueExpired(1000);
   if (rescued > 0) {
     metrics_.Rescued(rescued);
     LogEvent(spdlog::level::warn, "rescued_expired_submissions", {{"rows", std::to_string(rescued)}});
   }
   Claim(true);
+  return true;
 }
 
 void Coordinator::Claim(bool adopt) {
@@ -615,16 +634,33 @@ bool Coordinator::RunOnce(std::atomic<bool>& all_done) {
     const bool budget_claim = budget_more_ && now >= next_grant_;
     if (budget_claim) budget_more_ = false;
     Budget(fetch || now >= next_rescue_ || more_waiting_ || more_deliveries_ || budget_claim, woken);
-    Rescue();
+    const bool rescued = Rescue();  // it claims too: the fetch below need not claim jobs again
     if (fetch) {
-      next_fetch_ = now + Millis(config_.fetch_interval_ms);
-      Claim(woken);
+      next_fetch_ = now + FetchInterval();
+      if (!rescued) Claim(woken);
       ClaimDeliveries();
     } else {
       if (more_waiting_ || budget_claim) Claim(false);
       if (more_deliveries_ || budget_claim) ClaimDeliveries();
     }
     claim_caps_.clear();
+    if (Quiet()) {
+      // Quiet after this pass's claims (they found nothing): the next passes are the slow fallback,
+      // except that the rescue pass comes back when another worker's lease runs out (it may have died).
+      if (rescued) {
+        next_rescue_ = now + RescueInterval();
+        // A lease that ran out already is one this pass could not take (a paused site's, or a site we
+        // have no key for): waking for it would only spin.
+        const auto left = store_->LeasesNextExpiry(config_.worker_id);
+        if (left && *left > Millis(0)) next_rescue_ = std::min(next_rescue_, now + *left + Millis(100));
+      }
+      if (fetch) next_fetch_ = now + FetchInterval();
+    } else {
+      // Work arrived or the listener went away: the slow fallback of a quiet worker no longer holds.
+      next_fetch_ = std::min(next_fetch_, now + Millis(config_.fetch_interval_ms));
+      next_rescue_ = std::min(next_rescue_, now + Millis(config_.rescue_interval_ms));
+      next_incident_check_ = std::min(next_incident_check_, now + Millis(5000));
+    }
     if (options_.until_empty && held_.empty() && held_deliveries_.empty() && pending_writes_.empty() &&
         now >= next_empty_check_) {
       next_empty_check_ = now + Millis(std::min(config_.fetch_interval_ms, 200));

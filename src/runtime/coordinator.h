@@ -72,7 +72,14 @@ class Coordinator {
   void ApplyWrites();
   void RenewLeases();
   void CheckIncident();
-  void Rescue();
+  // Runs the rescue pass when it is due (it claims too); true if it ran.
+  bool Rescue();
+  // An idle worker whose listener works: nothing held, nothing to write, no claim left unfinished. New
+  // rows wake it through NOTIFY, so its fallback claim, rescue and incident check slow to
+  // UPPZY_LISTEN_FALLBACK_MS (an idle worker makes under one database transaction per second).
+  bool Quiet() const;
+  Millis FetchInterval() const;
+  Millis RescueInterval() const;
   void Claim(bool adopt);
   void Disconnect(const StoreError& e);
   void CheckCancels();

@@ -224,6 +224,9 @@ class Mailbox {
   std::atomic<unsigned long long> reports_processed{0};
   // Stop requested: no new claims.
   std::atomic<bool> stopping{false};
+  // The listener is connected and LISTENing: new rows wake the coordinator, so an idle coordinator
+  // may look for work without a NOTIFY only every UPPZY_LISTEN_FALLBACK_MS (set by the listen thread).
+  std::atomic<bool> listening{false};
   // The engine has handed back everything and exited its loop.
   std::atomic<bool> engine_done{false};
   // Set by the coordinator only: steady_clock milliseconds (SteadyMs) of its last pass that reached the

@@ -101,18 +101,20 @@ int Maintenance::RunOnce(bool retention) {
 }
 
 void Maintenance::RefreshGauges() {
+  // One transaction for every gauge: an idle worker's every transaction counts (issue 13).
+  WorkerGauges gauges = store_->Gauges();
   double oldest_queued = 0;
-  for (const auto& s : store_->StatsByState(true)) {
+  for (const auto& s : gauges.states) {
     metrics_.SetQueueDepth(s.state, s.jobs);
     if (s.state == "queued") oldest_queued = s.oldest_age_seconds.value_or(0.0);
   }
   metrics_.SetOldestQueuedAge(oldest_queued);
-  const long long open = store_->IncidentsOpenCount();
+  const long long open = gauges.open_incidents;
   metrics_.SetOpenIncidents(open);
   // Per site; the default site's NULL-site jobs count under this worker's UPPZY_SITE_ID, together with
   // any jobs naming that site.
   std::map<std::string, SiteStatus> by_site;
-  for (auto& s : store_->SiteGauges()) {
+  for (auto& s : gauges.sites) {
     SiteStatus& t = by_site[s.is_default ? config_.site.site_id : s.site.site_id];
     t.queued += s.queued;
     t.retrying += s.retrying;

@@ -28,6 +28,10 @@ namespace {
 // How often the key files are checked for changes (a stat() of each).
 constexpr auto kKeyCheckInterval = std::chrono::seconds(1);
 
+// How often the listener checks its connection with a `SELECT 1` (one database transaction): a
+// connection that died silently is found within this, and the coordinator falls back to polling.
+constexpr auto kListenerPing = std::chrono::seconds(15);
+
 // Config::keys as LoadConfig filled it; a Config built by hand with only `site` keys that one site.
 KeySources KeySourcesOf(const Config& c) {
   if (!c.keys.env_key.empty() || !c.keys.key_file.empty() || !c.keys.keys_dir.empty()) return c.keys;
@@ -66,16 +70,21 @@ struct Worker::Impl {
       try {
         Listener listener(config.database_url, "uppzy_chat_jobs_wakeup");
         delay_ms = 100;
+        mailbox.listening = true;
         mailbox.WakeDb();  // we may have missed notifications while disconnected
-        auto next_ping = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+        auto next_ping = std::chrono::steady_clock::now() + kListenerPing;
         while (!mailbox.stopping) {
           if (listener.Wait(250) > 0) mailbox.WakeDb();
           if (std::chrono::steady_clock::now() >= next_ping) {
             listener.Ping();  // health check: re-made below if the connection is gone
-            next_ping = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+            next_ping = std::chrono::steady_clock::now() + kListenerPing;
           }
         }
+        mailbox.listening = false;
       } catch (const StoreError&) {
+        // Not listening: the coordinator goes back to its UPPZY_FETCH_INTERVAL_MS fallback at once.
+        mailbox.listening = false;
+        mailbox.WakeDb();
         std::this_thread::sleep_for(Millis(delay_ms));
         delay_ms = std::min(delay_ms * 2, 5000);
       }

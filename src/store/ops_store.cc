@@ -363,22 +363,44 @@ std::vector<SiteStatus> OpsStore::SitesList() {
   });
 }
 
+namespace {
+
+std::vector<SiteStatus> ReadSiteGauges(const pqxx::result& r) {
+  std::vector<SiteStatus> out;
+  for (const auto& row : r) {
+    SiteStatus s;
+    s.is_default = row[0].is_null();
+    s.site.site_id = s.is_default ? std::string() : row[0].as<std::string>();
+    s.queued = row[1].as<long long>();
+    s.retrying = row[2].as<long long>();
+    s.submitting = row[3].as<long long>();
+    s.polling = row[4].as<long long>();
+    s.open_incidents = row[5].as<long long>();
+    out.push_back(std::move(s));
+  }
+  return out;
+}
+
+}  // namespace
+
 std::vector<SiteStatus> OpsStore::SiteGauges() {
   return Translate([&] {
     pqxx::nontransaction tx(impl_->conn);
-    std::vector<SiteStatus> out;
-    for (const auto& row : tx.exec(store::sql::kOpsSiteGauges)) {
-      SiteStatus s;
-      s.is_default = row[0].is_null();
-      s.site.site_id = s.is_default ? std::string() : row[0].as<std::string>();
-      s.queued = row[1].as<long long>();
-      s.retrying = row[2].as<long long>();
-      s.submitting = row[3].as<long long>();
-      s.polling = row[4].as<long long>();
-      s.open_incidents = row[5].as<long long>();
-      out.push_back(std::move(s));
+    return ReadSiteGauges(tx.exec(store::sql::kOpsSiteGauges));
+  });
+}
+
+WorkerGauges OpsStore::Gauges() {
+  return Translate([&] {
+    pqxx::read_transaction tx(impl_->conn);
+    WorkerGauges g;
+    for (const auto& row : tx.exec(store::sql::kOpsStatsUnfinished)) {
+      g.states.push_back(StateCount{Text(row[0]), row[1].as<long long>(), Real(row[2])});
     }
-    return out;
+    g.open_incidents = tx.exec(store::sql::kOpsIncidentsOpenCount)[0][0].as<long long>();
+    g.sites = ReadSiteGauges(tx.exec(store::sql::kOpsSiteGauges));
+    tx.commit();
+    return g;
   });
 }
 

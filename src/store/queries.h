@@ -229,8 +229,22 @@ WITH l AS (
 )
 UPDATE uppzy.chat_jobs j
 SET lease_expires_at = now() + $3::bigint * interval '1 millisecond'
-FROM l WHERE j.id = l.id
+WHERE j.id = ANY (ARRAY(SELECT l.id FROM l))
 RETURNING j.id
+)sql";
+
+// $1 worker: milliseconds until the first lease held by another worker runs out (negative: one has),
+// NULL when none is held. Jobs through chat_jobs_active_state_idx (held rows only), ratings and closes
+// through their lease indexes.
+inline constexpr const char* kLeasesNextExpiry = R"sql(
+SELECT (extract(epoch FROM min(t) - now()) * 1000)::bigint FROM (
+  SELECT min(lease_expires_at) AS t FROM uppzy.chat_jobs
+  WHERE state IN ('submitting', 'polling') AND locked_by IS DISTINCT FROM $1
+  UNION ALL
+  SELECT min(lease_expires_at) FROM uppzy.chat_feedback WHERE state = 'sending' AND locked_by IS DISTINCT FROM $1
+  UNION ALL
+  SELECT min(lease_expires_at) FROM uppzy.session_closes WHERE state = 'sending' AND locked_by IS DISTINCT FROM $1
+) x
 )sql";
 
 // Each EXISTS matches one partial index exactly.

@@ -38,7 +38,7 @@ FROM uppzy.chat_job_health
 )sql";
 
 // Jobs finished per minute over the last 24 hours, by outcome, and how many of them hit poll_timeout
-// (the timeout rate chart). One range scan of chat_jobs_finished_at_idx (0002), the same rows the
+// (the timeout rate chart). One range scan of chat_jobs_finished_time_idx (0011), the same rows the
 // 24-hour health window reads. Minutes without a finished job are absent.
 inline constexpr const char* kDashOverviewMinutes = R"sql(
 WITH w AS (SELECT date_trunc('minute', now()) - interval '1439 minutes' AS start)
@@ -84,7 +84,7 @@ SELECT period, delivered, failed, good, bad, good_ratio::float8, pending FROM up
 )sql";
 
 // One row per site (site_queues: the default site, site_id NULL, first), with its polling over the
-// last hour (site_polling_health: one range scan of chat_jobs_finished_at_idx) and its open incidents.
+// last hour (site_polling_health: one range scan of chat_jobs_finished_time_idx) and its open incidents.
 // A site with no finished job in the hour has NULL polling figures. Its shared budget comes from
 // uppzy.site_limits (0010): limit, effective rate, block, 429s and tokens granted (NULL/0 when none;
 // the default site's budget row, under its UPPZY_SITE_ID, is not joined to the NULL row). At most 200.

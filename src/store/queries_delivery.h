@@ -89,7 +89,7 @@ WITH l AS (
 )
 UPDATE uppzy.{table} j
 SET lease_expires_at = now() + $3::bigint * interval '1 millisecond'
-FROM l WHERE j.id = l.id
+WHERE j.id = ANY (ARRAY(SELECT l.id FROM l))
 RETURNING j.id
 )sql";
 

@@ -79,11 +79,12 @@ inline constexpr const char* kOpsIncidentsOpenCount =
 // every one of them has its outcome: $3 is at least the poll timeout), newest submission first. Chosen
 // by submission, not by finish: the newest finished jobs of a burst are its slowest answers, and an
 // estimate fitted on them would think the vendor slower than it is. finished_at > window start - settle
-// bounds the read to chat_jobs_finished_at_idx.
+// (with the finished states) bounds the read to a range of chat_jobs_finished_time_idx (0011).
 inline constexpr const char* kOpsAnswerTimesRecent = R"sql(
 SELECT answer_ready_after_ms, answer_seen_after_ms, coalesce(site_id, '')
 FROM uppzy.chat_jobs
 WHERE finished_at > now() - ($1::bigint + $3::bigint) * interval '1 millisecond'
+  AND state IN ('completed', 'failed', 'cancelled')
   AND submitted_at > now() - ($1::bigint + $3::bigint) * interval '1 millisecond'
   AND submitted_at <= now() - $3::bigint * interval '1 millisecond'
   AND answer_ready_after_ms IS NOT NULL

@@ -464,6 +464,15 @@ void Store::BudgetsBlock(const std::string& site_id, int64_t block_ms, double ow
   });
 }
 
+std::optional<Millis> Store::LeasesNextExpiry(const std::string& worker) {
+  return Translate([&]() -> std::optional<Millis> {
+    pqxx::nontransaction tx(impl_->conn);
+    const auto r = tx.exec_params(store::sql::kLeasesNextExpiry, worker);
+    if (r.empty() || r[0][0].is_null()) return std::nullopt;
+    return Millis(r[0][0].as<long long>());
+  });
+}
+
 std::vector<std::string> Store::IncidentsOpenAmong(const std::vector<std::string>& fingerprints) {
   if (fingerprints.empty()) return {};
   return Translate([&] {

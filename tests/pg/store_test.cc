@@ -114,6 +114,26 @@ TEST(Enqueue, JobKeyMakesEnqueueIdempotent) {
   EXPECT_EQ(QueryInt(db, "SELECT count(*) FROM uppzy.chat_jobs"), 1);
 }
 
+// An idle worker schedules its next rescue pass by the first lease another worker holds (issue 13):
+// none held -> nothing; its own rows do not count; another's lease -> about its time left.
+TEST(Leases, NextExpiryIsTheFirstLeaseAnotherWorkerHolds) {
+  const std::string db = test::MigratedDatabase();
+  Store store(db);
+  EXPECT_FALSE(store.LeasesNextExpiry("idle").has_value());
+  Exec(db,
+       "INSERT INTO uppzy.chat_jobs (session_id, message) SELECT 's', 'm' || g FROM generate_series(1, 2) g");
+  ASSERT_EQ(store.JobsClaimQueued("idle", 60000, 1).size(), 1u);
+  EXPECT_FALSE(store.LeasesNextExpiry("idle").has_value()) << "its own row is not another worker's";
+  ASSERT_EQ(store.JobsClaimQueued("other", 5000, 1).size(), 1u);
+  const auto left = store.LeasesNextExpiry("idle");
+  ASSERT_TRUE(left.has_value());
+  EXPECT_GT(left->count(), 3000);
+  EXPECT_LE(left->count(), 5000);
+  Exec(db,
+       "UPDATE uppzy.chat_jobs SET lease_expires_at = now() - interval '1 second' WHERE locked_by = 'other'");
+  EXPECT_LT(store.LeasesNextExpiry("idle")->count(), 0) << "a lease that ran out already";
+}
+
 TEST(Claim, EightThreadsTakeEachRowExactlyOnce) {
   const std::string db = test::MigratedDatabase();
   Exec(db,

@@ -79,14 +79,15 @@ class CoordinatorTest : public ::testing::Test {
 TEST_F(CoordinatorTest, ClaimsAreSizedToFreeCapacity) {
   db.queued = 20;
   mailbox.WakeDb();
-  Pass();  // rescue's adoption round, then the woken claim: each a batch of 4
+  Pass();  // the rescue pass's claim (its adoption round, then a batch of 4) stands for the woken claim
   EXPECT_EQ(db.connects, 1);
-  EXPECT_EQ(db.claim_limits, (std::vector<int>{4, 4}));
-  EXPECT_EQ(Claimed().size(), 8u);
+  EXPECT_EQ(db.claim_limits, (std::vector<int>{4}));
+  EXPECT_EQ(Claimed().size(), 4u);
 
-  Pass();  // the last claim filled its batch: claim again at once, only what fits
+  Pass();  // the last claim filled its batch: claim again at once, then only what fits
+  Pass();
   EXPECT_EQ(db.claim_limits, (std::vector<int>{4, 4, 2}));
-  EXPECT_EQ(Claimed().size(), 2u);
+  EXPECT_EQ(Claimed().size(), 6u);
 
   Pass();  // full: no claim at all
   EXPECT_EQ(db.claim_limits.size(), 3u);
@@ -95,6 +96,47 @@ TEST_F(CoordinatorTest, ClaimsAreSizedToFreeCapacity) {
   Pass();
   EXPECT_EQ(db.claim_limits, (std::vector<int>{4, 4, 2, 1}));
   EXPECT_EQ(Claimed(), (std::vector<int64_t>{11}));
+}
+
+// Issue 13: an idle worker whose listener works looks for work without a NOTIFY only every
+// UPPZY_LISTEN_FALLBACK_MS; without a listener it falls back to UPPZY_FETCH_INTERVAL_MS at once, and
+// a NOTIFY is answered at once either way.
+TEST_F(CoordinatorTest, AQuietWorkerLooksForWorkOnlyEveryListenFallback) {
+  mailbox.listening = true;
+  Pass();  // start-up: one claim pass
+  const size_t start_claims = db.claim_limits.size();
+  const size_t start_delivery_claims = db.delivery_claims.size();
+  ASSERT_EQ(start_claims, 1u);
+  for (int s = 1; s < config.listen_fallback_ms / 1000; ++s) {
+    clock.Advance(Millis(1000));
+    Pass();
+  }
+  EXPECT_EQ(db.claim_limits.size(), start_claims) << "claimed while quiet before the fallback was due";
+  EXPECT_EQ(db.delivery_claims.size(), start_delivery_claims);
+  clock.Advance(Millis(1000));
+  Pass();
+  EXPECT_EQ(db.claim_limits.size(), start_claims + 1) << "one claim pass at the fallback interval";
+
+  db.queued = 2;
+  mailbox.WakeDb();  // a NOTIFY: claimed at once
+  Pass();
+  EXPECT_EQ(Claimed().size(), 2u);
+
+  // Holding work: the fallback is the fetch interval again.
+  const size_t busy = db.claim_limits.size();
+  clock.Advance(Millis(config.fetch_interval_ms));
+  Pass();
+  EXPECT_GT(db.claim_limits.size(), busy);
+
+  // Idle again, but the listener is gone: back to every fetch interval at once.
+  mailbox.PushWrite(Completed(1));
+  mailbox.PushWrite(Completed(2));
+  mailbox.listening = false;
+  Pass();
+  const size_t deaf = db.claim_limits.size();
+  clock.Advance(Millis(config.fetch_interval_ms));
+  Pass();
+  EXPECT_GT(db.claim_limits.size(), deaf);
 }
 
 TEST_F(CoordinatorTest, AdoptsExpiredPollingRowsBeforeClaimingNewOnes) {
@@ -123,6 +165,7 @@ TEST_F(CoordinatorTest, AnOpenIncidentPausesClaimsUntilResolved) {
   clock.Advance(Millis(500));
   Pass();
   EXPECT_FALSE(mailbox.paused.load());  // within a second of the resolution
+  Pass();                               // the first claim filled its batch: the rest at once
   EXPECT_EQ(Claimed().size(), 5u);
 }
 
