@@ -74,6 +74,10 @@ struct Config {
   // UPPZY_LISTEN_FALLBACK_MS [1000, 600000]: while LISTEN works and the worker holds nothing, the
   // fallback claim and the rescue pass run this often instead (new rows wake it through NOTIFY).
   int listen_fallback_ms = 30000;
+  // UPPZY_WRITE_LINGER_MS [0, 1000]: the first of a few job writes waits this long for more before they
+  // are stored together (a claim batch's worth is stored at once). Fewer, larger statements; 0: store
+  // every pass's writes at once.
+  int write_linger_ms = 20;
   // UPPZY_HTTP_ADDR: host:port of GET /healthz; "off" disables it, port 0 picks a free one.
   std::string http_addr = "127.0.0.1:9464";
   // Retention, run by every worker in the background in batches of 1000: finished rows older than

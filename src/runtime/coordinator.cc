@@ -493,10 +493,20 @@ bool Coordinator::Rescue() {
   return true;
 }
 
+bool Coordinator::RoomToClaim() const {
+  // A claim costs the database about as much as a few hundred rows in it: while the worker holds at
+  // least a quarter of a batch, it waits until a quarter of a batch of room is free (with eight workers
+  // sharing a queue, claims of a few dozen rows each as jobs finished cost more than the jobs).
+  const int held = static_cast<int>(held_.size());
+  const int room = config_.max_in_flight - held;
+  const int worth = std::max(1, std::min(config_.claim_batch / 4, config_.max_in_flight / 4));
+  return room > 0 && (room >= worth || held < worth);
+}
+
 void Coordinator::Claim(bool adopt) {
   if (mailbox_.paused || mailbox_.stopping) return;
   const int room = config_.max_in_flight - static_cast<int>(held_.size());
-  if (room <= 0) return;
+  if (room <= 0 || (!adopt && !RoomToClaim())) return;
   const int limit = std::min(room, config_.claim_batch);
   std::vector<ClaimedJob> jobs;
   if (adopt) {
@@ -573,7 +583,7 @@ Coordinator::Steady::time_point Coordinator::NextPassAt(Steady::time_point now) 
   bool waiting = false;
   for (const auto& [site, n] : demand_) waiting = waiting || n > 0;
   if (budget_more_ || waiting) until = std::min(until, std::max(next_grant_, now));
-  if (more_waiting_ && !held_.empty() && static_cast<int>(held_.size()) < config_.max_in_flight) {
+  if (more_waiting_ && !held_.empty() && RoomToClaim()) {
     until = std::min(until, now + Millis(1));
   }
   return until;
@@ -584,7 +594,11 @@ void Coordinator::Run(std::atomic<bool>& all_done) {
   while (true) {
     const auto now = clock_.SteadyNow();
     // The mailbox waits on the real steady clock: wait as long as the clock source says is left.
-    mailbox_.WaitForDb(Steady::now() + (std::max(NextPassAt(now), now) - now));
+    // Job writes linger (UPPZY_WRITE_LINGER_MS, at most a claim batch's worth): at 10,000 jobs/s that
+    // turns ~80 writes a statement into ~250. The engine's writes carry outcomes that are seconds old
+    // already; a claim, a NOTIFY or anything else is not delayed.
+    mailbox_.WaitForDb(Steady::now() + (std::max(NextPassAt(now), now) - now),
+                       Millis(config_.write_linger_ms), static_cast<size_t>(config_.claim_batch));
     if (!RunOnce(all_done)) break;
     if (error_pause_) {
       // A lasting error (not a lost connection): do not spin on it.

@@ -78,6 +78,8 @@ class Coordinator {
   // rows wake it through NOTIFY, so its fallback claim, rescue and incident check slow to
   // UPPZY_LISTEN_FALLBACK_MS (an idle worker makes under one database transaction per second).
   bool Quiet() const;
+  // Enough free room for a claim worth its cost (see the definition).
+  bool RoomToClaim() const;
   Millis FetchInterval() const;
   Millis RescueInterval() const;
   void Claim(bool adopt);

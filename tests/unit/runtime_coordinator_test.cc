@@ -15,6 +15,12 @@ namespace {
 using test::FakeClock;
 using test::FakeDb;
 
+// A completed write for job `id` (attempt 1, one poll).
+JobWrite CompletedWrite(int64_t id) {
+  HeldJob h{id, JobState::kPolling, 1, "req-" + std::to_string(id), 1};
+  return WriteCompleted(h, "the answer", "{}");
+}
+
 class CoordinatorTest : public ::testing::Test {
  protected:
   CoordinatorTest() {
@@ -57,8 +63,9 @@ class CoordinatorTest : public ::testing::Test {
     return WriteAccepted(h, "req-" + std::to_string(id), clock.Now(), clock.Now() + Millis(45000));
   }
   static JobWrite Completed(int64_t id, std::string answer = "the answer") {
-    HeldJob h{id, JobState::kPolling, 1, "req-" + std::to_string(id), 1};
-    return WriteCompleted(h, std::move(answer), "{}");
+    JobWrite w = CompletedWrite(id);
+    w.answer = std::move(answer);
+    return w;
   }
   static std::vector<int64_t> Ids(const std::vector<JobWrite>& batch) {
     std::vector<int64_t> ids;
@@ -137,6 +144,56 @@ TEST_F(CoordinatorTest, AQuietWorkerLooksForWorkOnlyEveryListenFallback) {
   clock.Advance(Millis(config.fetch_interval_ms));
   Pass();
   EXPECT_GT(db.claim_limits.size(), deaf);
+}
+
+// Issue 13: a claim costs the database about as much as a few hundred rows, so a worker that holds a
+// full batch claims again only once a quarter of a batch of room is free, not for every job finished.
+TEST_F(CoordinatorTest, AFullWorkerWaitsForAQuarterBatchOfRoomBeforeClaimingAgain) {
+  config.max_in_flight = 100;
+  config.claim_batch = 40;  // a claim is worth it from 10 rows of room
+  coordinator =
+      std::make_unique<Coordinator>(config, WorkerOptions{}, mailbox, metrics, test::FakeStores(db), clock);
+  db.queued = 1000;
+  mailbox.WakeDb();
+  for (int i = 0; i < 4; ++i) Pass();
+  ASSERT_EQ(Claimed().size(), 100u);
+  const size_t claims = db.claim_limits.size();
+  for (int64_t id = 1; id <= 9; ++id) mailbox.PushWrite(Completed(id));
+  Pass();
+  EXPECT_EQ(db.claim_limits.size(), claims) << "9 rows of room: no claim yet";
+  EXPECT_EQ(Claimed().size(), 0u);
+  mailbox.PushWrite(Completed(10));
+  Pass();
+  ASSERT_EQ(db.claim_limits.size(), claims + 1);
+  EXPECT_EQ(db.claim_limits.back(), 10);
+  EXPECT_EQ(Claimed().size(), 10u);
+}
+
+// Job writes linger in the mailbox until a batch is there or the first has waited UPPZY_WRITE_LINGER_MS;
+// anything else wakes the coordinator at once.
+TEST(MailboxLinger, WritesWaitForABatchOrTheLingerOthersDoNot) {
+  using std::chrono::steady_clock;
+  Mailbox m;
+  const auto far = steady_clock::now() + std::chrono::seconds(10);
+  for (int i = 1; i <= 4; ++i) m.PushWrite(CompletedWrite(i));
+  auto t0 = steady_clock::now();
+  m.WaitForDb(far, Millis(5000), 4);
+  EXPECT_LT(steady_clock::now() - t0, std::chrono::seconds(2)) << "a full batch goes at once";
+
+  Mailbox one;
+  one.PushWrite(CompletedWrite(1));
+  t0 = steady_clock::now();
+  one.WaitForDb(far, Millis(300), 100);
+  const auto waited = steady_clock::now() - t0;
+  EXPECT_GE(waited, Millis(250)) << "one write lingers";
+  EXPECT_LT(waited, std::chrono::seconds(5)) << "but not past the linger";
+
+  Mailbox woken;
+  woken.PushWrite(CompletedWrite(1));
+  woken.WakeDb();
+  t0 = steady_clock::now();
+  woken.WaitForDb(far, Millis(5000), 100);
+  EXPECT_LT(steady_clock::now() - t0, std::chrono::seconds(2)) << "a wake (NOTIFY, stop) is not delayed";
 }
 
 TEST_F(CoordinatorTest, AdoptsExpiredPollingRowsBeforeClaimingNewOnes) {
