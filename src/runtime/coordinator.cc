@@ -89,7 +89,7 @@ void Coordinator::Budget(bool claiming, bool woken) {
   if (now < next_grant_ || (!claiming && !waiting)) return;
   // Which sites are budgeted can change (an operator sets a limit, another worker's 429 teaches one):
   // ask about every site again each second while busy or woken (a change to uppzy.sites wakes us),
-  // every 10 s while idle, so an idle worker stays quiet.
+  // every 10 s while idle, and every UPPZY_LISTEN_FALLBACK_MS while quiet (see Quiet()).
   const Millis idle_refresh = Quiet() ? Millis(config_.listen_fallback_ms) : Millis(10000);
   const bool refresh = now - budget_asked_at_ >= (held_.empty() && !woken ? idle_refresh : Millis(1000));
   const int room = std::min(config_.max_in_flight - static_cast<int>(held_.size()), config_.claim_batch);

@@ -4,6 +4,9 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <string>
+#include <utility>
+#include <vector>
 
 #include "uppzy/config.h"
 
@@ -35,6 +38,32 @@ TEST(Config, MinimalSettingsGiveTheDocumentedDefaults) {
   EXPECT_EQ(r.config.site.key_fingerprint.size(), 12u);
   EXPECT_FALSE(r.config.worker_id.empty());
   EXPECT_EQ(r.config.shared_budget, "on");
+  // Issue 13's defaults: Little's-law room, a quiet idle worker, writes that linger briefly.
+  EXPECT_EQ(r.config.max_in_flight, 10000);
+  EXPECT_EQ(r.config.listen_fallback_ms, 30000);
+  EXPECT_EQ(r.config.write_linger_ms, 20);
+}
+
+TEST(Config, IdleAndLingerSettingsOutOfRangeStopTheStartNamingTheSetting) {
+  for (const auto& [name, value] :
+       std::vector<std::pair<std::string, std::string>>{{"UPPZY_LISTEN_FALLBACK_MS", "999"},
+                                                        {"UPPZY_LISTEN_FALLBACK_MS", "600001"},
+                                                        {"UPPZY_LISTEN_FALLBACK_MS", "soon"},
+                                                        {"UPPZY_WRITE_LINGER_MS", "-1"},
+                                                        {"UPPZY_WRITE_LINGER_MS", "1001"}}) {
+    auto env = Minimal();
+    env[name] = value;
+    auto r = LoadConfig(Env(env));
+    ASSERT_EQ(r.problems.size(), 1u) << name << "=" << value;
+    EXPECT_NE(r.problems[0].find(name), std::string::npos) << r.problems[0];
+  }
+  auto env = Minimal();
+  env["UPPZY_LISTEN_FALLBACK_MS"] = "1000";
+  env["UPPZY_WRITE_LINGER_MS"] = "0";
+  auto r = LoadConfig(Env(env));
+  ASSERT_TRUE(r.problems.empty()) << r.problems.front();
+  EXPECT_EQ(r.config.listen_fallback_ms, 1000);
+  EXPECT_EQ(r.config.write_linger_ms, 0);
 }
 
 TEST(Config, SiteIdsTheDatabaseRefusesAndABadBudgetSwitchStopTheStart) {
