@@ -294,13 +294,7 @@ void ApplyIsolated(std::vector<Write>& pending, Apply apply, Reject reject, Acco
 
 void Coordinator::ApplyWrites() {
   if (pending_writes_.empty()) return;
-  // A retry due soon should not wait for the fallback fetch: no NOTIFY fires for it.
-  for (const auto& w : pending_writes_) {
-    if (!w.run_at) continue;
-    const auto due =
-        clock_.SteadyNow() + std::chrono::duration_cast<Steady::duration>(*w.run_at - clock_.Now());
-    next_fetch_ = std::min(next_fetch_, due);
-  }
+  for (const auto& w : pending_writes_) NoteRetryDue(w.run_at);
   ApplyIsolated<JobWrite, ApplyResult>(
       pending_writes_,
       [&](const std::vector<JobWrite>& b) { return store_->JobsApplyWrites(config_.worker_id, b); },
@@ -332,7 +326,16 @@ void Coordinator::ApplyWrites() {
       });
 }
 
+void Coordinator::NoteRetryDue(const std::optional<TimePoint>& run_at) {
+  // A retry of our own comes due with no NOTIFY: look for work then, not at the next fallback claim
+  // (up to UPPZY_LISTEN_FALLBACK_MS away on a quiet worker).
+  if (!run_at) return;
+  retries_due_.insert(clock_.SteadyNow() +
+                      std::chrono::duration_cast<Steady::duration>(*run_at - clock_.Now()));
+}
+
 void Coordinator::ApplyDeliveryWrites() {
+  for (const auto& w : pending_delivery_writes_) NoteRetryDue(w.run_at);
   ApplyIsolated<DeliveryWrite, DeliveryApplyResult>(
       pending_delivery_writes_,
       [&](const std::vector<DeliveryWrite>& b) {
@@ -573,6 +576,7 @@ Coordinator::Steady::time_point Coordinator::NextPassAt(Steady::time_point now) 
     return std::min(until, next_connect_);
   }
   until = std::min({until, next_fetch_, next_rescue_, next_incident_check_, next_heartbeat_});
+  if (!retries_due_.empty()) until = std::min(until, *retries_due_.begin());
   if (!held_.empty() || !held_deliveries_.empty()) until = std::min(until, next_renew_);
   if (more_deliveries_ && !held_deliveries_.empty()) until = std::min(until, now + Millis(1));
   // Writes kept back because an app held their rows locked: try again soon.
@@ -644,7 +648,9 @@ bool Coordinator::RunOnce(std::atomic<bool>& all_done) {
     if (mailbox_.stopping) return true;
     CheckCancels();
     CheckIncident();
-    const bool fetch = woken || now >= next_fetch_;
+    const bool retry_due = !retries_due_.empty() && *retries_due_.begin() <= now;
+    const bool fetch = woken || now >= next_fetch_ || retry_due;
+    if (retry_due) retries_due_.erase(retries_due_.begin(), retries_due_.upper_bound(now));
     const bool budget_claim = budget_more_ && now >= next_grant_;
     if (budget_claim) budget_more_ = false;
     Budget(fetch || now >= next_rescue_ || more_waiting_ || more_deliveries_ || budget_claim, woken);

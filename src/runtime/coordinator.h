@@ -80,6 +80,8 @@ class Coordinator {
   bool Quiet() const;
   // Enough free room for a claim worth its cost (see the definition).
   bool RoomToClaim() const;
+  // Remembers when a retry this worker wrote comes due (run_at), so a claim runs then.
+  void NoteRetryDue(const std::optional<TimePoint>& run_at);
   Millis FetchInterval() const;
   Millis RescueInterval() const;
   void Claim(bool adopt);
@@ -123,6 +125,7 @@ class Coordinator {
   bool more_deliveries_ = false;  // the last delivery claim filled its room
   int reconnect_delay_ms_ = 100;
   Steady::time_point next_connect_{};
+  std::set<Steady::time_point> retries_due_;  // run_at of our own retries, on the steady clock
   Steady::time_point next_fetch_{};
   Steady::time_point next_renew_{};
   Steady::time_point next_rescue_{};

@@ -146,6 +146,33 @@ TEST_F(CoordinatorTest, AQuietWorkerLooksForWorkOnlyEveryListenFallback) {
   EXPECT_GT(db.claim_limits.size(), deaf);
 }
 
+// A quiet worker still looks for work when a retry it wrote comes due: no NOTIFY fires for a retry, and
+// the fallback claim may be 30 s away.
+TEST_F(CoordinatorTest, AQuietWorkerClaimsWhenItsOwnRetryComesDue) {
+  mailbox.listening = true;
+  Hold(1);
+  JobWrite retry = CompletedWrite(1);
+  retry.new_state = JobState::kRetrying;
+  retry.answer.reset();
+  retry.result_json.reset();
+  retry.run_at = clock.Now() + Millis(5000);
+  mailbox.PushWrite(retry);
+  Pass();  // stored: nothing held, the worker is quiet
+  for (int s = 1; s <= 2; ++s) {
+    clock.Advance(Millis(1000));
+    Pass();
+  }
+  db.queued = 1;  // the retried row (the fake store does not look at run_at)
+  for (int s = 3; s <= 4; ++s) {
+    clock.Advance(Millis(1000));
+    Pass();
+  }
+  EXPECT_TRUE(Claimed().empty()) << "quiet: no fallback claim before the retry is due";
+  clock.Advance(Millis(1000));
+  Pass();
+  EXPECT_EQ(Claimed().size(), 1u) << "claimed when the retry came due, not at the next fallback claim";
+}
+
 // Issue 13: a claim costs the database about as much as a few hundred rows, so a worker that holds a
 // full batch claims again only once a quarter of a batch of room is free, not for every job finished.
 TEST_F(CoordinatorTest, AFullWorkerWaitsForAQuarterBatchOfRoomBeforeClaimingAgain) {
