@@ -62,14 +62,7 @@ class DeliveryWriteColumns {
     w.sent_feedback.empty() ? c_[5].Null() : c_[5].Text(w.sent_feedback);
     w.delivered_http_status ? c_[6].Int(w.delivered_http_status) : c_[6].Null();
     c_[7].Ms(w.feedback_submitted_at);
-    if (w.error) {
-      c_[8].Text(ToString(w.error->kind));
-      c_[9].Text(w.error->message);
-      w.error->http_status ? c_[10].Int(w.error->http_status) : c_[10].Null();
-      c_[11].Text(store::ErrorEntryJson(*w.error));
-    } else {
-      for (int i = 8; i <= 11; ++i) c_[i].Null();
-    }
+    store::AddErrorColumns(w.error, c_[8], c_[9], c_[10], c_[11]);
     ++size_;
   }
   size_t size() const { return size_; }

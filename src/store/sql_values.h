@@ -133,11 +133,6 @@ inline std::optional<double> Real(const pqxx::field& f) {
   return f.as<double>();
 }
 
-// Milliseconds since the epoch, as the writes' JSON carries times.
-inline double Ms(TimePoint t) {
-  return static_cast<double>(std::chrono::duration_cast<Millis>(t.time_since_epoch()).count());
-}
-
 // ISO 8601 UTC with milliseconds, e.g. "2026-11-25T18:00:00.123Z" (the `at` of an errors entry).
 inline std::string Iso(TimePoint t) {
   const auto ms = std::chrono::duration_cast<Millis>(t.time_since_epoch()).count();
@@ -158,6 +153,23 @@ inline std::string ErrorEntryJson(const ErrorEntry& e) {
       {"kind", ToString(e.kind)}, {"http_status", e.http_status ? json(e.http_status) : json(nullptr)},
       {"message", e.message},     {"request_id", e.request_id.empty() ? json(nullptr) : json(e.request_id)}}
       .dump();
+}
+
+// The four error columns every batched write carries (error_kind, last_error, last_http_status,
+// error_entry), all NULL when the write records no error.
+inline void AddErrorColumns(const std::optional<ErrorEntry>& e, ArrayColumn& kind, ArrayColumn& message,
+                            ArrayColumn& http_status, ArrayColumn& entry) {
+  if (!e) {
+    kind.Null();
+    message.Null();
+    http_status.Null();
+    entry.Null();
+    return;
+  }
+  kind.Text(ToString(e->kind));
+  message.Text(e->message);
+  e->http_status ? http_status.Int(e->http_status) : http_status.Null();
+  entry.Text(ErrorEntryJson(*e));
 }
 
 }  // namespace uppzy::store

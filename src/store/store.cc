@@ -51,14 +51,7 @@ class JobWriteColumns {
     } else {
       c_[14].Text(json::accept(*w.result_json) ? std::string_view(*w.result_json) : std::string_view("{}"));
     }
-    if (w.error) {
-      c_[15].Text(ToString(w.error->kind));
-      c_[16].Text(w.error->message);
-      w.error->http_status ? c_[17].Int(w.error->http_status) : c_[17].Null();
-      c_[18].Text(store::ErrorEntryJson(*w.error));
-    } else {
-      for (int i = 15; i <= 18; ++i) c_[i].Null();
-    }
+    store::AddErrorColumns(w.error, c_[15], c_[16], c_[17], c_[18]);
     c_[19].OptInt(w.answer_ready_after_ms);
     c_[20].OptInt(w.answer_seen_after_ms);
     ++size_;
