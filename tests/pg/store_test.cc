@@ -16,6 +16,24 @@ using test::Exec;
 using test::Query;
 using test::QueryInt;
 
+// The decision after an HTTP 503 on a submission with attempts left.
+Transition Http503Retry(TimePoint now) {
+  Transition t;
+  t.action = Action::kRetry;
+  t.at = now;
+  t.error_kind = ErrorKind::kServerError;
+  t.http_status = 503;
+  t.message = "HTTP 503";
+  return t;
+}
+
+// Every payload one channel delivers to a LISTENing connection.
+struct Collector : pqxx::notification_receiver {
+  using pqxx::notification_receiver::notification_receiver;
+  void operator()(const std::string& payload, int) override { payloads.push_back(payload); }
+  std::vector<std::string> payloads;
+};
+
 TEST(Migrations, ApplyFromScratchThenTwiceIsHarmless) {
   const std::string db = test::FreshDatabase();
   Store store(db);
@@ -224,12 +242,7 @@ TEST(Fencing, RetryAppendsErrorAndFailsOnLastAttempt) {
   Exec(db, "INSERT INTO uppzy.chat_jobs (session_id, message, max_attempts) VALUES ('s', 'm', 2)");
   Store store(db);
   const auto now = Clock::now();
-  Transition t;
-  t.action = Action::kRetry;
-  t.at = now;
-  t.error_kind = ErrorKind::kServerError;
-  t.http_status = 503;
-  t.message = "HTTP 503";
+  Transition t = Http503Retry(now);
   HeldJob h = HeldJob::Of(store.JobsClaimQueued("w", 30000, 1).at(0));
   store.JobsApplyWrites("w", {WriteFinishedAttempt(h, t, now)});
   EXPECT_EQ(
@@ -279,6 +292,41 @@ TEST(HandBack, SubmissionGoesBackUnchargedAndPollingKeepsRequestId) {
   EXPECT_EQ(adopted[0].request_id, "req-b");
   EXPECT_EQ(adopted[0].attempt, 1);
   EXPECT_EQ(adopted[0].state, JobState::kPolling);
+}
+
+// A cancellation asked for while a worker held the row takes effect when the worker lets go of it: in
+// the worker's own batched write (0012 does this after the write, not before it), and the app hears
+// each finish once.
+TEST(HandBack, ARowAskedToCancelWhileHeldEndsCancelledWhenTheWorkerLetsGo) {
+  const std::string db = test::MigratedDatabase();
+  Exec(db, "INSERT INTO uppzy.chat_jobs (session_id, message) VALUES ('s', 'a'), ('s', 'b')");
+  Store store(db);
+  auto jobs = store.JobsClaimQueued("w", 30000, 2);
+  ASSERT_EQ(jobs.size(), 2u);
+  pqxx::connection listen(db);
+  Collector finished(listen, "uppzy_chat_jobs");
+  Exec(db, "UPDATE uppzy.chat_jobs SET cancel_requested_at = now()");
+  EXPECT_EQ(Query(db, "SELECT string_agg(state, ' ' ORDER BY message) FROM uppzy.chat_jobs"),
+            "submitting submitting")
+      << "a held row keeps going until its worker lets go";
+  const auto now = Clock::now();
+  Transition t = Http503Retry(now);
+  auto r = store.JobsApplyWrites("w", {WriteHandBack(HeldJob::Of(jobs[0]), std::nullopt),
+                                       WriteFinishedAttempt(HeldJob::Of(jobs[1]), t, now)});
+  EXPECT_EQ(r.applied.size(), 2u);
+  EXPECT_EQ(Query(db,
+                  "SELECT string_agg(concat_ws(' ', state, error_kind, locked_by IS NULL, "
+                  "errors->(jsonb_array_length(errors) - 1)->>'kind'), ', ' ORDER BY message) "
+                  "FROM uppzy.chat_jobs"),
+            "cancelled cancelled t cancelled, cancelled cancelled t cancelled");
+  test::WaitFor(
+      [&] {
+        listen.get_notifs();
+        return finished.payloads.size() >= 2;
+      },
+      std::chrono::seconds(5));
+  ASSERT_EQ(finished.payloads.size(), 2u);
+  for (const auto& p : finished.payloads) EXPECT_EQ(nlohmann::json::parse(p)["state"], "cancelled");
 }
 
 TEST(Rescue, ExpiredSubmittingRowsRetryWithLeaseExpired) {
@@ -334,11 +382,6 @@ TEST(Incidents, OneOpenIncidentPerKeyAndResolve) {
 TEST(Notify, OneWakeupPerInsertStatementAndFinishPayload) {
   const std::string db = test::MigratedDatabase();
   pqxx::connection listen(db);
-  struct Collector : pqxx::notification_receiver {
-    using pqxx::notification_receiver::notification_receiver;
-    void operator()(const std::string& payload, int) override { payloads.push_back(payload); }
-    std::vector<std::string> payloads;
-  };
   Collector wake(listen, "uppzy_chat_jobs_wakeup");
   Collector finished(listen, "uppzy_chat_jobs");
   listen.get_notifs();
