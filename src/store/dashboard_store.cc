@@ -91,10 +91,6 @@ std::string PgTimestamp(int64_t us) {
   return buf;
 }
 
-// The seven states as the listing's branches name them (literals: see queries_dashboard.h).
-constexpr const char* kStates[] = {"queued",    "submitting", "polling",  "retrying",
-                                   "completed", "failed",     "cancelled"};
-
 // Appends the WHERE fragments of `f` to `sql`, and their values to `params` (the state only when
 // `with_state`: the listing's branches name it themselves).
 void AppendFilter(const DashboardJobFilter& f, std::string* sql, std::vector<std::string>* params,
@@ -246,11 +242,11 @@ DashboardJobPage DashboardStore::JobsPage(const DashboardJobFilter& filter,
     const std::string limit_param = std::to_string(params.size());
     std::string sql = store::sql::kDashJobsUnionBegin;
     bool first = true;
-    for (const char* state : kStates) {
-      if (!filter.state.empty() && filter.state != state) continue;
+    for (const auto& branch : store::sql::kDashBranches) {
+      if (!filter.state.empty() && filter.state != branch.state) continue;
       sql += first ? "(" : " UNION ALL (";
       first = false;
-      sql += std::string(store::sql::kDashJobsSelect) + " WHERE j.state = '" + state + "'" + where +
+      sql += std::string(store::sql::kDashJobsSelect) + " WHERE " + branch.where + where +
              store::sql::kDashJobsOrder + limit_param + ")";
     }
     if (first) return DashboardJobPage{};  // not a state: nothing matches

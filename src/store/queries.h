@@ -34,20 +34,21 @@ inline constexpr const char* kMigrationsRecord =
 // the best `lim` claimable rows of its site from the site's range of the site index; the default
 // site's lane also reads the best `lim` NULL-site rows from the NULL-site index, and the two are
 // merged, best first, to `lim` (the rows locked and not taken are released at commit). `table` is the
-// table, `priority` the row's priority (an expression of j), `order` the order of its claim index.
-#define UPPZY_CLAIM_SCOPE_LANE(table, priority, order, site_rule)                                   \
-  "SELECT l.site, l.lim, c.* FROM lanes l CROSS JOIN LATERAL ("                                     \
-  "SELECT j.id, " priority " AS priority, j.run_at FROM uppzy." table                               \
-  " j "                                                                                             \
-  "WHERE j.state IN ('queued', 'retrying') AND j.run_at <= now() AND " site_rule " ORDER BY " order \
+// table, `waiting` the predicate of its claimable rows (as its claim indexes name them), `priority` the row's
+// priority (an expression of j), `order` the order of its claim index.
+#define UPPZY_CLAIM_SCOPE_LANE(table, waiting, priority, order, site_rule)    \
+  "SELECT l.site, l.lim, c.* FROM lanes l CROSS JOIN LATERAL ("               \
+  "SELECT j.id, " priority " AS priority, j.run_at FROM uppzy." table         \
+  " j "                                                                       \
+  "WHERE " waiting " AND j.run_at <= now() AND " site_rule " ORDER BY " order \
   " LIMIT l.lim FOR UPDATE OF j SKIP LOCKED) c "
-#define UPPZY_CLAIM_SCOPE(table, priority, order) \
+#define UPPZY_CLAIM_SCOPE(table, waiting, priority, order) \
   "lanes AS ("                                                                                              \
   "SELECT s.site, s.lim FROM unnest($3::text[], $4::int[]) AS s(site, lim) "                                \
   "WHERE s.lim > 0 AND NOT EXISTS ("                                                                        \
   "SELECT 1 FROM uppzy.sites p WHERE p.site_id = s.site AND p.paused_at IS NOT NULL)"                      \
-  "), picked AS (" UPPZY_CLAIM_SCOPE_LANE(table, priority, order, "j.site_id = l.site") " UNION ALL "       \
-  UPPZY_CLAIM_SCOPE_LANE(table, priority, order, "j.site_id IS NULL") " WHERE l.site = $5"                  \
+  "), picked AS (" UPPZY_CLAIM_SCOPE_LANE(table, waiting, priority, order, "j.site_id = l.site") " UNION ALL "       \
+  UPPZY_CLAIM_SCOPE_LANE(table, waiting, priority, order, "j.site_id IS NULL") " WHERE l.site = $5"                  \
   "), c AS ("                                                                                               \
   "SELECT p.id, p.priority, p.run_at, p.site_rank FROM (SELECT p.*, row_number() OVER ("                                 \
   "PARTITION BY p.site ORDER BY p.priority DESC, p.run_at, p.id) AS site_rank FROM picked p) p "            \
@@ -62,8 +63,8 @@ inline constexpr const char* kMigrationsRecord =
 // $6 in all taken round the sites: every site's best row, then every site's second, ... So a site's
 // backlog never takes another's share, and a site alone gets everything (rows locked beyond $6 are
 // released at commit). Rows of sites not in the scope, and of paused sites, are never claimed.
-inline constexpr const char* kJobsClaimQueued =
-    "WITH " UPPZY_CLAIM_SCOPE("chat_jobs", "j.priority", "j.priority DESC, j.run_at, j.id") R"sql(
+inline constexpr const char* kJobsClaimQueued = "WITH " UPPZY_CLAIM_SCOPE(
+    "chat_jobs", "j.phase IN ('queued', 'retrying')", "j.priority", "j.priority DESC, j.run_at, j.id") R"sql(
   ORDER BY p.site_rank, p.priority DESC, p.run_at, p.id
   LIMIT $6
 ), u AS (
@@ -82,7 +83,7 @@ SELECT u.* FROM u JOIN c ON c.id = u.id ORDER BY c.site_rank, c.priority DESC, c
 inline constexpr const char* kJobsAdoptPolling = R"sql(
 WITH c AS (
   SELECT j.id FROM uppzy.chat_jobs j
-  WHERE j.state = 'polling' AND j.lease_expires_at <= now()
+  WHERE j.phase = 'held' AND j.state = 'polling' AND j.lease_expires_at <= now()
     AND coalesce(j.site_id, $5) = ANY ($3::text[])
     AND NOT EXISTS (SELECT 1 FROM uppzy.sites p
                     WHERE p.site_id = coalesce(j.site_id, $5) AND p.paused_at IS NOT NULL)
@@ -99,7 +100,7 @@ RETURNING )sql" UPPZY_CLAIMED_COLUMNS;
 inline constexpr const char* kJobsRescueExpiredSubmitting = R"sql(
 WITH c AS (
   SELECT id FROM uppzy.chat_jobs
-  WHERE state = 'submitting' AND lease_expires_at <= now()
+  WHERE phase = 'held' AND state = 'submitting' AND lease_expires_at <= now()
   LIMIT $1
   FOR UPDATE SKIP LOCKED
 )
@@ -239,7 +240,7 @@ RETURNING j.id
 inline constexpr const char* kLeasesNextExpiry = R"sql(
 SELECT (extract(epoch FROM min(t) - now()) * 1000)::bigint FROM (
   SELECT min(lease_expires_at) AS t FROM uppzy.chat_jobs
-  WHERE state IN ('submitting', 'polling') AND locked_by IS DISTINCT FROM $1
+  WHERE phase = 'held' AND locked_by IS DISTINCT FROM $1
   UNION ALL
   SELECT min(lease_expires_at) FROM uppzy.chat_feedback WHERE state = 'sending' AND locked_by IS DISTINCT FROM $1
   UNION ALL
@@ -249,8 +250,8 @@ SELECT (extract(epoch FROM min(t) - now()) * 1000)::bigint FROM (
 
 // Each EXISTS matches one partial index exactly.
 inline constexpr const char* kJobsAnyUnfinished = R"sql(
-SELECT EXISTS (SELECT 1 FROM uppzy.chat_jobs WHERE state IN ('queued', 'retrying'))
-    OR EXISTS (SELECT 1 FROM uppzy.chat_jobs WHERE state IN ('submitting', 'polling'))
+SELECT EXISTS (SELECT 1 FROM uppzy.chat_jobs WHERE phase IN ('queued', 'retrying'))
+    OR EXISTS (SELECT 1 FROM uppzy.chat_jobs WHERE phase = 'held')
 )sql";
 
 // The same INSERT a web app runs. $1 job_key ('' = none), $2 session, $3 message, $4 language,
@@ -302,7 +303,7 @@ inline constexpr const char* kWorkersStopped =
 // Rows this worker holds whose cancellation was requested (the column comes with migration 0002).
 inline constexpr const char* kJobsCancelRequested = R"sql(
 SELECT id FROM uppzy.chat_jobs
-WHERE locked_by = $1 AND cancel_requested_at IS NOT NULL AND state IN ('submitting', 'polling')
+WHERE locked_by = $1 AND cancel_requested_at IS NOT NULL AND phase = 'held'
 )sql";
 
 // Wakes other workers so they adopt handed-back polling rows at once.

@@ -21,7 +21,7 @@ WITH w AS (
          s.requests_per_s::float8 AS configured, s.burst, s.max_in_flight,
          CASE WHEN s.max_in_flight IS NOT NULL THEN (
            SELECT count(*) FROM uppzy.chat_jobs j
-           WHERE j.state IN ('submitting', 'polling')
+           WHERE j.phase = 'held'
              AND (j.site_id = w.site_id OR (j.site_id IS NULL AND w.site_id = $4))) END AS in_flight
   FROM unnest($1::text[], $2::int[], $3::int[]) AS w(site_id, calls, slots)
   LEFT JOIN uppzy.sites s ON s.site_id = w.site_id

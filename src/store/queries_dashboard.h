@@ -43,12 +43,12 @@ FROM uppzy.chat_job_health
 inline constexpr const char* kDashOverviewMinutes = R"sql(
 WITH w AS (SELECT date_trunc('minute', now()) - interval '1439 minutes' AS start)
 SELECT (extract(epoch FROM date_trunc('minute', j.finished_at) - w.start) / 60)::int AS minute,
-       count(*) FILTER (WHERE j.state = 'completed'),
-       count(*) FILTER (WHERE j.state = 'failed'),
-       count(*) FILTER (WHERE j.state = 'cancelled'),
+       count(*) FILTER (WHERE j.phase = 'completed'),
+       count(*) FILTER (WHERE j.phase = 'failed'),
+       count(*) FILTER (WHERE j.phase = 'cancelled'),
        count(*) FILTER (WHERE j.errors @> '[{"kind": "poll_timeout"}]')
 FROM w JOIN uppzy.chat_jobs j ON j.finished_at >= w.start
-WHERE j.state IN ('completed', 'failed', 'cancelled')
+WHERE j.phase IN ('completed', 'failed', 'cancelled')
 GROUP BY 1
 ORDER BY 1
 )sql";
@@ -108,11 +108,11 @@ LIMIT 200
 
 // ---- The jobs listing: newest first, keyset pagination (see migrations/0005_dashboard.sql). -------
 // One branch per state (only the filtered one when state is given), each
-//   "(" kDashJobsSelect " WHERE j.state = '<state>'" <filters> [<cursor>] kDashJobsOrder <$limit> ")"
+//   "(" kDashJobsSelect " WHERE " <kDashBranch of the state> <filters> [<cursor>] kDashJobsOrder <$limit> ")"
 // with the state a literal (from the store's own list: never request text), so each branch reads its
-// partial index; the branches are merged by kDashJobsUnionBegin ... kDashJobsUnionEnd <$limit>.
-// <filters> is one fragment per filter given, each followed by its parameter number (and the cast
-// where one is shown).
+// partial index (through `phase`, see migrations/0013_phase.sql); the branches are merged by
+// kDashJobsUnionBegin ... kDashJobsUnionEnd <$limit>. <filters> is one fragment per filter given, each
+// followed by its parameter number (and the cast where one is shown).
 
 // The last column is created_at in microseconds since the Unix epoch (the cursor). It is clamped to a
 // bigint: a created_at in the year 294276 or 'infinity' is beyond one, and would fail the whole page.
@@ -130,6 +130,21 @@ SELECT j.id, j.job_key, j.session_id, j.state, j.attempts, j.max_attempts, j.err
              9223372036854775807)::bigint
 FROM uppzy.chat_jobs j
 )sql";
+
+// A branch of the listing: the rows of one state, as the partial indexes name them.
+struct DashBranch {
+  const char* state;
+  const char* where;
+};
+inline constexpr DashBranch kDashBranches[] = {
+    {"queued", "j.phase = 'queued'"},
+    {"submitting", "j.phase = 'held' AND j.state = 'submitting'"},
+    {"polling", "j.phase = 'held' AND j.state = 'polling'"},
+    {"retrying", "j.phase = 'retrying'"},
+    {"completed", "j.phase = 'completed'"},
+    {"failed", "j.phase = 'failed'"},
+    {"cancelled", "j.phase = 'cancelled'"},
+};
 
 inline constexpr const char* kDashFilterState = " AND j.state = $";
 inline constexpr const char* kDashFilterErrorKind = " AND j.error_kind = $";
@@ -149,10 +164,10 @@ inline constexpr const char* kDashJobsUnionEnd = ") AS u ORDER BY u.created_at D
 // "All that match the filter": the same WHERE, restricted to the states the function acts on.
 inline constexpr const char* kDashRetryMatchingBegin =
     "SELECT uppzy.retry_jobs(ARRAY(SELECT j.id FROM uppzy.chat_jobs j "
-    "WHERE j.state IN ('completed', 'failed', 'cancelled')";
+    "WHERE j.phase IN ('completed', 'failed', 'cancelled')";
 inline constexpr const char* kDashCancelMatchingBegin =
     "SELECT uppzy.cancel_jobs(ARRAY(SELECT j.id FROM uppzy.chat_jobs j "
-    "WHERE j.state IN ('queued', 'retrying', 'submitting', 'polling')";
+    "WHERE j.phase IN ('queued', 'retrying', 'held')";
 inline constexpr const char* kDashMatchingEnd = "))";
 
 // ---- One job. -------------------------------------------------------------------------------------

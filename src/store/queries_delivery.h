@@ -13,7 +13,7 @@ namespace uppzy::store::sql {
 // across them (rows locked beyond $6 are released at commit). {claimed}: request_id, feedback (or two empty
 // texts for a close); the last column is the row's site, NULL read as the default site.
 inline constexpr const char* kDeliveriesClaim =
-    "WITH " UPPZY_CLAIM_SCOPE("{table}", "0", "j.run_at, j.id") R"sql(
+    "WITH " UPPZY_CLAIM_SCOPE("{table}", "j.state IN ('queued', 'retrying')", "0", "j.run_at, j.id") R"sql(
   ORDER BY p.run_at, p.id
   LIMIT $6
 ), u AS (

@@ -84,7 +84,7 @@ inline constexpr const char* kOpsAnswerTimesRecent = R"sql(
 SELECT answer_ready_after_ms, answer_seen_after_ms, coalesce(site_id, '')
 FROM uppzy.chat_jobs
 WHERE finished_at > now() - ($1::bigint + $3::bigint) * interval '1 millisecond'
-  AND state IN ('completed', 'failed', 'cancelled')
+  AND phase IN ('completed', 'failed', 'cancelled')
   AND submitted_at > now() - ($1::bigint + $3::bigint) * interval '1 millisecond'
   AND submitted_at <= now() - $3::bigint * interval '1 millisecond'
   AND answer_ready_after_ms IS NOT NULL
@@ -135,7 +135,7 @@ WITH q AS (
          count(*) FILTER (WHERE j.state = 'submitting') AS submitting,
          count(*) FILTER (WHERE j.state = 'polling') AS polling
   FROM uppzy.chat_jobs j
-  WHERE j.state IN ('queued', 'submitting', 'polling', 'retrying')
+  WHERE j.phase IN ('queued', 'held', 'retrying')
   GROUP BY j.site_id
 ), i AS (
   SELECT s.site_id, count(*) AS open_incidents
