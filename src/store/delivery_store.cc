@@ -110,10 +110,9 @@ std::vector<ClaimedDelivery> DeliveryStore::DeliveriesClaim(DeliveryKind kind, c
     std::vector<ClaimedDelivery> out;
     if (limit <= 0 || scope.Total() <= 0) return out;
     const auto arrays = store::ToArrays(scope);
-    pqxx::work tx(impl_->conn);
+    pqxx::nontransaction tx(impl_->conn);  // one statement: autocommit, one round trip
     auto r = tx.exec_prepared(Name("claim", kind), worker, static_cast<long long>(lease_ms), arrays.sites,
                               arrays.limits, scope.default_site, limit);
-    tx.commit();
     out.reserve(r.size());
     for (const auto& row : r) {
       ClaimedDelivery d;

@@ -171,11 +171,15 @@ RETURNING j.id
   "updated_at = now() "
 
 // $1 worker, $2 .. $22 the writes (UPPZY_APPLY_BATCH): the same change as kJobsApplyWritesSkipLocked,
-// as one plain guarded UPDATE that returns the ids applied. Run under a short lock_timeout: if a row is
-// locked by another session it fails with 55P03 and the store redoes the batch with the skip-locked form.
+// as one plain guarded UPDATE that returns the ids applied. It sets its own lock_timeout of 100 ms for
+// its transaction (`t`: every row of `u`, so every row it updates, comes after it), so it can run
+// alone, one round trip, instead of after a SET LOCAL in an explicit transaction: if a row is locked by
+// another session it fails with 55P03 and the store redoes the batch with the skip-locked form.
 inline constexpr const char* kJobsApplyWritesFast = R"sql(
-WITH u AS MATERIALIZED (
-  )sql" UPPZY_APPLY_BATCH R"sql(
+WITH t AS MATERIALIZED (
+  SELECT set_config('lock_timeout', '100ms', true)
+), u AS MATERIALIZED (
+  SELECT b.* FROM t CROSS JOIN ()sql" UPPZY_APPLY_BATCH R"sql() AS b
 )
 UPDATE uppzy.chat_jobs j
 SET )sql" UPPZY_APPLY_SET R"sql(
@@ -184,9 +188,6 @@ WHERE j.id = ANY ($2::bigint[]) AND j.id = u.id AND j.state = u.expected_state
   AND j.attempts = u.expected_attempt AND j.locked_by = u.worker
 RETURNING j.id
 )sql";
-
-// The fast form's lock wait, set for its transaction only.
-inline constexpr const char* kApplyWritesFastLockTimeout = "SET LOCAL lock_timeout = '100ms'";
 
 // $1 worker, $2 .. $22 the writes (see JobWrite and UPPZY_APPLY_BATCH). Guarded by holder, state and attempt.
 // This is the skip-locked form: it never waits on another session's lock. A row an app holds (SELECT ... FOR

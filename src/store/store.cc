@@ -5,6 +5,7 @@
 #include <chrono>
 #include <ctime>
 #include <map>
+#include <memory>
 #include <nlohmann/json.hpp>
 
 #include <pqxx/pqxx>
@@ -58,7 +59,7 @@ class JobWriteColumns {
   }
   size_t size() const { return size_; }
   // The statement's parameters: the worker, then the columns. The builder is empty afterwards.
-  pqxx::result Exec(pqxx::work& tx, const char* statement, const std::string& worker) {
+  pqxx::result Exec(pqxx::transaction_base& tx, const char* statement, const std::string& worker) {
     size_ = 0;
     return tx.exec_prepared(statement, worker, c_[0].Take(), c_[1].Take(), c_[2].Take(), c_[3].Take(),
                             c_[4].Take(), c_[5].Take(), c_[6].Take(), c_[7].Take(), c_[8].Take(),
@@ -190,11 +191,11 @@ std::vector<ClaimedJob> Store::JobsClaimQueued(const std::string& worker, int le
   return Translate([&] {
     if (scope.Total() <= 0) return std::vector<ClaimedJob>();
     const auto arrays = store::ToArrays(scope);
-    pqxx::work tx(impl_->conn);
+    // One statement, so its own transaction (autocommit): one round trip, no BEGIN and COMMIT.
+    pqxx::nontransaction tx(impl_->conn);
     auto r =
         tx.exec_prepared("claim_queued", worker, static_cast<long long>(lease_ms), arrays.sites,
                          arrays.limits, scope.default_site, scope.total > 0 ? scope.total : scope.Total());
-    tx.commit();
     return ReadClaimed(r);
   });
 }
@@ -207,10 +208,9 @@ std::vector<ClaimedJob> Store::JobsAdoptPolling(const std::string& worker, int l
                                                 const ClaimScope& scope, int limit) {
   return Translate([&] {
     if (limit <= 0 || scope.shares.empty()) return std::vector<ClaimedJob>();
-    pqxx::work tx(impl_->conn);
+    pqxx::nontransaction tx(impl_->conn);  // one statement: autocommit
     auto r = tx.exec_prepared("adopt_polling", worker, static_cast<long long>(lease_ms),
                               store::ToArrays(scope).sites, limit, scope.default_site);
-    tx.commit();
     return ReadClaimed(r);
   });
 }
@@ -221,10 +221,8 @@ std::vector<ClaimedJob> Store::JobsAdoptPolling(const std::string& worker, int l
 
 int Store::JobsRescueExpiredSubmitting(int limit) {
   return Translate([&] {
-    pqxx::work tx(impl_->conn);
-    auto r = tx.exec_prepared("rescue_submitting", limit);
-    tx.commit();
-    return static_cast<int>(r.size());
+    pqxx::nontransaction tx(impl_->conn);  // one statement: autocommit
+    return static_cast<int>(tx.exec_prepared("rescue_submitting", limit).size());
   });
 }
 
@@ -244,13 +242,25 @@ ApplyResult Store::JobsApplyWrites(const std::string& worker, const std::vector<
       queue.push_back(&w);
     }
     std::map<int64_t, Fate> fate;
-    // One attempt at every round in one transaction. The fast form is one plain guarded UPDATE per
-    // round under a 100 ms lock_timeout; it costs nothing extra when no app holds a row. The skip-locked
-    // form locks first (a row lock per write) and skips rows others hold.
+    size_t rounds = 0;
+    for (const auto& [id, queue] : by_job) rounds = std::max(rounds, queue.size());
+    // Polling rows handed back (shutdown, incident): wake the other workers so they adopt them now.
+    const bool hand_back =
+        std::any_of(writes.begin(), writes.end(), [](const JobWrite& w) { return w.expire_lease; });
+    // One attempt at every round. The fast form is one plain guarded UPDATE per round under a 100 ms
+    // lock_timeout it sets itself; it costs nothing extra when no app holds a row. The skip-locked form
+    // locks first (a row lock per write) and skips rows others hold. One statement (one round, nothing
+    // to notify) runs on its own, autocommit: one round trip instead of BEGIN, UPDATE, COMMIT. Several
+    // share a transaction.
     auto attempt = [&](bool skip_locked) {
       for (int64_t id : order) fate[id] = Fate::kApplied;
-      pqxx::work tx(impl_->conn);
-      if (!skip_locked) tx.exec(store::sql::kApplyWritesFastLockTimeout);
+      std::unique_ptr<pqxx::transaction_base> tx_owner;
+      if (rounds == 1 && !hand_back) {
+        tx_owner = std::make_unique<pqxx::nontransaction>(impl_->conn);
+      } else {
+        tx_owner = std::make_unique<pqxx::work>(impl_->conn);
+      }
+      pqxx::transaction_base& tx = *tx_owner;
       for (size_t round = 0;; ++round) {
         JobWriteColumns batch;
         std::vector<int64_t> ids;
@@ -279,10 +289,7 @@ ApplyResult Store::JobsApplyWrites(const std::string& worker, const std::vector<
           }
         }
       }
-      // Polling rows handed back (shutdown, incident): wake the other workers so they adopt them now.
-      if (std::any_of(writes.begin(), writes.end(), [](const JobWrite& w) { return w.expire_lease; })) {
-        tx.exec(store::sql::kNotifyHandBack);
-      }
+      if (hand_back) tx.exec(store::sql::kNotifyHandBack);
       tx.commit();
     };
     const bool known_locked =
@@ -322,12 +329,11 @@ std::vector<int64_t> Store::JobsRenewLeases(const std::string& worker, const std
   return Translate([&] {
     std::vector<int64_t> renewed;
     if (ids.empty()) return renewed;
-    pqxx::work tx(impl_->conn);
+    pqxx::nontransaction tx(impl_->conn);  // one statement: autocommit
     for (const auto& row :
          tx.exec_prepared("renew_leases", worker, IdArray(ids), static_cast<long long>(lease_ms))) {
       renewed.push_back(row[0].as<int64_t>());
     }
-    tx.commit();
     return renewed;
   });
 }
