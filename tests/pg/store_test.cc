@@ -46,6 +46,33 @@ TEST(Migrations, ApplyFromScratchThenTwiceIsHarmless) {
   EXPECT_EQ(Query(db, "SELECT to_regclass('uppzy.chat_jobs')::text"), "uppzy.chat_jobs");
 }
 
+// The write that stores request_id (submitting -> polling) and a lease renewal change no column an
+// index reads, so PostgreSQL makes them HOT updates: no index entry, the new version on its page
+// (migration 0013). An index that read `state` again would silently end that; this says which one.
+TEST(Migrations, TheAcceptedWriteAndRenewalsTouchNoIndex) {
+  const std::string db = test::MigratedDatabase();
+  EXPECT_EQ(Query(db,
+                  "SELECT coalesce(string_agg(c.relname, ', '), 'none') FROM pg_index i "
+                  "JOIN pg_class c ON c.oid = i.indexrelid "
+                  "JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attname = 'state' "
+                  "WHERE i.indrelid = 'uppzy.chat_jobs'::regclass AND (a.attnum = ANY (i.indkey) "
+                  "OR pg_get_expr(i.indpred, i.indrelid) ~ '\\mstate\\M' "
+                  "OR pg_get_expr(i.indexprs, i.indrelid) ~ '\\mstate\\M')"),
+            "none");
+  Exec(db,
+       "INSERT INTO uppzy.chat_jobs (session_id, message, state, attempts, locked_by, lease_expires_at) "
+       "VALUES ('s', 'm', 'submitting', 1, 'w', now() + interval '30 s')");
+  pqxx::connection c(db);
+  pqxx::work tx(c);
+  tx.exec(
+      "UPDATE uppzy.chat_jobs SET state = 'polling', request_id = 'req-1', submitted_at = now(), "
+      "poll_deadline = now() + interval '45 s', updated_at = now()");
+  tx.exec("UPDATE uppzy.chat_jobs SET lease_expires_at = now() + interval '30 s'");
+  EXPECT_EQ(
+      tx.exec("SELECT pg_stat_get_xact_tuples_hot_updated('uppzy.chat_jobs'::regclass)")[0][0].as<int>(), 2);
+  tx.commit();
+}
+
 TEST(Migrations, MigrateCommandTwiceSucceeds) {
   const std::string db = test::FreshDatabase();
   std::string out;
