@@ -62,6 +62,8 @@ TEST(Migrations, TheAcceptedWriteAndRenewalsTouchNoIndex) {
   Exec(db,
        "INSERT INTO uppzy.chat_jobs (session_id, message, state, attempts, locked_by, lease_expires_at) "
        "VALUES ('s', 'm', 'submitting', 1, 'w', now() + interval '30 s')");
+  EXPECT_THROW(Exec(db, "UPDATE uppzy.chat_jobs SET phase = 'completed'"), pqxx::sql_error)
+      << "phase is generated from state; nobody writes it";
   pqxx::connection c(db);
   pqxx::work tx(c);
   tx.exec(
@@ -144,6 +146,9 @@ TEST_P(Constraints, RejectBadInsertWithNamedError) {
 
 const BadInsert kBadInserts[] = {
     {"(session_id, message, state) VALUES ('s', 'm', 'running')", "chat_jobs_state_valid"},
+    // phase follows state; nobody writes it (0013), so an app cannot file a row under another phase.
+    {"(session_id, message, phase) VALUES ('s', 'm', 'completed')",
+     "non-DEFAULT value into column \"phase\""},
     {"(session_id, message, state) VALUES ('s', 'm', 'cancelled')", "chat_jobs_finished_at_iff_terminal"},
     {"(session_id, message, finished_at) VALUES ('s', 'm', now())", "chat_jobs_finished_at_iff_terminal"},
     {"(session_id, message, attempts, max_attempts, state, finished_at, error_kind) "
