@@ -26,7 +26,8 @@
 -- may set site_id when it inserts a job, a rating or a close, and EXECUTE uppzy.close_session(text,
 -- text); uppzy_worker reads uppzy.sites (its heartbeat writes uppzy.workers.sites). Budgets (0010):
 -- uppzy_worker reads and writes uppzy.site_budgets and reads uppzy.site_limits and
--- uppzy.live_worker_sites (a 429's fleet rate); uppzy_operator reads the first two.
+-- uppzy.live_worker_sites (a 429's fleet rate); uppzy_operator reads the first two. Shared gauges
+-- (0014): uppzy_worker reads and writes uppzy.queue_gauges; uppzy_operator reads it.
 
 DO $$
 DECLARE
@@ -120,6 +121,10 @@ BEGIN
     GRANT SELECT, INSERT, UPDATE ON uppzy.site_budgets TO uppzy_worker;
     GRANT SELECT ON uppzy.site_limits, uppzy.live_worker_sites TO uppzy_worker;
     GRANT SELECT ON uppzy.site_budgets, uppzy.site_limits TO uppzy_operator;
+  END IF;
+  IF to_regclass('uppzy.queue_gauges') IS NOT NULL THEN
+    GRANT SELECT, INSERT, UPDATE ON uppzy.queue_gauges TO uppzy_worker;
+    GRANT SELECT ON uppzy.queue_gauges TO uppzy_operator;
   END IF;
 END;
 $$;

@@ -180,9 +180,11 @@ struct SiteChange {
 // What a worker's gauges show (OpsStore::Gauges): unfinished jobs by state, open incidents, and per
 // site the unfinished jobs and open incidents.
 struct WorkerGauges {
-  std::vector<StateCount> states;
+  std::vector<StateCount> states;  // queued, submitting, polling, retrying: always all four
   long long open_incidents = 0;
   std::vector<SiteStatus> sites;
+  bool leads = false;    // this connection holds the gauges lock: it counts for every worker
+  bool counted = false;  // the job counts were counted by this call (not read from uppzy.queue_gauges)
 };
 
 class OpsStore {
@@ -246,12 +248,16 @@ class OpsStore {
   //
   // uppzy.site_queues joined with uppzy.sites: the default site first, then every site by site_id.
   std::vector<SiteStatus> SitesList();
-  // The worker's per-site gauges (kOpsSiteGauges): per site (is_default for the NULL-site jobs) the
-  // unfinished jobs by state and the open incidents; other fields empty. Reads no uppzy.workers.
-  std::vector<SiteStatus> SiteGauges();
-  // What the worker's gauges show, read in one transaction (an idle worker's every database
-  // transaction counts): StatsByState(true), IncidentsOpenCount() and SiteGauges().
-  WorkerGauges Gauges();
+  // What the worker's gauges show, in one statement (an idle worker's every transaction counts):
+  // the unfinished jobs by state (with the oldest queued age) and per site (is_default for the
+  // NULL-site jobs, then every row of uppzy.sites; other fields empty), and the open incidents, in all
+  // and per site. Counting the unfinished jobs reads every such row, so one worker counts for all
+  // (migrations/0014_shared_gauges.sql): the connection holding the session advisory lock
+  // uppzy.gauges_lock_key() counts and stores the counts in uppzy.queue_gauges; this call takes the
+  // lock when it is free and keeps it for the connection's life. Other connections read the stored
+  // counts, and count (and store) themselves when those are older than `fresh_for`. `worker_id` goes
+  // into computed_by. Incidents are read every call. Needs migration 0014.
+  WorkerGauges Gauges(const std::string& worker_id, std::chrono::milliseconds fresh_for);
   // INSERT ... ON CONFLICT (site_id) DO UPDATE of only the settings `change` gives; a new row gets
   // NULL for the others. One transaction.
   SiteChange SitesSet(const std::string& site_id, const SiteSettingsChange& change);

@@ -86,7 +86,10 @@ int Maintenance::RunOnce(bool retention) {
       db_ok_ = false;
       db_error_ = FirstLine(e.what());
       last_check_ = Steady::now();
-      if (e.transient()) store_.reset();
+      if (e.transient()) {
+        store_.reset();
+        leads_gauges_ = false;  // the lock ended with the connection
+      }
     }
   }
   std::lock_guard<std::mutex> lock(mu_);
@@ -101,8 +104,16 @@ int Maintenance::RunOnce(bool retention) {
 }
 
 void Maintenance::RefreshGauges() {
-  // One transaction for every gauge: an idle worker's every transaction counts (issue 13).
-  WorkerGauges gauges = store_->Gauges();
+  // One statement for every gauge: an idle worker's every transaction counts (issue 13). One worker
+  // counts the jobs for all; the others read its counts while they are younger than three intervals.
+  WorkerGauges gauges = store_->Gauges(config_.worker_id, 3 * Millis(config_.stats_interval_ms));
+  if (gauges.leads != leads_gauges_) {
+    leads_gauges_ = gauges.leads;
+    if (leads_gauges_) {
+      LogEvent(spdlog::level::info, "gauges_leader",
+               {{"detail", "this worker counts the queue gauges for every worker (uppzy.queue_gauges)"}});
+    }
+  }
   double oldest_queued = 0;
   for (const auto& s : gauges.states) {
     metrics_.SetQueueDepth(s.state, s.jobs);

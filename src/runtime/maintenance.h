@@ -1,10 +1,12 @@
 // Maintenance: the worker's periodic upkeep on its own thread and its own database connection, so
 // neither ever delays a claim or a write.
 //
-//   - Database gauges, every UPPZY_STATS_INTERVAL_MS: queue depth by state and the oldest queued age
-//     (from uppzy.chat_job_stats, unfinished states only: a few index-only scans of a small index),
-//     open incidents, and whether the database answered. /metrics and /readyz read this cache and
-//     never touch the database themselves.
+//   - Database gauges, every UPPZY_STATS_INTERVAL_MS: queue depth by state and site, the oldest queued
+//     age, open incidents, and whether the database answered, in one statement (OpsStore::Gauges).
+//     Counting the jobs reads every unfinished row, so one worker of a deployment counts them for all:
+//     the one whose maintenance connection holds the gauges lock stores its counts in
+//     uppzy.queue_gauges, the others read that row (and count themselves when it is older than three
+//     intervals). /metrics and /readyz read this cache and never touch the database themselves.
 //   - Retention, every minute: deletes finished rows older than UPPZY_RETAIN_COMPLETED / _FAILED /
 //     _CANCELLED through uppzy.purge_jobs, in batches of 1000 rows, each its own short transaction.
 //     Several workers may run it at once (the function skips rows another one is deleting).
@@ -87,6 +89,7 @@ class Maintenance {
   PollPlans* plans_;
   std::unique_ptr<OpsStore> store_;
   Steady::time_point next_refit_{};
+  bool leads_gauges_ = false;                  // the last gauges said this connection counts for every worker
   std::set<std::string> adaptive_sites_;       // the sites whose last plan was adaptive (for the log)
   std::map<std::string, bool> adaptive_mode_;  // sites with a poll_mode of their own: adaptive or not
   std::thread thread_;

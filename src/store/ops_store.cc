@@ -1,6 +1,7 @@
 #include "uppzy/ops_store.h"
 
 #include <algorithm>
+#include <nlohmann/json.hpp>
 #include <pqxx/pqxx>
 #include <utility>
 
@@ -95,6 +96,8 @@ struct OpsStore::Impl {
     pqxx::nontransaction(conn).exec(store::sql::kOpsSession);
   }
   pqxx::connection conn;
+  // This connection's session holds the gauges lock (Gauges): it stays held until the connection ends.
+  bool gauges_leader = false;
 };
 
 OpsStore::OpsStore(const std::string& database_url) {
@@ -365,41 +368,57 @@ std::vector<SiteStatus> OpsStore::SitesList() {
 
 namespace {
 
-std::vector<SiteStatus> ReadSiteGauges(const pqxx::result& r) {
-  std::vector<SiteStatus> out;
-  for (const auto& row : r) {
+// The counts of kOpsGaugesShared ([[site_id, state, jobs, oldest created_at epoch], ...]) and its
+// per-site incidents ([[site_id, open], ...]) as WorkerGauges.
+void ReadGaugeCounts(const std::string& counts_json, double now_epoch, const std::string& sites_json,
+                     WorkerGauges* g) {
+  static constexpr const char* kUnfinished[] = {"queued", "submitting", "polling", "retrying"};
+  for (const char* state : kUnfinished) g->states.push_back(StateCount{state, 0, std::nullopt});
+  const nlohmann::json counts =
+      counts_json.empty() ? nlohmann::json::array() : nlohmann::json::parse(counts_json);
+  const nlohmann::json sites =
+      sites_json.empty() ? nlohmann::json::array() : nlohmann::json::parse(sites_json);
+  for (const auto& site : sites) {
     SiteStatus s;
-    s.is_default = row[0].is_null();
-    s.site.site_id = s.is_default ? std::string() : row[0].as<std::string>();
-    s.queued = row[1].as<long long>();
-    s.retrying = row[2].as<long long>();
-    s.submitting = row[3].as<long long>();
-    s.polling = row[4].as<long long>();
-    s.open_incidents = row[5].as<long long>();
-    out.push_back(std::move(s));
+    s.is_default = site.at(0).is_null();
+    if (!s.is_default) s.site.site_id = site.at(0).get<std::string>();
+    s.open_incidents = site.at(1).get<long long>();
+    g->sites.push_back(std::move(s));
   }
-  return out;
+  for (const auto& c : counts) {
+    const bool no_site = c.at(0).is_null();
+    const std::string site = no_site ? std::string() : c.at(0).get<std::string>();
+    const std::string state = c.at(1).get<std::string>();
+    const long long jobs = c.at(2).get<long long>();
+    const double age = now_epoch - c.at(3).get<double>();
+    for (StateCount& sc : g->states) {
+      if (sc.state != state) continue;
+      sc.jobs += jobs;
+      sc.oldest_age_seconds = std::max(sc.oldest_age_seconds.value_or(age), age);
+    }
+    for (SiteStatus& s : g->sites) {
+      if (s.is_default != no_site || s.site.site_id != site) continue;
+      if (state == "queued") s.queued += jobs;
+      if (state == "retrying") s.retrying += jobs;
+      if (state == "submitting") s.submitting += jobs;
+      if (state == "polling") s.polling += jobs;
+    }
+  }
 }
 
 }  // namespace
 
-std::vector<SiteStatus> OpsStore::SiteGauges() {
+WorkerGauges OpsStore::Gauges(const std::string& worker_id, std::chrono::milliseconds fresh_for) {
   return Translate([&] {
     pqxx::nontransaction tx(impl_->conn);
-    return ReadSiteGauges(tx.exec(store::sql::kOpsSiteGauges));
-  });
-}
-
-WorkerGauges OpsStore::Gauges() {
-  return Translate([&] {
-    pqxx::read_transaction tx(impl_->conn);
+    const pqxx::row row = tx.exec_params1(store::sql::kOpsGaugesShared, worker_id, impl_->gauges_leader,
+                                          static_cast<long long>(fresh_for.count()));
     WorkerGauges g;
-    for (const auto& row : tx.exec(store::sql::kOpsStatsUnfinished)) {
-      g.states.push_back(StateCount{Text(row[0]), row[1].as<long long>(), Real(row[2])});
-    }
-    g.open_incidents = tx.exec(store::sql::kOpsIncidentsOpenCount)[0][0].as<long long>();
-    g.sites = ReadSiteGauges(tx.exec(store::sql::kOpsSiteGauges));
-    tx.commit();
+    g.leads = row[0].as<bool>();
+    g.counted = row[1].as<bool>();
+    impl_->gauges_leader = g.leads;
+    ReadGaugeCounts(Text(row[2]), row[3].as<double>(), Text(row[5]), &g);
+    g.open_incidents = row[4].as<long long>();
     return g;
   });
 }

@@ -123,32 +123,47 @@ LEFT JOIN (SELECT s.site_id, count(*) AS open_incidents  -- a site without a row
 ORDER BY q.site_id NULLS FIRST
 )sql";
 
-// The worker's per-site gauges: per site_id of unfinished jobs (NULL: the default site's), the counts
-// queued, retrying, submitting, polling; then the open incidents per site (incidents of a site without
-// an uppzy.sites row count as the default site's). Reads no uppzy.workers (site_queues does, for
-// `served`), so an operator's lock there cannot stall the gauges or /readyz.
-inline constexpr const char* kOpsSiteGauges = R"sql(
-WITH q AS (
-  SELECT j.site_id,
-         count(*) FILTER (WHERE j.state = 'queued') AS queued,
-         count(*) FILTER (WHERE j.state = 'retrying') AS retrying,
-         count(*) FILTER (WHERE j.state = 'submitting') AS submitting,
-         count(*) FILTER (WHERE j.state = 'polling') AS polling
-  FROM uppzy.chat_jobs j
-  WHERE j.phase IN ('queued', 'held', 'retrying')
-  GROUP BY j.site_id
+// The worker's gauges in one statement (migrations/0014_shared_gauges.sql). $1 worker id, $2 whether
+// this connection already holds the gauges lock, $3 how old (ms) a stored count may be. A connection
+// that holds the lock (or takes it now, or finds the stored counts older than $3) counts the
+// unfinished jobs and stores them in uppzy.queue_gauges; any other reads that row. Returns one row:
+// leads (holds the lock), counted (counted now), the counts as JSON [[site_id, state, jobs, oldest
+// created_at as epoch seconds], ...], the database's now as epoch seconds, the open incidents, and
+// per site (null first, then every row of uppzy.sites) its open incidents as JSON [[site_id, open],
+// ...] (incidents of a site without an uppzy.sites row count as the default site's).
+inline constexpr const char* kOpsGaugesShared = R"sql(
+WITH l AS MATERIALIZED (
+  SELECT CASE WHEN $2::boolean THEN true ELSE pg_try_advisory_lock(uppzy.gauges_lock_key()) END AS leads
+), g AS MATERIALIZED (
+  SELECT counts, computed_at FROM uppzy.queue_gauges WHERE id
+), need AS MATERIALIZED (
+  SELECT l.leads OR NOT EXISTS (
+           SELECT 1 FROM g WHERE g.computed_at >= now() - $3::bigint * interval '1 millisecond') AS count_now
+  FROM l
+), c AS MATERIALIZED (
+  SELECT coalesce(jsonb_agg(jsonb_build_array(site_id, state, jobs, oldest)), '[]'::jsonb) AS counts
+  FROM (SELECT j.site_id, j.state, count(*) AS jobs, extract(epoch FROM min(j.created_at))::float8 AS oldest
+        FROM uppzy.chat_jobs j
+        WHERE j.phase IN ('queued', 'held', 'retrying') AND (SELECT count_now FROM need)
+        GROUP BY j.site_id, j.state) q
+), w AS (
+  INSERT INTO uppzy.queue_gauges AS t (id, computed_at, computed_by, counts)
+  SELECT true, now(), $1, c.counts FROM c, need WHERE need.count_now
+  ON CONFLICT (id) DO UPDATE
+  SET computed_at = EXCLUDED.computed_at, computed_by = EXCLUDED.computed_by, counts = EXCLUDED.counts
 ), i AS (
   SELECT s.site_id, count(*) AS open_incidents
   FROM uppzy.incidents n LEFT JOIN uppzy.sites s ON s.site_id = n.site_id
   WHERE n.resolved_at IS NULL GROUP BY s.site_id
-), k AS (
-  SELECT NULL::text AS site_id UNION ALL SELECT site_id FROM uppzy.sites
 )
-SELECT k.site_id, coalesce(q.queued, 0), coalesce(q.retrying, 0), coalesce(q.submitting, 0),
-       coalesce(q.polling, 0), coalesce(i.open_incidents, 0)
-FROM k
-LEFT JOIN q ON q.site_id IS NOT DISTINCT FROM k.site_id
-LEFT JOIN i ON i.site_id IS NOT DISTINCT FROM k.site_id
+SELECT l.leads, need.count_now,
+       (CASE WHEN need.count_now THEN c.counts ELSE (SELECT counts FROM g) END)::text,
+       extract(epoch FROM now())::float8,
+       (SELECT count(*) FROM uppzy.incidents WHERE resolved_at IS NULL),
+       (SELECT jsonb_agg(jsonb_build_array(k.site_id, coalesce(i.open_incidents, 0)) ORDER BY k.site_id NULLS FIRST)
+        FROM (SELECT NULL::text AS site_id UNION ALL SELECT site_id FROM uppzy.sites) k
+        LEFT JOIN i ON i.site_id IS NOT DISTINCT FROM k.site_id)::text
+FROM l, need, c
 )sql";
 
 // $1 site_id. The row as it is before a change, locked until the change commits.
