@@ -1,4 +1,5 @@
--- 0014: per-worker reads that grew with the table, made once per deployment or O(what they find)
+-- 0014: per-worker reads that grew with the table, made once per deployment or O(what they find),
+-- and wake-ups that say what to claim
 -- (issue 13: many workers on one database).
 --
 -- 1. The queue gauges of /metrics (jobs per state and site, the oldest queued job) counted every
@@ -30,3 +31,18 @@ LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$ SELECT 7583922145930061314::bigint $$
 
 CREATE INDEX chat_jobs_cancel_requested_idx ON uppzy.chat_jobs (locked_by)
   WHERE cancel_requested_at IS NOT NULL AND phase = 'held';
+
+-- 3. A wake-up names what to claim (the worker's Mailbox::WakeForPayload): '' is new chat jobs, so a
+--    worker woken by an app's INSERT claims jobs only, not ratings and closes too. uppzy.sites shared
+--    the jobs' '' (0008); a site's change may free either kind, so it now says 'sites'.
+CREATE FUNCTION uppzy.sites_wake() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+  PERFORM pg_notify('uppzy_chat_jobs_wakeup', 'sites');
+  RETURN NULL;
+END;
+$$;
+
+DROP TRIGGER sites_wake ON uppzy.sites;
+CREATE TRIGGER sites_wake
+  AFTER INSERT OR UPDATE ON uppzy.sites
+  FOR EACH STATEMENT EXECUTE FUNCTION uppzy.sites_wake();

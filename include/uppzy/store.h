@@ -120,8 +120,10 @@ class Listener {
  public:
   Listener(const std::string& database_url, const std::string& channel);
   ~Listener();
-  // Returns the number of notifications received (0 on timeout).
-  int Wait(int timeout_ms);
+  // Returns the number of notifications received (0 on timeout). With `payloads`, appends their
+  // payloads (at most kMaxPayloads per call; the count still counts every one).
+  int Wait(int timeout_ms, std::vector<std::string>* payloads = nullptr);
+  static constexpr size_t kMaxPayloads = 64;
   // Round trip on the connection: a silently dead connection (no RST ever arrived) throws here.
   void Ping();
 

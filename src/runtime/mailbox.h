@@ -11,6 +11,7 @@
 #include <mutex>
 #include <set>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "uppzy/breaker.h"
@@ -69,11 +70,28 @@ class Mailbox {
     }
     db_cv_.notify_one();
   }
-  // Anyone -> coordinator: something changed (NOTIFY arrived, stop requested).
-  void WakeDb() {
+  // What a wake-up asks the coordinator to claim (a bit set).
+  static constexpr unsigned kWakeJobs = 1;
+  static constexpr unsigned kWakeDeliveries = 2;
+  static constexpr unsigned kWakeAll = kWakeJobs | kWakeDeliveries;
+  // What a NOTIFY on uppzy_chat_jobs_wakeup asks to claim, by its payload (the triggers of migrations/
+  // and kNotifyHandBack): '' new chat jobs, 'retry' requeued jobs, 'handback' polling rows to adopt,
+  // 'cancel' a held job to cancel: the jobs' claim; 'delivery' new or requeued ratings and session
+  // closes: the deliveries' claims; anything else ('incident', 'sites', or a payload this version does
+  // not know): both.
+  static unsigned WakeForPayload(std::string_view payload) {
+    if (payload.empty() || payload == "retry" || payload == "handback" || payload == "cancel")
+      return kWakeJobs;
+    if (payload == "delivery") return kWakeDeliveries;
+    return kWakeAll;
+  }
+  // Anyone -> coordinator: something changed (NOTIFY arrived, stop requested). `what` says which
+  // claims the change may have made worth running (a NOTIFY of new chat jobs: only the jobs' claim).
+  void WakeDb(unsigned what = kWakeAll) {
     {
       std::lock_guard<std::mutex> lock(mu_);
       db_wake_ = true;
+      db_wake_for_ |= what;
     }
     db_cv_.notify_one();
   }
@@ -137,8 +155,9 @@ class Mailbox {
   }
   // Coordinator: appends everything the engine sent, in order; returns whether a wake was requested
   // (and clears the request). Never blocks on anything but the mailbox's own lock.
-  bool TakeForDb(std::vector<JobWrite>* writes, std::vector<DeliveryWrite>* delivery_writes,
-                 std::vector<IncidentReport>* reports) {
+  // Returns the wake-ups since the last call (kWake* bits; 0: none).
+  unsigned TakeForDb(std::vector<JobWrite>* writes, std::vector<DeliveryWrite>* delivery_writes,
+                     std::vector<IncidentReport>* reports) {
     std::lock_guard<std::mutex> lock(mu_);
     for (auto& w : writes_) writes->push_back(std::move(w));
     writes_.clear();
@@ -146,8 +165,9 @@ class Mailbox {
     delivery_writes_.clear();
     for (auto& r : reports_) reports->push_back(std::move(r));
     reports_.clear();
-    bool wake = db_wake_;
+    const unsigned wake = db_wake_ ? db_wake_for_ : 0;
     db_wake_ = false;
+    db_wake_for_ = 0;
     return wake;
   }
 
@@ -268,6 +288,7 @@ class Mailbox {
   std::map<std::string, int> tokens_;
   std::shared_ptr<const BudgetView> budget_;
   bool db_wake_ = false;
+  unsigned db_wake_for_ = 0;  // kWake* bits of the wake-ups db_wake_ stands for
   std::function<void()> wake_engine_;
 };
 

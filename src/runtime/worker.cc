@@ -62,7 +62,8 @@ UpstreamConfig MakeUpstreamConfig(const Config& c, const KeyRing& keys) {
 struct Worker::Impl {
   Impl(Config c, WorkerOptions o) : config(std::move(c)), options(o) {}
 
-  // Wakes the coordinator on every INSERT (one NOTIFY per statement) and on incident resolution.
+  // Wakes the coordinator on every INSERT (one NOTIFY per statement) and on incident resolution, for
+  // the claims the payload names (Mailbox::WakeForPayload).
   // Health-checked by its own timeouts: a lost connection is re-made with backoff.
   void ListenLoop() {
     int delay_ms = 100;
@@ -73,8 +74,15 @@ struct Worker::Impl {
         mailbox.listening = true;
         mailbox.WakeDb();  // we may have missed notifications while disconnected
         auto next_ping = std::chrono::steady_clock::now() + kListenerPing;
+        std::vector<std::string> payloads;
         while (!mailbox.stopping) {
-          if (listener.Wait(250) > 0) mailbox.WakeDb();
+          payloads.clear();
+          if (const int n = listener.Wait(250, &payloads); n > 0) {
+            // Payloads past Listener::kMaxPayloads were not kept: then wake for everything.
+            unsigned what = static_cast<size_t>(n) > payloads.size() ? runtime::Mailbox::kWakeAll : 0;
+            for (const auto& p : payloads) what |= runtime::Mailbox::WakeForPayload(p);
+            mailbox.WakeDb(what);
+          }
           if (std::chrono::steady_clock::now() >= next_ping) {
             listener.Ping();  // health check: re-made below if the connection is gone
             next_ping = std::chrono::steady_clock::now() + kListenerPing;

@@ -524,8 +524,12 @@ struct Listener::Impl {
   struct Receiver : pqxx::notification_receiver {
     Receiver(pqxx::connection_base& c, const std::string& channel)
         : pqxx::notification_receiver(c, channel) {}
-    void operator()(const std::string&, int) override { ++count; }
+    void operator()(const std::string& payload, int) override {
+      ++count;
+      if (payloads.size() < Listener::kMaxPayloads) payloads.push_back(payload);
+    }
     int count = 0;
+    std::vector<std::string> payloads;
   };
   Impl(const std::string& url, const std::string& channel) : conn(url), receiver(conn, channel) {}
   pqxx::connection conn;
@@ -551,14 +555,18 @@ void Listener::Ping() {
   });
 }
 
-int Listener::Wait(int timeout_ms) {
+int Listener::Wait(int timeout_ms, std::vector<std::string>* payloads) {
   return Translate([&] {
     impl_->receiver.count = 0;
+    impl_->receiver.payloads.clear();
     int n = impl_->conn.get_notifs();
     if (n == 0) {
       impl_->conn.await_notification(timeout_ms / 1000, (timeout_ms % 1000) * 1000);
       n = impl_->conn.get_notifs();
       if (!impl_->conn.is_open()) throw StoreError("listen connection lost", true);
+    }
+    if (payloads != nullptr) {
+      for (auto& p : impl_->receiver.payloads) payloads->push_back(std::move(p));
     }
     return impl_->receiver.count;
   });

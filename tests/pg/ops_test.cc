@@ -195,6 +195,26 @@ TEST_F(OpsViews, FailuresListsFailedJobsNewestFirstWithoutText) {
             "error_kind,last_error,attempts,errors,finished_at");
 }
 
+// Each wake-up names what it may have made claimable (a worker woken by new chat jobs claims no
+// ratings or closes): '' for chat jobs, 'delivery' for ratings and closes, 'sites' for a site's change.
+TEST(WakeUps, EachNotifyNamesWhatToClaim) {
+  const std::string db = test::MigratedDatabase();
+  Listener wake(db, "uppzy_chat_jobs_wakeup");
+  auto next = [&] {
+    std::vector<std::string> payloads;
+    wake.Wait(2000, &payloads);
+    return payloads;
+  };
+  Exec(db, "INSERT INTO uppzy.chat_jobs (session_id, message) VALUES ('s', 'm'), ('s', 'm')");
+  EXPECT_EQ(next(), std::vector<std::string>{""}) << "one per statement, however many rows";
+  Exec(db, "INSERT INTO uppzy.session_closes (session_id) VALUES ('s')");
+  EXPECT_EQ(next(), std::vector<std::string>{"delivery"});
+  Exec(db, "INSERT INTO uppzy.sites (site_id) VALUES ('shop')");
+  EXPECT_EQ(next(), std::vector<std::string>{"sites"});
+  Exec(db, "UPDATE uppzy.sites SET paused_at = now() WHERE site_id = 'shop'");
+  EXPECT_EQ(next(), std::vector<std::string>{"sites"});
+}
+
 TEST_F(OpsViews, RetryRequeuesFinishedJobsKeepsHistoryAndWakesWorkers) {
   Listener wake(db_, "uppzy_chat_jobs_wakeup");
   OpsStore ops(db_);

@@ -442,5 +442,57 @@ TEST_F(CoordinatorTest, DeliveriesAreClaimedPerKindWithinTheirShare) {
   EXPECT_EQ(mailbox.TakeDeliveries().size(), 5u);
 }
 
+// What each wake-up of uppzy_chat_jobs_wakeup asks to claim, by the payload its trigger sends.
+TEST(MailboxWake, APayloadNamesTheClaimsItMayHaveMadeWorthRunning) {
+  const struct {
+    const char* payload;
+    unsigned what;
+  } cases[] = {
+      {"", Mailbox::kWakeJobs},  // an INSERT of chat jobs (chat_jobs_wake)
+      {"retry", Mailbox::kWakeJobs},
+      {"handback", Mailbox::kWakeJobs},
+      {"cancel", Mailbox::kWakeJobs},
+      {"delivery", Mailbox::kWakeDeliveries},  // ratings and session closes
+      {"incident", Mailbox::kWakeAll},         // a resolved incident frees both kinds
+      {"sites", Mailbox::kWakeAll},            // so does a site's change or resume
+      {"from-a-newer-version", Mailbox::kWakeAll},
+  };
+  for (const auto& c : cases)
+    EXPECT_EQ(Mailbox::WakeForPayload(c.payload), c.what) << "'" << c.payload << "'";
+}
+
+// An app's INSERT of chat jobs wakes only the jobs' claim and a rating only the deliveries' claims: a
+// busy app's every INSERT costs one claim statement, not three. The timed fallback claims both.
+TEST_F(CoordinatorTest, AWakeUpClaimsOnlyTheKindsItsNotifyNamed) {
+  mailbox.listening = true;
+  Pass();  // start-up: both kinds
+  const size_t deliveries_at_start = db.delivery_claims.size();
+  ASSERT_EQ(deliveries_at_start, 2u);
+
+  db.queued = 2;
+  db.deliveries_queued[DeliveryKind::kFeedback] = 1;
+  mailbox.WakeDb(Mailbox::WakeForPayload(""));
+  Pass();
+  EXPECT_EQ(Claimed().size(), 2u);
+  EXPECT_EQ(db.delivery_claims.size(), deliveries_at_start) << "a new chat job claimed ratings and closes";
+  EXPECT_TRUE(mailbox.TakeDeliveries().empty());
+
+  const size_t job_claims = db.claim_limits.size();
+  mailbox.WakeDb(Mailbox::WakeForPayload("delivery"));
+  Pass();
+  EXPECT_EQ(db.claim_limits.size(), job_claims) << "a new rating claimed chat jobs";
+  EXPECT_EQ(mailbox.TakeDeliveries().size(), 1u);
+
+  mailbox.WakeDb(Mailbox::WakeForPayload("incident"));
+  Pass();
+  EXPECT_EQ(db.claim_limits.size(), job_claims + 1);
+  EXPECT_EQ(db.delivery_claims.size(), deliveries_at_start + 4);
+
+  db.deliveries_queued[DeliveryKind::kSessionClose] = 1;  // inserted without a NOTIFY reaching us
+  clock.Advance(Millis(config.fetch_interval_ms));        // holding work: the fallback is the fetch interval
+  Pass();
+  EXPECT_EQ(mailbox.TakeDeliveries().size(), 1u) << "the timed fallback claims every kind";
+}
+
 }  // namespace
 }  // namespace uppzy::runtime
