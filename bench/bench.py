@@ -451,11 +451,15 @@ class Bench:
         psql_once(self.db_url, "TRUNCATE uppzy.chat_jobs RESTART IDENTITY CASCADE; DELETE FROM uppzy.workers; "
                                "DELETE FROM uppzy.incidents")
 
-    def insert_jobs(self, n: int, prefix: str, max_attempts: int | None = None) -> None:
+    def insert_jobs(self, n: int, prefix: str, max_attempts: int | None = None, long: bool = False) -> None:
         cols, val = (", max_attempts", f", {int(max_attempts)}") if max_attempts else ("", "")
+        # long: a question of 2,969 characters (90 hex digests; compresses about 2:1, so PostgreSQL stores
+        # it compressed in the row), as a pasted document excerpt would be.
+        message = ("(SELECT string_agg(md5(g::text || '-' || i::text), ' ') FROM generate_series(1, 90) i)"
+                   if long else "'Benchmark question number ' || g || ': what are your opening hours?'")
         psql_once(self.db_url, f"""
             INSERT INTO uppzy.chat_jobs (session_id, message{cols})
-            SELECT '{prefix}-' || g, 'Benchmark question number ' || g || ': what are your opening hours?'{val}
+            SELECT '{prefix}-' || g, {message}{val}
             FROM generate_series(1, {n}) g""")
         # The planner knows the table (as it would in production), and every run starts right after a
         # checkpoint, so full-page writes weigh the same in every run's WAL.
@@ -1073,20 +1077,31 @@ class Bench:
         return {"jobs": n, "p50_ms": pct(lat, 50), "p99_ms": pct(lat, 99), "max_ms": lat[-1] if lat else 0.0,
                 "min_ms": lat[0] if lat else 0.0}
 
-    def s4(self, run: int) -> dict:
-        n = self.sizes["S4"]
+    def store_floor(self, n: int, prefix: str, what: str, long: bool = False) -> tuple[dict, dict]:
+        """store_floor over n fresh jobs: (its JSON line, the machine deltas per job)."""
         self.reset_db()
-        self.insert_jobs(n, "s4")
+        self.insert_jobs(n, prefix, long=long)
         before = self.machine.snapshot()
         r = subprocess.run([str(self.build / "store_floor"), "--database-url", self.db_url, "--batch", "500"],
                            capture_output=True, text=True, timeout=900)
         time.sleep(0.3)
         after = self.machine.snapshot()
-        self.check(r.returncode == 0, f"S4 run {run}: store_floor exit {r.returncode}: {r.stderr.strip()}")
+        self.check(r.returncode == 0, f"{what}: store_floor exit {r.returncode}: {r.stderr.strip()}")
         res = json.loads(r.stdout.strip().splitlines()[-1]) if r.stdout.strip() else {"jobs": 0, "jobs_per_s": 0}
-        self.check(res["jobs"] == n, f"S4 run {run}: {res['jobs']} of {n} jobs completed")
-        out = {"jobs": n, "jobs_per_s": res["jobs_per_s"], "transactions": res["claims"] + res["apply_calls"]}
-        out.update(self.deltas(before, after, n))
+        self.check(res["jobs"] == n, f"{what}: {res['jobs']} of {n} jobs completed")
+        return res, self.deltas(before, after, n)
+
+    def s4(self, run: int) -> dict:
+        n = self.sizes["S4"]
+        res, d = self.store_floor(n, "s4", f"S4 run {run}")
+        out = {"jobs": n, "jobs_per_s": res["jobs_per_s"], "transactions": res.get("claims", 0) + res.get("apply_calls", 0)}
+        out.update(d)
+        # The same with long questions (issue 13: every write used to read the whole message again).
+        n_long = max(n // 4, 100)
+        res, d = self.store_floor(n_long, "s4l", f"S4 long run {run}", long=True)
+        out["long_jobs_per_s"] = res["jobs_per_s"]
+        out["long_pg_cpu_s_per_1000"] = d["pg_cpu_s_per_1000"]
+        out["long_wal_bytes_per_job"] = d["wal_bytes_per_job"]
         return out
 
     def idle(self, run: int) -> dict:
@@ -1365,6 +1380,9 @@ ROWS = [
     ("S4", "wal_bytes_per_job", "WAL bytes per job", None),
     ("S4", "row_writes_per_job", "row writes per job", None),
     ("S4", "pg_cpu_s_per_1000", "PostgreSQL CPU-s per 1,000 jobs", None),
+    ("S4", "long_jobs_per_s", "the same with 2,969-character questions, a quarter of the jobs (jobs/s)", None),
+    ("S4", "long_pg_cpu_s_per_1000", "… PostgreSQL CPU-s per 1,000 jobs", None),
+    ("S4", "long_wal_bytes_per_job", "… WAL bytes per job", None),
     ("idle", "cpu_pct_of_core", "idle worker CPU (% of one core)", "idle.cpu_pct_of_core"),
     ("idle", "db_xacts_per_s", "idle worker database transactions per second", "idle.db_xacts_per_s"),
     ("S9", "w1_jobs_per_s", "1 worker: throughput, first accepted submission → last finish (jobs/s)", None),

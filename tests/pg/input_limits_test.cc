@@ -70,6 +70,15 @@ const Refused kRefused[] = {
      "chat_jobs_message_not_blank"},
     {"INSERT INTO uppzy.chat_jobs (session_id, message) VALUES ('s', U&'\\3164\\2800\\+0E0020')",
      "chat_jobs_message_not_blank"},
+    // Past the first 64 characters (0015 reads those first, then the whole message when all are blank).
+    {"INSERT INTO uppzy.chat_jobs (session_id, message) VALUES ('s', repeat(U&'\\00A0 ', 100))",
+     "chat_jobs_message_not_blank"},
+    {"INSERT INTO uppzy.chat_jobs (session_id, message) VALUES ('s', '')", "chat_jobs_message_length"},
+    {"INSERT INTO uppzy.chat_jobs (session_id, message) VALUES ('s', repeat('a', 8001))",
+     "chat_jobs_message_length"},
+    // 8,001 characters of two bytes: the byte length alone does not settle it (0015).
+    {"INSERT INTO uppzy.chat_jobs (session_id, message) VALUES ('s', repeat(U&'\\00E9', 8001))",
+     "chat_jobs_message_length"},
     {"INSERT INTO uppzy.chat_jobs (session_id, message) VALUES ('   ', 'm')",
      "chat_jobs_session_id_not_blank"},
     {"INSERT INTO uppzy.chat_jobs (session_id, message) VALUES (E'\\t', 'm')",
@@ -115,6 +124,10 @@ TEST(InputLimitsAccepted, OrdinaryTextMetadataAndTimesStillGoIn) {
       "INSERT INTO uppzy.chat_jobs (session_id, message) VALUES (' s ', '   leading spaces')",
       "INSERT INTO uppzy.chat_jobs (session_id, message) VALUES ('s', U&'\\00A0\\200Bx\\3000')",
       "INSERT INTO uppzy.chat_jobs (session_id, message) VALUES ('s', E'line one\\n\\tline two')",
+      // 8,000 characters of two bytes (16,000 bytes) is within the limit, and 70 blanks before a word
+      // are not a blank message.
+      "INSERT INTO uppzy.chat_jobs (session_id, message) VALUES ('s', repeat(U&'\\00E9', 8000))",
+      "INSERT INTO uppzy.chat_jobs (session_id, message) VALUES ('s', repeat(U&'\\00A0', 70) || 'x')",
       // Exactly 65,536 bytes of text is the limit, and is accepted.
       "INSERT INTO uppzy.chat_jobs (session_id, message, metadata) "
       "VALUES ('s', 'm', jsonb_build_object('x', repeat('a', 65527)))",
@@ -127,7 +140,7 @@ TEST(InputLimitsAccepted, OrdinaryTextMetadataAndTimesStillGoIn) {
       "INSERT INTO uppzy.session_closes (session_id) VALUES (U&'\\+01F600')",
   };
   for (const char* sql : kAccepted) EXPECT_EQ(ErrorOf(db, sql), "") << sql;
-  EXPECT_EQ(QueryInt(db, "SELECT count(*) FROM uppzy.chat_jobs"), 13);
+  EXPECT_EQ(QueryInt(db, "SELECT count(*) FROM uppzy.chat_jobs"), 15);
   EXPECT_EQ(Query(db,
                   "SELECT string_agg(conname, ',' ORDER BY conname) FROM pg_constraint "
                   "WHERE connamespace = 'uppzy'::regnamespace AND NOT convalidated"),
