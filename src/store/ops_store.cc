@@ -369,28 +369,34 @@ std::vector<SiteStatus> OpsStore::SitesList() {
 namespace {
 
 // The counts of kOpsGaugesShared ([[site_id, state, jobs, oldest created_at epoch], ...]) and its
-// per-site incidents ([[site_id, open], ...]) as WorkerGauges.
+// per-site incidents ([[site_id, open], ...]) as WorkerGauges. uppzy.queue_gauges is a table anyone with
+// the grant may edit: an entry of the wrong shape is skipped (the next count replaces the row), never a
+// reason to report the database unreachable.
 void ReadGaugeCounts(const std::string& counts_json, double now_epoch, const std::string& sites_json,
                      WorkerGauges* g) {
   static constexpr const char* kUnfinished[] = {"queued", "submitting", "polling", "retrying"};
   for (const char* state : kUnfinished) g->states.push_back(StateCount{state, 0, std::nullopt});
-  const nlohmann::json counts =
-      counts_json.empty() ? nlohmann::json::array() : nlohmann::json::parse(counts_json);
-  const nlohmann::json sites =
-      sites_json.empty() ? nlohmann::json::array() : nlohmann::json::parse(sites_json);
-  for (const auto& site : sites) {
+  const auto site_of = [](const nlohmann::json& v) { return v.is_null() || v.is_string(); };
+  const nlohmann::json sites = nlohmann::json::parse(sites_json, nullptr, false);
+  for (const auto& site : sites.is_array() ? sites : nlohmann::json::array()) {
+    if (!site.is_array() || site.size() < 2 || !site_of(site[0]) || !site[1].is_number_integer()) continue;
     SiteStatus s;
-    s.is_default = site.at(0).is_null();
-    if (!s.is_default) s.site.site_id = site.at(0).get<std::string>();
-    s.open_incidents = site.at(1).get<long long>();
+    s.is_default = site[0].is_null();
+    if (!s.is_default) s.site.site_id = site[0].get<std::string>();
+    s.open_incidents = site[1].get<long long>();
     g->sites.push_back(std::move(s));
   }
-  for (const auto& c : counts) {
-    const bool no_site = c.at(0).is_null();
-    const std::string site = no_site ? std::string() : c.at(0).get<std::string>();
-    const std::string state = c.at(1).get<std::string>();
-    const long long jobs = c.at(2).get<long long>();
-    const double age = now_epoch - c.at(3).get<double>();
+  const nlohmann::json counts = nlohmann::json::parse(counts_json, nullptr, false);
+  for (const auto& c : counts.is_array() ? counts : nlohmann::json::array()) {
+    if (!c.is_array() || c.size() < 4 || !site_of(c[0]) || !c[1].is_string() || !c[2].is_number_integer() ||
+        !c[3].is_number()) {
+      continue;
+    }
+    const bool no_site = c[0].is_null();
+    const std::string site = no_site ? std::string() : c[0].get<std::string>();
+    const std::string state = c[1].get<std::string>();
+    const long long jobs = c[2].get<long long>();
+    const double age = now_epoch - c[3].get<double>();
     for (StateCount& sc : g->states) {
       if (sc.state != state) continue;
       sc.jobs += jobs;

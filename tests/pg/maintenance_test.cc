@@ -163,6 +163,7 @@ TEST(Maintenance, OneWorkerCountsTheQueueForEveryWorker) {
   b.RunOnce(false);
   EXPECT_FALSE(b.Ready().first);
   EXPECT_EQ(mb.open_incidents(), 1);
+  Exec(db, "UPDATE uppzy.incidents SET resolved_at = now()");
 
   a.Stop();  // its connection ends, and the lock with it
   Exec(db, "INSERT INTO uppzy.chat_jobs (session_id, message, site_id) VALUES ('s', 'm', 'shop')");
@@ -189,6 +190,17 @@ TEST(Maintenance, OneWorkerCountsTheQueueForEveryWorker) {
   EXPECT_EQ(Query(db, "SELECT computed_by FROM uppzy.queue_gauges"), "worker-c");
   c.RunOnce(false);
   EXPECT_EQ(Query(db, "SELECT computed_by FROM uppzy.queue_gauges"), "worker-c");
+
+  // A row someone edited by hand: entries of the wrong shape are skipped, the rest still count, and
+  // the worker stays ready.
+  Exec(db,
+       "UPDATE uppzy.queue_gauges SET computed_at = now(), counts = jsonb_build_array(jsonb_build_array(1, "
+       "2), 'x', jsonb_build_array(NULL, 'queued', 'many', 0), jsonb_build_array(NULL, 'queued', 2, "
+       "extract(epoch FROM now()) - 30))");
+  c.RunOnce(false);
+  EXPECT_EQ(mc.queue_depth("queued"), 2);
+  EXPECT_NEAR(mc.oldest_queued_age(), 30, 5);
+  EXPECT_TRUE(c.Ready().first) << c.Ready().second;
 }
 
 TEST(Maintenance, AnUnreachableDatabaseIsNotReady) {
