@@ -128,11 +128,13 @@ struct JobDetail : JobSummary {
 // The settings of one uppzy.sites row (migrations/0008_sites.sql); nullopt is NULL: no limit, or the
 // worker's own setting.
 struct SiteSettings {
-  std::optional<double> requests_per_s;  // > 0 and finite (sites_requests_per_s_positive)
-  std::optional<int> burst;              // >= 1 (sites_burst_positive)
-  std::optional<int> max_in_flight;      // >= 1 (sites_max_in_flight_positive)
-  std::optional<int> poll_interval_ms;   // 10 to 600000 (sites_poll_interval_range)
-  std::optional<int> poll_timeout_ms;    // 100 to 3600000 (sites_poll_timeout_range)
+  std::optional<double> requests_per_s;     // > 0 and finite (sites_requests_per_s_positive)
+  std::optional<int> burst;                 // >= 1 (sites_burst_positive)
+  std::optional<int> max_in_flight;         // >= 1 (sites_max_in_flight_positive)
+  std::optional<int> poll_interval_ms;      // 10 to 600000 (sites_poll_interval_range)
+  std::optional<int> poll_timeout_ms;       // 100 to 3600000 (sites_poll_timeout_range)
+  std::optional<std::string> poll_mode;     // "fixed" or "adaptive" (sites_poll_mode_valid)
+  std::optional<int> poll_target_delay_ms;  // 100 to 600000 (sites_poll_target_delay_range)
 };
 
 // One row of uppzy.sites. Timestamps are ISO 8601 UTC ("" when NULL).
@@ -169,6 +171,8 @@ struct SiteSettingsChange {
   std::optional<std::optional<int>> max_in_flight;
   std::optional<std::optional<int>> poll_interval_ms;
   std::optional<std::optional<int>> poll_timeout_ms;
+  std::optional<std::optional<std::string>> poll_mode;
+  std::optional<std::optional<int>> poll_target_delay_ms;
 };
 
 // A site's row before and after a change (SitesSet, SitesPause, SitesResume).

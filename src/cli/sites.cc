@@ -1,5 +1,6 @@
 // uppzy-worker sites [list] [--json] | set SITE [--requests-per-s N|none] [--burst N|none]
-//   [--max-in-flight N|none] [--poll-interval-ms N|none] [--poll-timeout-ms N|none] [--json]
+//   [--max-in-flight N|none] [--poll-interval-ms N|none] [--poll-timeout-ms N|none]
+//   [--poll-mode fixed|adaptive|none] [--poll-target-delay-ms N|none] [--json]
 //   | pause SITE [--reason TEXT] [--json] | resume SITE [--json]
 // The rows of uppzy.sites with their queues (uppzy.site_queues), and the operator's changes to them.
 // A value the table's named constraints refuse is a usage error (exit 2) that names the setting.
@@ -21,7 +22,8 @@ using nlohmann::json;
 struct Options {
   std::string site;
   // set: each as typed (checked by IntOrNoneValidator / NumberOrNoneValidator); nullopt: not given.
-  std::optional<std::string> requests_per_s, burst, max_in_flight, poll_interval_ms, poll_timeout_ms;
+  std::optional<std::string> requests_per_s, burst, max_in_flight, poll_interval_ms, poll_timeout_ms,
+      poll_mode, poll_target_delay_ms;
   std::optional<std::string> reason;  // pause
   bool json = false;
 };
@@ -37,6 +39,8 @@ constexpr Refusal kRefusals[] = {
     {"sites_max_in_flight_positive", "--max-in-flight must be at least 1"},
     {"sites_poll_interval_range", "--poll-interval-ms must be between 10 and 600000"},
     {"sites_poll_timeout_range", "--poll-timeout-ms must be between 100 and 3600000"},
+    {"sites_poll_mode_valid", "--poll-mode must be fixed or adaptive"},
+    {"sites_poll_target_delay_range", "--poll-target-delay-ms must be between 100 and 600000"},
     {"sites_paused_reason_length", "--reason must be at most 500 characters"},
     {"sites_site_id_valid", "SITE must be 1 to 128 letters, digits, '-', '_' or '.', and not '.' or '..'"},
 };
@@ -62,6 +66,8 @@ json SiteJson(const SiteRow& s) {
           {"max_in_flight", Opt(s.settings.max_in_flight)},
           {"poll_interval_ms", Opt(s.settings.poll_interval_ms)},
           {"poll_timeout_ms", Opt(s.settings.poll_timeout_ms)},
+          {"poll_mode", s.settings.poll_mode ? json(*s.settings.poll_mode) : json(nullptr)},
+          {"poll_target_delay_ms", Opt(s.settings.poll_target_delay_ms)},
           {"paused_at", Opt(s.paused_at)},
           {"paused_reason", Opt(s.paused_reason)}};
 }
@@ -131,9 +137,9 @@ int List(const Options& o, OpsStore& ops, const Io& io) {
     return kExitOk;
   }
   const std::vector<std::string> counts = {"queued", "retrying", "submitting", "polling"};
-  const std::vector<std::string> settings = {"requests_per_s",   "burst",           "max_in_flight",
-                                             "poll_interval_ms", "poll_timeout_ms", "paused_at",
-                                             "paused_reason"};
+  const std::vector<std::string> settings = {"requests_per_s",       "burst",           "max_in_flight",
+                                             "poll_interval_ms",     "poll_timeout_ms", "poll_mode",
+                                             "poll_target_delay_ms", "paused_at",       "paused_reason"};
   std::vector<std::string> header = {"site"};
   header.insert(header.end(), counts.begin(), counts.end());
   header.insert(header.end(), {"oldest", "served"});
@@ -160,6 +166,11 @@ SiteSettingsChange ChangeOf(const Options& o) {
   if (o.max_in_flight) c.max_in_flight = *ParseIntOrNone(*o.max_in_flight);
   if (o.poll_interval_ms) c.poll_interval_ms = *ParseIntOrNone(*o.poll_interval_ms);
   if (o.poll_timeout_ms) c.poll_timeout_ms = *ParseIntOrNone(*o.poll_timeout_ms);
+  if (o.poll_mode) {
+    c.poll_mode =
+        *o.poll_mode == "none" ? std::optional<std::string>() : std::optional<std::string>(*o.poll_mode);
+  }
+  if (o.poll_target_delay_ms) c.poll_target_delay_ms = *ParseIntOrNone(*o.poll_target_delay_ms);
   return c;
 }
 
@@ -220,6 +231,10 @@ Command AddSites(CLI::App& app) {
   set->add_option("--poll-interval-ms", o->poll_interval_ms, "Overrides UPPZY_POLL_INTERVAL_MS")
       ->check(IntOrNoneValidator());
   set->add_option("--poll-timeout-ms", o->poll_timeout_ms, "Overrides UPPZY_POLL_TIMEOUT_MS")
+      ->check(IntOrNoneValidator());
+  set->add_option("--poll-mode", o->poll_mode, "Overrides UPPZY_POLL_MODE: fixed, adaptive or none")
+      ->check(CLI::IsMember({"fixed", "adaptive", "none"}));
+  set->add_option("--poll-target-delay-ms", o->poll_target_delay_ms, "Overrides UPPZY_POLL_TARGET_DELAY_MS")
       ->check(IntOrNoneValidator());
   auto* pause =
       AddAction(*c.app, "pause",

@@ -48,7 +48,7 @@ std::optional<int> Int(const pqxx::field& f) {
   return f.as<int>();
 }
 
-// The eight columns every sites statement returns (queries_ops.h), from `row[0]` on.
+// The ten columns every sites statement returns (queries_ops.h), from `row[0]` on.
 SiteRow ReadSiteRow(const pqxx::row& row) {
   SiteRow s;
   s.site_id = Text(row[0]);
@@ -59,6 +59,8 @@ SiteRow ReadSiteRow(const pqxx::row& row) {
   s.settings.poll_timeout_ms = Int(row[5]);
   s.paused_at = IsoUtc(row[6]);
   s.paused_reason = Text(row[7]);
+  if (!row[8].is_null()) s.settings.poll_mode = row[8].as<std::string>();
+  s.settings.poll_target_delay_ms = Int(row[9]);
   return s;
 }
 
@@ -348,18 +350,18 @@ std::vector<SiteStatus> OpsStore::SitesList() {
     for (const auto& row : tx.exec(store::sql::kOpsSitesList)) {
       SiteStatus s;
       s.site = ReadSiteRow(row);
-      s.is_default = row[8].as<bool>();
-      s.queued = row[9].as<long long>();
-      s.retrying = row[10].as<long long>();
-      s.submitting = row[11].as<long long>();
-      s.polling = row[12].as<long long>();
-      s.oldest_queued_age_s = Real(row[13]);
-      s.served = row[14].as<bool>();
-      s.effective_rate_per_s = Real(row[15]);
-      s.blocked_until = IsoUtc(row[16]);
-      s.rate_limited = row[17].as<long long>();
-      s.tokens_granted = row[18].as<long long>();
-      s.open_incidents = row[19].as<long long>();
+      s.is_default = row[10].as<bool>();
+      s.queued = row[11].as<long long>();
+      s.retrying = row[12].as<long long>();
+      s.submitting = row[13].as<long long>();
+      s.polling = row[14].as<long long>();
+      s.oldest_queued_age_s = Real(row[15]);
+      s.served = row[16].as<bool>();
+      s.effective_rate_per_s = Real(row[17]);
+      s.blocked_until = IsoUtc(row[18]);
+      s.rate_limited = row[19].as<long long>();
+      s.tokens_granted = row[20].as<long long>();
+      s.open_incidents = row[21].as<long long>();
       out.push_back(std::move(s));
     }
     return out;
@@ -436,10 +438,13 @@ SiteChange OpsStore::SitesSet(const std::string& site_id, const SiteSettingsChan
     const auto in_flight = SettingParams(change.max_in_flight);
     const auto interval = SettingParams(change.poll_interval_ms);
     const auto timeout = SettingParams(change.poll_timeout_ms);
+    const auto mode = SettingParams(change.poll_mode);
+    const auto target = SettingParams(change.poll_target_delay_ms);
     return *ChangeSite(impl_->conn, site_id, [&](pqxx::work& tx) {
       return tx.exec_params(store::sql::kOpsSitesSet, site_id, rate.first, OrNull(rate.second), burst.first,
                             OrNull(burst.second), in_flight.first, OrNull(in_flight.second), interval.first,
-                            OrNull(interval.second), timeout.first, OrNull(timeout.second));
+                            OrNull(interval.second), timeout.first, OrNull(timeout.second), mode.first,
+                            OrNull(mode.second), target.first, OrNull(target.second));
     });
   });
 }

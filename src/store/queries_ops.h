@@ -100,15 +100,15 @@ WHERE poll_interval_ms IS NOT NULL OR poll_timeout_ms IS NOT NULL OR poll_mode I
 )sql";
 
 // Sites (migrations/0008_sites.sql). Every statement that returns a row of uppzy.sites returns the same
-// eight columns, in this order: site_id, requests_per_s (as float8), burst, max_in_flight,
-// poll_interval_ms, poll_timeout_ms, paused_at, paused_reason.
+// ten columns, in this order: site_id, requests_per_s (as float8), burst, max_in_flight,
+// poll_interval_ms, poll_timeout_ms, paused_at, paused_reason, poll_mode, poll_target_delay_ms (0009).
 
 // uppzy.site_queues (the default site, site_id NULL, first) with each site's settings; then is_default,
 // queued, retrying, submitting, polling, oldest queued age in seconds, served; then the shared budget
 // (uppzy.site_limits, 0010): effective rate, blocked_until, 429s, tokens granted; open incidents.
 inline constexpr const char* kOpsSitesList = R"sql(
 SELECT q.site_id, s.requests_per_s::float8, s.burst, s.max_in_flight, s.poll_interval_ms, s.poll_timeout_ms,
-       q.paused_at, q.paused_reason,
+       q.paused_at, q.paused_reason, s.poll_mode, s.poll_target_delay_ms,
        q.is_default, q.queued, q.retrying, q.submitting, q.polling,
        extract(epoch FROM q.oldest_queued_age)::float8, q.served,
        l.effective_rate_per_s::float8, l.blocked_until, coalesce(l.rate_limited, 0),
@@ -169,24 +169,28 @@ FROM l, need, c
 // $1 site_id. The row as it is before a change, locked until the change commits.
 inline constexpr const char* kOpsSitesGetForUpdate = R"sql(
 SELECT site_id, requests_per_s::float8, burst, max_in_flight, poll_interval_ms, poll_timeout_ms,
-       paused_at, paused_reason
+       paused_at, paused_reason, poll_mode, poll_target_delay_ms
 FROM uppzy.sites WHERE site_id = $1 FOR UPDATE
 )sql";
 
 // $1 site_id; then for each setting a boolean (given) and its value (NULL: none): $2 $3 requests_per_s,
-// $4 $5 burst, $6 $7 max_in_flight, $8 $9 poll_interval_ms, $10 $11 poll_timeout_ms. A setting not
-// given keeps its value (a new row: NULL). float8 -> numeric keeps 0.1 as 0.1.
+// $4 $5 burst, $6 $7 max_in_flight, $8 $9 poll_interval_ms, $10 $11 poll_timeout_ms, $12 $13 poll_mode,
+// $14 $15 poll_target_delay_ms. A setting not given keeps its value (a new row: NULL). float8 ->
+// numeric keeps 0.1 as 0.1.
 inline constexpr const char* kOpsSitesSet = R"sql(
-INSERT INTO uppzy.sites AS s (site_id, requests_per_s, burst, max_in_flight, poll_interval_ms, poll_timeout_ms)
-VALUES ($1, $3::float8::numeric, $5::integer, $7::integer, $9::integer, $11::integer)
+INSERT INTO uppzy.sites AS s (site_id, requests_per_s, burst, max_in_flight, poll_interval_ms, poll_timeout_ms,
+                              poll_mode, poll_target_delay_ms)
+VALUES ($1, $3::float8::numeric, $5::integer, $7::integer, $9::integer, $11::integer, $13::text, $15::integer)
 ON CONFLICT (site_id) DO UPDATE SET
   requests_per_s = CASE WHEN $2::boolean THEN EXCLUDED.requests_per_s ELSE s.requests_per_s END,
   burst = CASE WHEN $4::boolean THEN EXCLUDED.burst ELSE s.burst END,
   max_in_flight = CASE WHEN $6::boolean THEN EXCLUDED.max_in_flight ELSE s.max_in_flight END,
   poll_interval_ms = CASE WHEN $8::boolean THEN EXCLUDED.poll_interval_ms ELSE s.poll_interval_ms END,
-  poll_timeout_ms = CASE WHEN $10::boolean THEN EXCLUDED.poll_timeout_ms ELSE s.poll_timeout_ms END
+  poll_timeout_ms = CASE WHEN $10::boolean THEN EXCLUDED.poll_timeout_ms ELSE s.poll_timeout_ms END,
+  poll_mode = CASE WHEN $12::boolean THEN EXCLUDED.poll_mode ELSE s.poll_mode END,
+  poll_target_delay_ms = CASE WHEN $14::boolean THEN EXCLUDED.poll_target_delay_ms ELSE s.poll_target_delay_ms END
 RETURNING site_id, requests_per_s::float8, burst, max_in_flight, poll_interval_ms, poll_timeout_ms,
-          paused_at, paused_reason
+          paused_at, paused_reason, poll_mode, poll_target_delay_ms
 )sql";
 
 // $1 site_id, $2 reason (NULL: keep the current one). An existing pause keeps its paused_at.
@@ -196,14 +200,14 @@ ON CONFLICT (site_id) DO UPDATE SET
   paused_at = coalesce(s.paused_at, EXCLUDED.paused_at),
   paused_reason = coalesce(EXCLUDED.paused_reason, s.paused_reason)
 RETURNING site_id, requests_per_s::float8, burst, max_in_flight, poll_interval_ms, poll_timeout_ms,
-          paused_at, paused_reason
+          paused_at, paused_reason, poll_mode, poll_target_delay_ms
 )sql";
 
 // $1 site_id. No row: no such site.
 inline constexpr const char* kOpsSitesResume = R"sql(
 UPDATE uppzy.sites SET paused_at = NULL, paused_reason = NULL WHERE site_id = $1
 RETURNING site_id, requests_per_s::float8, burst, max_in_flight, poll_interval_ms, poll_timeout_ms,
-          paused_at, paused_reason
+          paused_at, paused_reason, poll_mode, poll_target_delay_ms
 )sql";
 
 inline constexpr const char* kOpsSitesPollingHealth = R"sql(

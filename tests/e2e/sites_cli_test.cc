@@ -66,9 +66,10 @@ TEST_F(SitesCli, ListShowsEverySiteWithItsQueueAndTheDefaultSite) {
   EXPECT_TRUE(a["requests_per_s"].is_null());
   EXPECT_TRUE(a["oldest_queued_age_s"].is_number()) << a.dump();
   EXPECT_EQ(a["served"], false) << "no worker is running";
-  for (const char* field : {"site_id", "requests_per_s", "burst", "max_in_flight", "poll_interval_ms",
-                            "poll_timeout_ms", "paused_at", "paused_reason", "queued", "retrying",
-                            "submitting", "polling", "oldest_queued_age_s", "served"}) {
+  for (const char* field :
+       {"site_id", "requests_per_s", "burst", "max_in_flight", "poll_interval_ms", "poll_timeout_ms",
+        "poll_mode", "poll_target_delay_ms", "paused_at", "paused_reason", "queued", "retrying", "submitting",
+        "polling", "oldest_queued_age_s", "served"}) {
     EXPECT_TRUE(a.contains(field)) << field;
   }
   json bare = RunJson({"sites", "--json"});
@@ -111,6 +112,42 @@ TEST_F(SitesCli, ABadValueIsRefusedNamingTheSettingAndChangesNothing) {
   EXPECT_NE(out.find("'..' is not a site_id"), std::string::npos) << out;
   EXPECT_EQ(Run({"sites", "set"}, &out), 2) << out;
   EXPECT_EQ(Settings("site-a"), ",5,40,,");
+}
+
+// A site's polling mode and target delay (migration 0009's columns) set from the CLI: what the workers
+// read at their next refit, instead of an UPDATE by hand.
+TEST_F(SitesCli, SetsTheSitesPollModeAndTargetDelay) {
+  json j = RunJson(
+      {"sites", "set", "site-a", "--poll-mode", "adaptive", "--poll-target-delay-ms", "2000", "--json"});
+  EXPECT_TRUE(j["changed"]["poll_mode"]["from"].is_null());
+  EXPECT_EQ(j["changed"]["poll_mode"]["to"], "adaptive");
+  EXPECT_EQ(j["changed"]["poll_target_delay_ms"]["to"], 2000);
+  EXPECT_EQ(
+      Query(db_, "SELECT poll_mode || ',' || poll_target_delay_ms FROM uppzy.sites WHERE site_id = 'site-a'"),
+      "adaptive,2000");
+  EXPECT_EQ(Settings("site-a"), ",5,40,,") << "the other settings are left as they were";
+  json list = RunJson({"sites", "list", "--json"});
+  EXPECT_EQ(list[1]["poll_mode"], "adaptive") << list.dump();
+  EXPECT_EQ(list[1]["poll_target_delay_ms"], 2000);
+
+  std::string out;
+  EXPECT_EQ(Run({"sites", "set", "site-a", "--poll-mode", "sometimes"}, &out), 2) << out;
+  EXPECT_NE(out.find("--poll-mode"), std::string::npos) << out;
+  EXPECT_EQ(Run({"sites", "set", "site-a", "--poll-target-delay-ms", "5"}, &out), 2) << out;
+  EXPECT_NE(out.find("--poll-target-delay-ms must be between 100 and 600000"), std::string::npos) << out;
+  EXPECT_EQ(
+      Query(db_, "SELECT poll_mode || ',' || poll_target_delay_ms FROM uppzy.sites WHERE site_id = 'site-a'"),
+      "adaptive,2000")
+      << "a refused change changes nothing";
+
+  ASSERT_EQ(Run({"sites", "set", "site-a", "--poll-mode", "none", "--poll-target-delay-ms", "none"}, &out), 0)
+      << out;
+  EXPECT_NE(out.find("poll_mode: adaptive -> none"), std::string::npos) << out;
+  EXPECT_EQ(Query(db_,
+                  "SELECT (poll_mode IS NULL AND poll_target_delay_ms IS NULL)::text FROM uppzy.sites "
+                  "WHERE site_id = 'site-a'"),
+            "true")
+      << "none: the worker's own UPPZY_POLL_MODE and UPPZY_POLL_TARGET_DELAY_MS again";
 }
 
 TEST_F(SitesCli, PauseThenResume) {
