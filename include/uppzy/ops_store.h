@@ -187,8 +187,7 @@ struct WorkerGauges {
   std::vector<StateCount> states;  // queued, submitting, polling, retrying: always all four
   long long open_incidents = 0;
   std::vector<SiteStatus> sites;
-  bool leads = false;    // this connection holds the gauges lock: it counts for every worker
-  bool counted = false;  // the job counts were counted by this call (not read from uppzy.queue_gauges)
+  bool leads = false;  // this connection holds the gauges lock: it counts for every worker
 };
 
 class OpsStore {

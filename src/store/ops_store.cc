@@ -423,10 +423,9 @@ WorkerGauges OpsStore::Gauges(const std::string& worker_id, std::chrono::millise
                                           static_cast<long long>(fresh_for.count()));
     WorkerGauges g;
     g.leads = row[0].as<bool>();
-    g.counted = row[1].as<bool>();
     impl_->gauges_leader = g.leads;
-    ReadGaugeCounts(Text(row[2]), row[3].as<double>(), Text(row[5]), &g);
-    g.open_incidents = row[4].as<long long>();
+    ReadGaugeCounts(Text(row[1]), row[2].as<double>(), Text(row[4]), &g);
+    g.open_incidents = row[3].as<long long>();
     return g;
   });
 }

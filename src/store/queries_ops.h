@@ -127,7 +127,7 @@ ORDER BY q.site_id NULLS FIRST
 // this connection already holds the gauges lock, $3 how old (ms) a stored count may be. A connection
 // that holds the lock (or takes it now, or finds the stored counts older than $3) counts the
 // unfinished jobs and stores them in uppzy.queue_gauges; any other reads that row. Returns one row:
-// leads (holds the lock), counted (counted now), the counts as JSON [[site_id, state, jobs, oldest
+// leads (holds the lock), the counts as JSON [[site_id, state, jobs, oldest
 // created_at as epoch seconds], ...], the database's now as epoch seconds, the open incidents, and
 // per site (null first, then every row of uppzy.sites) its open incidents as JSON [[site_id, open],
 // ...] (incidents of a site without an uppzy.sites row count as the default site's).
@@ -156,7 +156,7 @@ WITH l AS MATERIALIZED (
   FROM uppzy.incidents n LEFT JOIN uppzy.sites s ON s.site_id = n.site_id
   WHERE n.resolved_at IS NULL GROUP BY s.site_id
 )
-SELECT l.leads, need.count_now,
+SELECT l.leads,
        (CASE WHEN need.count_now THEN c.counts ELSE (SELECT counts FROM g) END)::text,
        extract(epoch FROM now())::float8,
        (SELECT count(*) FROM uppzy.incidents WHERE resolved_at IS NULL),
