@@ -71,6 +71,10 @@ struct Config {
   int claim_batch = 500;              // UPPZY_CLAIM_BATCH [1, 10000]: most rows per claim statement
   int shutdown_grace_ms = 10000;      // UPPZY_SHUTDOWN_GRACE_MS [0, 600000]
   int rescue_interval_ms = 2000;      // UPPZY_RESCUE_INTERVAL_MS [100, 600000]
+  // UPPZY_RESCUE_FULL_INTERVAL_MS [100, 3600000]: a rescue pass reads every held row of the fleet only
+  // when a worker missed its heartbeat or started (uppzy.workers), and at least this often: the most a
+  // row whose lease ran out without either (a live worker that could not renew it) waits.
+  int rescue_full_interval_ms = 30000;
   // UPPZY_LISTEN_FALLBACK_MS [1000, 600000]: while LISTEN works and the worker holds nothing, the
   // fallback claim and the rescue pass run this often instead (new rows wake it through NOTIFY).
   int listen_fallback_ms = 30000;

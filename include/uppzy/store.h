@@ -77,6 +77,9 @@ class Store final : public WorkerJobStore {
                                           const ClaimScope& scope) override;
   std::vector<ClaimedJob> JobsAdoptPolling(const std::string& worker, int lease_ms, const ClaimScope& scope,
                                            int limit) override;
+  std::vector<ClaimedJob> JobsAdoptHandedBack(const std::string& worker, int lease_ms,
+                                              const ClaimScope& scope, int limit) override;
+  bool LeasesSweepDue(Millis window) override;
   int JobsRescueExpiredSubmitting(int limit) override;
   ApplyResult JobsApplyWrites(const std::string& worker, const std::vector<JobWrite>& writes) override;
   std::vector<int64_t> JobsRenewLeases(const std::string& worker, const std::vector<int64_t>& ids,
@@ -94,7 +97,7 @@ class Store final : public WorkerJobStore {
   void BudgetsBlock(const std::string& site_id, int64_t block_ms, double own_rate_per_s) override;
   void WorkersHeartbeat(const std::string& worker, const std::string& host, int pid, const std::string& site,
                         const std::vector<std::string>& sites, int lease_ms, int jobs_in_flight,
-                        const std::string& breaker_state) override;
+                        const std::string& breaker_state, bool starting) override;
   void WorkersStopped(const std::string& worker) override;
 
   // The single-site forms (tests, tools): only rows whose site_id is NULL, at most `limit`; a

@@ -118,9 +118,25 @@ class WorkerJobStore {
   virtual std::vector<ClaimedJob> JobsClaimQueued(const std::string& worker, int lease_ms,
                                                   const ClaimScope& scope) = 0;
   // polling rows whose lease ended (crashed or handed-back holders) -> held by `worker`, same attempt.
-  // Only rows of the sites of `scope` (any limit) that are not paused; at most `limit` rows.
+  // Only rows of the sites of `scope` (any limit) that are not paused; at most `limit` rows. Reads
+  // every held row: see LeasesSweepDue.
   virtual std::vector<ClaimedJob> JobsAdoptPolling(const std::string& worker, int lease_ms,
                                                    const ClaimScope& scope, int limit) = 0;
+  // The same for the rows a holder handed back only (shutdown, incident: locked_by NULL), found through
+  // an index that is usually empty. The default adopts every expired row.
+  virtual std::vector<ClaimedJob> JobsAdoptHandedBack(const std::string& worker, int lease_ms,
+                                                      const ClaimScope& scope, int limit) {
+    return JobsAdoptPolling(worker, lease_ms, scope, limit);
+  }
+  // Whether a lease may have run out without a hand-back, so that a rescue pass must read every held
+  // row (JobsAdoptPolling, JobsRescueExpiredSubmitting): a worker (stopped or not) missed a heartbeat
+  // within the last two leases and `window`, or a worker started within a lease and `window`. A lease
+  // that runs out otherwise (a live worker that could not renew one row) waits for the next full pass,
+  // every `window`. The default always says yes.
+  virtual bool LeasesSweepDue(Millis window) {
+    (void)window;
+    return true;
+  }
   // submitting rows whose lease ended -> retrying (or failed when no attempt is left), error
   // lease_expired. The POST may have reached Uppzy: this is the one duplicate-submission window.
   // Returns how many rows were rescued.
@@ -164,10 +180,11 @@ class WorkerJobStore {
 
   // Upserts this worker's row in uppzy.workers (heartbeat), or marks it stopped. `site` is its default
   // site (UPPZY_SITE_ID), `sites` every site it holds a key for (uppzy.workers.sites, read by
-  // uppzy.site_queues to tell whether a site is served).
+  // uppzy.site_queues to tell whether a site is served). `starting`: the process's first heartbeat
+  // (started_at is set again when the id was a dead process's).
   virtual void WorkersHeartbeat(const std::string& worker, const std::string& host, int pid,
                                 const std::string& site, const std::vector<std::string>& sites, int lease_ms,
-                                int jobs_in_flight, const std::string& breaker_state) = 0;
+                                int jobs_in_flight, const std::string& breaker_state, bool starting) = 0;
   virtual void WorkersStopped(const std::string& worker) = 0;
 
   // The shared request budget (migrations/0010_site_budgets.sql). Takes tokens for every site of

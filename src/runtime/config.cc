@@ -234,6 +234,7 @@ ConfigResult LoadConfig(const EnvLookup& env) {
   r.Integer("UPPZY_CLAIM_BATCH", &c.claim_batch, 1, 10000);
   r.Integer("UPPZY_SHUTDOWN_GRACE_MS", &c.shutdown_grace_ms, 0, 600000);
   r.Integer("UPPZY_RESCUE_INTERVAL_MS", &c.rescue_interval_ms, 100, 600000);
+  r.Integer("UPPZY_RESCUE_FULL_INTERVAL_MS", &c.rescue_full_interval_ms, 100, 3600000);
   r.Integer("UPPZY_LISTEN_FALLBACK_MS", &c.listen_fallback_ms, 1000, 600000);
   r.Integer("UPPZY_WRITE_LINGER_MS", &c.write_linger_ms, 0, 1000);
 

@@ -487,12 +487,20 @@ bool Coordinator::Rescue() {
   const auto now = clock_.SteadyNow();
   if (now < next_rescue_) return false;
   next_rescue_ = now + RescueInterval();
-  const int rescued = store_->JobsRescueExpiredSubmitting(1000) + deliveries_->DeliveriesRescueExpired(1000);
+  // Reading every held row costs the database about 0.2 ms per 1,000 rows held, per worker, per pass:
+  // done only when a lease may have run out unnoticed, and every full interval for the rest. Ratings
+  // and closes have a lease index (their renewals need not stay HOT): always rescued.
+  const Millis full_interval(config_.rescue_full_interval_ms);
+  const bool full = now >= next_full_sweep_;
+  if (full) next_full_sweep_ = now + full_interval;
+  const bool sweep = full || store_->LeasesSweepDue(full_interval);
+  const int rescued =
+      (sweep ? store_->JobsRescueExpiredSubmitting(1000) : 0) + deliveries_->DeliveriesRescueExpired(1000);
   if (rescued > 0) {
     metrics_.Rescued(rescued);
     LogEvent(spdlog::level::warn, "rescued_expired_submissions", {{"rows", std::to_string(rescued)}});
   }
-  Claim(true);
+  Claim(sweep ? Adopt::kAll : Adopt::kHandedBack);
   return true;
 }
 
@@ -506,14 +514,16 @@ bool Coordinator::RoomToClaim() const {
   return room > 0 && (room >= worth || held < worth);
 }
 
-void Coordinator::Claim(bool adopt) {
+void Coordinator::Claim(Adopt adopt) {
   if (mailbox_.paused || mailbox_.stopping) return;
   const int room = config_.max_in_flight - static_cast<int>(held_.size());
-  if (room <= 0 || (!adopt && !RoomToClaim())) return;
+  if (room <= 0 || (adopt == Adopt::kNone && !RoomToClaim())) return;
   const int limit = std::min(room, config_.claim_batch);
   std::vector<ClaimedJob> jobs;
-  if (adopt) {
+  if (adopt == Adopt::kAll) {
     jobs = store_->JobsAdoptPolling(config_.worker_id, config_.lease_ms, Scope(limit), limit);
+  } else if (adopt == Adopt::kHandedBack) {
+    jobs = store_->JobsAdoptHandedBack(config_.worker_id, config_.lease_ms, Scope(limit), limit);
   }
   int left = limit - static_cast<int>(jobs.size());
   // The circuit breaker: no new submissions while it is open (polls of adopted rows go on); one probe
@@ -566,7 +576,8 @@ void Coordinator::Heartbeat() {
   gethostname(host, sizeof(host) - 1);
   store_->WorkersHeartbeat(config_.worker_id, host, static_cast<int>(getpid()), config_.site.site_id, Sites(),
                            config_.lease_ms, static_cast<int>(held_.size()),
-                           std::string(ToString(mailbox_.breaker_state.load())));
+                           std::string(ToString(mailbox_.breaker_state.load())), !heartbeat_written_);
+  heartbeat_written_ = true;
 }
 
 Coordinator::Steady::time_point Coordinator::NextPassAt(Steady::time_point now) const {
@@ -663,9 +674,9 @@ bool Coordinator::RunOnce(std::atomic<bool>& all_done) {
     const bool fetch_deliveries = timed_fetch || (wake & Mailbox::kWakeDeliveries) != 0;
     if (fetch) next_fetch_ = now + FetchInterval();
     if (fetch && fetch_jobs) {
-      if (!rescued) Claim(woken);
+      if (!rescued) Claim(woken ? Adopt::kHandedBack : Adopt::kNone);
     } else if (more_waiting_ || budget_claim) {
-      Claim(false);
+      Claim(Adopt::kNone);
     }
     if ((fetch && fetch_deliveries) || more_deliveries_ || budget_claim) ClaimDeliveries();
     claim_caps_.clear();

@@ -72,7 +72,10 @@ class Coordinator {
   void ApplyWrites();
   void RenewLeases();
   void CheckIncident();
-  // Runs the rescue pass when it is due (it claims too); true if it ran.
+  // Runs the rescue pass when it is due (it claims too); true if it ran. It reads every held row of
+  // the fleet (rescue of submissions, adoption of every expired poll) only when the store says a lease
+  // may have run out (a worker missed its heartbeat or started) or the full pass is due
+  // (UPPZY_RESCUE_FULL_INTERVAL_MS); otherwise it adopts handed-back rows only.
   bool Rescue();
   // An idle worker whose listener works: nothing held, nothing to write, no claim left unfinished. New
   // rows wake it through NOTIFY, so its fallback claim, rescue and incident check slow to
@@ -84,7 +87,10 @@ class Coordinator {
   void NoteRetryDue(const std::optional<TimePoint>& run_at);
   Millis FetchInterval() const;
   Millis RescueInterval() const;
-  void Claim(bool adopt);
+  // Which expired polling rows a claim adopts first: none, those handed back (cheap: an index that is
+  // usually empty), or every one (reads every held row).
+  enum class Adopt { kNone, kHandedBack, kAll };
+  void Claim(Adopt adopt);
   void Disconnect(const StoreError& e);
   void CheckCancels();
   void ApplyDeliveryWrites();
@@ -129,6 +135,8 @@ class Coordinator {
   Steady::time_point next_fetch_{};
   Steady::time_point next_renew_{};
   Steady::time_point next_rescue_{};
+  Steady::time_point next_full_sweep_{};  // the next rescue pass that reads every held row regardless
+  bool heartbeat_written_ = false;        // the process's first heartbeat went (started_at)
   Steady::time_point next_incident_check_{};
   Steady::time_point next_empty_check_{};
   bool db_down_logged_ = false;

@@ -79,22 +79,42 @@ SELECT u.* FROM u JOIN c ON c.id = u.id ORDER BY c.site_rank, c.priority DESC, c
 )sql";
 
 // $1 worker, $2 lease ms, $3 text[] sites, $4 limit, $5 default site (NULL-site rows are its). Only
-// rows of the listed sites that are not paused in uppzy.sites.
-inline constexpr const char* kJobsAdoptPolling = R"sql(
-WITH c AS (
-  SELECT j.id FROM uppzy.chat_jobs j
-  WHERE j.phase = 'held' AND j.state = 'polling' AND j.lease_expires_at <= now()
-    AND coalesce(j.site_id, $5) = ANY ($3::text[])
-    AND NOT EXISTS (SELECT 1 FROM uppzy.sites p
-                    WHERE p.site_id = coalesce(j.site_id, $5) AND p.paused_at IS NOT NULL)
-  ORDER BY j.lease_expires_at
-  LIMIT $4
-  FOR UPDATE OF j SKIP LOCKED
+// rows of the listed sites that are not paused in uppzy.sites. `which` narrows the rows looked at.
+#define UPPZY_ADOPT_POLLING(which)                                                         \
+  "WITH c AS ( SELECT j.id FROM uppzy.chat_jobs j "                                        \
+  "WHERE j.phase = 'held' AND j.state = 'polling' AND j.lease_expires_at <= now() " which  \
+  " AND coalesce(j.site_id, $5) = ANY ($3::text[]) "                                       \
+  "AND NOT EXISTS (SELECT 1 FROM uppzy.sites p "                                           \
+  "WHERE p.site_id = coalesce(j.site_id, $5) AND p.paused_at IS NOT NULL) "                \
+  "ORDER BY j.lease_expires_at LIMIT $4 FOR UPDATE OF j SKIP LOCKED) "                     \
+  "UPDATE uppzy.chat_jobs j "                                                              \
+  "SET locked_by = $1, lease_expires_at = now() + $2::bigint * interval '1 millisecond', " \
+  "updated_at = now() "                                                                    \
+  "WHERE j.id = ANY (ARRAY(SELECT c.id FROM c)) RETURNING " UPPZY_CLAIMED_COLUMNS
+
+// Every expired polling row: reads every held row of the fleet (chat_jobs_active_state_idx; there is
+// no lease index, so that renewals stay HOT). Run only when a lease may have run out (LeasesSweepDue).
+inline constexpr const char* kJobsAdoptPolling = UPPZY_ADOPT_POLLING("");
+// Only rows a worker handed back (locked_by NULL: shutdown, incident): chat_jobs_handed_back_idx
+// (0016), usually empty, so this runs at every wake-up for next to nothing.
+inline constexpr const char* kJobsAdoptHandedBack = UPPZY_ADOPT_POLLING("AND j.locked_by IS NULL");
+
+// $1 window ms. True when a held row's lease may have run out without its holder handing it back, so
+// that a rescue pass must read every held row: a worker missed a heartbeat (half a lease, where it
+// writes one every third) within the last two leases and the window (also after a clean stop: a
+// submission still in flight when the grace period ended is left to its lease), or a worker (re)started
+// within a
+// lease and the window (the default worker id is host-pid, and a container's pid is the same at every
+// restart: the new process carries on the dead one's heartbeat, and the dead one's rows expire within a
+// lease of the start). uppzy.workers holds a row per worker id: a scan of it is cheap.
+inline constexpr const char* kLeasesSweepDue = R"sql(
+SELECT EXISTS (
+  SELECT 1 FROM uppzy.workers w
+  WHERE (w.heartbeat_at < now() - (w.lease_ms / 2) * interval '1 millisecond'
+         AND w.heartbeat_at >= now() - (2 * w.lease_ms + $1::bigint) * interval '1 millisecond')
+     OR w.started_at >= now() - (w.lease_ms + $1::bigint) * interval '1 millisecond'
 )
-UPDATE uppzy.chat_jobs j
-SET locked_by = $1, lease_expires_at = now() + $2::bigint * interval '1 millisecond', updated_at = now()
-WHERE j.id = ANY (ARRAY(SELECT c.id FROM c))
-RETURNING )sql" UPPZY_CLAIMED_COLUMNS;
+)sql";
 
 // $1 limit.
 inline constexpr const char* kJobsRescueExpiredSubmitting = R"sql(
@@ -290,13 +310,16 @@ inline constexpr const char* kIncidentsResolveAll =
     "UPDATE uppzy.incidents SET resolved_at = now() WHERE resolved_at IS NULL RETURNING id";
 
 // $1 worker id, $2 host, $3 pid, $4 version, $5 site, $6 lease ms, $7 jobs in flight, $8 breaker state,
-// $9 text[] the sites it holds keys for.
+// $9 text[] the sites it holds keys for, $10 true at the process's first heartbeat (started_at is then
+// now, also when the id is a dead process's: kLeasesSweepDue reads it).
 inline constexpr const char* kWorkersHeartbeat = R"sql(
 INSERT INTO uppzy.workers AS w (id, host, pid, version, site_id, lease_ms, jobs_in_flight, breaker_state, sites)
 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9::text[])
 ON CONFLICT (id) DO UPDATE
 SET heartbeat_at = now(), jobs_in_flight = EXCLUDED.jobs_in_flight, breaker_state = EXCLUDED.breaker_state,
-    lease_ms = EXCLUDED.lease_ms, sites = EXCLUDED.sites, stopped_at = NULL
+    lease_ms = EXCLUDED.lease_ms, sites = EXCLUDED.sites, stopped_at = NULL,
+    started_at = CASE WHEN $10::boolean THEN now() ELSE w.started_at END,
+    host = EXCLUDED.host, pid = EXCLUDED.pid, version = EXCLUDED.version, site_id = EXCLUDED.site_id
 )sql";
 inline constexpr const char* kWorkersStopped =
     "UPDATE uppzy.workers SET stopped_at = now(), heartbeat_at = now(), jobs_in_flight = 0 WHERE id = $1";

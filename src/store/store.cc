@@ -128,6 +128,7 @@ struct Store::Impl {
     pqxx::nontransaction(conn).exec(store::sql::kSessionLockTimeout);
     conn.prepare("claim_queued", store::sql::kJobsClaimQueued);
     conn.prepare("adopt_polling", store::sql::kJobsAdoptPolling);
+    conn.prepare("adopt_handed_back", store::sql::kJobsAdoptHandedBack);
     conn.prepare("rescue_submitting", store::sql::kJobsRescueExpiredSubmitting);
     conn.prepare("apply_writes_fast", store::sql::kJobsApplyWritesFast);
     conn.prepare("apply_writes_skip_locked", store::sql::kJobsApplyWritesSkipLocked);
@@ -204,14 +205,33 @@ std::vector<ClaimedJob> Store::JobsClaimQueued(const std::string& worker, int le
   return JobsClaimQueued(worker, lease_ms, ClaimScope::DefaultOnly("", limit));
 }
 
-std::vector<ClaimedJob> Store::JobsAdoptPolling(const std::string& worker, int lease_ms,
-                                                const ClaimScope& scope, int limit) {
+namespace {
+std::vector<ClaimedJob> Adopt(pqxx::connection& conn, const char* statement, const std::string& worker,
+                              int lease_ms, const ClaimScope& scope, int limit) {
   return Translate([&] {
     if (limit <= 0 || scope.shares.empty()) return std::vector<ClaimedJob>();
-    pqxx::nontransaction tx(impl_->conn);  // one statement: autocommit
-    auto r = tx.exec_prepared("adopt_polling", worker, static_cast<long long>(lease_ms),
+    pqxx::nontransaction tx(conn);  // one statement: autocommit
+    auto r = tx.exec_prepared(statement, worker, static_cast<long long>(lease_ms),
                               store::ToArrays(scope).sites, limit, scope.default_site);
     return ReadClaimed(r);
+  });
+}
+}  // namespace
+
+std::vector<ClaimedJob> Store::JobsAdoptPolling(const std::string& worker, int lease_ms,
+                                                const ClaimScope& scope, int limit) {
+  return Adopt(impl_->conn, "adopt_polling", worker, lease_ms, scope, limit);
+}
+
+std::vector<ClaimedJob> Store::JobsAdoptHandedBack(const std::string& worker, int lease_ms,
+                                                   const ClaimScope& scope, int limit) {
+  return Adopt(impl_->conn, "adopt_handed_back", worker, lease_ms, scope, limit);
+}
+
+bool Store::LeasesSweepDue(Millis window) {
+  return Translate([&] {
+    pqxx::nontransaction tx(impl_->conn);
+    return tx.exec_params1(store::sql::kLeasesSweepDue, static_cast<long long>(window.count()))[0].as<bool>();
   });
 }
 
@@ -357,11 +377,11 @@ std::vector<int64_t> Store::JobsCancelRequested(const std::string& worker) {
 
 void Store::WorkersHeartbeat(const std::string& worker, const std::string& host, int pid,
                              const std::string& site, const std::vector<std::string>& sites, int lease_ms,
-                             int jobs_in_flight, const std::string& breaker_state) {
+                             int jobs_in_flight, const std::string& breaker_state, bool starting) {
   Translate([&] {
     pqxx::nontransaction tx(impl_->conn);
     tx.exec_params(store::sql::kWorkersHeartbeat, worker, host, pid, std::string(UPPZY_VERSION), site,
-                   lease_ms, jobs_in_flight, breaker_state, store::TextArray(sites));
+                   lease_ms, jobs_in_flight, breaker_state, store::TextArray(sites), starting);
     return 0;
   });
 }

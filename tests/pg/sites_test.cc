@@ -181,7 +181,7 @@ TEST(SiteClaims, ASiteOutsideTheScopeIsNeverClaimedAndIsReportedUnserved) {
   Enqueue(db, "A", 5);
   Enqueue(db, "B", 7);
   Store store(db);
-  store.WorkersHeartbeat("w-a", "host", 1, "A", {"A"}, 30000, 0, "closed");
+  store.WorkersHeartbeat("w-a", "host", 1, "A", {"A"}, 30000, 0, "closed", true);
   auto jobs = store.JobsClaimQueued("w-a", 30000, ClaimScope::DefaultOnly("A", 100));
   EXPECT_EQ(CountBySite(jobs), (std::map<std::string, int>{{"A", 5}}));
   EXPECT_EQ(QueryInt(db, "SELECT count(*) FROM uppzy.chat_jobs WHERE site_id = 'B' AND state = 'queued'"), 7);
@@ -196,7 +196,7 @@ TEST(SiteClaims, ASiteOutsideTheScopeIsNeverClaimedAndIsReportedUnserved) {
             "{\"B\": 7}");
 
   // A worker holding B's key starts: B is served. When every worker is gone, nothing is.
-  store.WorkersHeartbeat("w-b", "host", 2, "A", {"A", "B"}, 30000, 0, "closed");
+  store.WorkersHeartbeat("w-b", "host", 2, "A", {"A", "B"}, 30000, 0, "closed", true);
   EXPECT_EQ(Query(db, "SELECT served FROM uppzy.site_queues WHERE site_id = 'B'"), "t");
   EXPECT_EQ(Query(db, "SELECT string_agg(DISTINCT unserved_by_site::text, ',') FROM uppzy.chat_job_health"),
             "{}");

@@ -220,6 +220,49 @@ TEST(Leases, NextExpiryIsTheFirstLeaseAnotherWorkerHolds) {
   EXPECT_LT(store.LeasesNextExpiry("idle")->count(), 0) << "a lease that ran out already";
 }
 
+// Rescue and adoption read every held row only when a lease may have run out unnoticed (issue 13,
+// migration 0016): a worker missed a heartbeat or (re)started recently. Otherwise a pass adopts only
+// the rows handed back, through an index, and a live worker's expired row waits for the full pass.
+TEST(Leases, EveryHeldRowIsReadOnlyWhenALeaseMayHaveRunOut) {
+  const std::string db = test::MigratedDatabase();
+  Store store(db);
+  const Millis window(30000);
+  EXPECT_FALSE(store.LeasesSweepDue(window)) << "no worker ever ran";
+
+  store.WorkersHeartbeat("w1", "host", 1, "", {}, 30000, 0, "closed", /*starting=*/true);
+  EXPECT_TRUE(store.LeasesSweepDue(window)) << "a worker started: its id may be a dead process's";
+  Exec(db, "UPDATE uppzy.workers SET started_at = now() - interval '1 hour'");
+  EXPECT_FALSE(store.LeasesSweepDue(window)) << "a worker that started long ago and heartbeats";
+  store.WorkersHeartbeat("w1", "host", 1, "", {}, 30000, 0, "closed", false);
+  EXPECT_FALSE(store.LeasesSweepDue(window)) << "a heartbeat is not a start";
+
+  Exec(db, "UPDATE uppzy.workers SET heartbeat_at = now() - interval '20 seconds'");
+  EXPECT_TRUE(store.LeasesSweepDue(window)) << "missed a heartbeat (due every 10 s, lease 30 s)";
+  Exec(db, "UPDATE uppzy.workers SET heartbeat_at = now() - interval '2 hours'");
+  EXPECT_FALSE(store.LeasesSweepDue(window)) << "gone for good: its leases ran out long ago";
+  store.WorkersHeartbeat("w1", "host", 1, "", {}, 30000, 0, "closed", true);
+  EXPECT_TRUE(store.LeasesSweepDue(window)) << "the same id started again";
+  EXPECT_EQ(QueryInt(db, "SELECT count(*) FROM uppzy.workers WHERE started_at > now() - interval '1 minute'"),
+            1);
+
+  // Two polling rows whose leases ran out: one a dead worker still holds, one handed back.
+  Exec(db, "INSERT INTO uppzy.chat_jobs (session_id, message) VALUES ('s', 'held'), ('s', 'handed back')");
+  ASSERT_EQ(store.JobsClaimQueued("dead", 30000, 2).size(), 2u);
+  Exec(db,
+       "UPDATE uppzy.chat_jobs SET state = 'polling', request_id = 'req-' || id, submitted_at = now(), "
+       "lease_expires_at = now() - interval '1 second', "
+       "locked_by = CASE WHEN message = 'held' THEN 'dead' END");
+  auto handed_back = store.JobsAdoptHandedBack("w1", 30000, ClaimScope::DefaultOnly("", 10), 10);
+  ASSERT_EQ(handed_back.size(), 1u);
+  EXPECT_EQ(handed_back[0].message, "handed back");
+  EXPECT_TRUE(store.JobsAdoptHandedBack("w1", 30000, ClaimScope::DefaultOnly("", 10), 10).empty())
+      << "a row a worker still holds is not handed back, however old its lease";
+  auto all = store.JobsAdoptPolling("w1", 30000, 10);
+  ASSERT_EQ(all.size(), 1u);
+  EXPECT_EQ(all[0].message, "held");
+  EXPECT_EQ(Query(db, "SELECT string_agg(DISTINCT locked_by, ',') FROM uppzy.chat_jobs"), "w1");
+}
+
 TEST(Claim, EightThreadsTakeEachRowExactlyOnce) {
   const std::string db = test::MigratedDatabase();
   Exec(db,
@@ -354,8 +397,9 @@ TEST(HandBack, SubmissionGoesBackUnchargedAndPollingKeepsRequestId) {
           "SELECT concat_ws(' ', state, attempts, request_id, locked_by IS NULL, lease_expires_at <= now()) "
           "FROM uppzy.chat_jobs WHERE message='b'"),
       "polling 1 req-b t t");
-  // Another worker adopts the polling row at once, with its request_id, without a new attempt.
-  auto adopted = store.JobsAdoptPolling("other", 30000, 10);
+  // Another worker adopts the polling row at once (the cheap adoption a wake-up runs), with its
+  // request_id, without a new attempt.
+  auto adopted = store.JobsAdoptHandedBack("other", 30000, ClaimScope::DefaultOnly("", 10), 10);
   ASSERT_EQ(adopted.size(), 1u);
   EXPECT_EQ(adopted[0].request_id, "req-b");
   EXPECT_EQ(adopted[0].attempt, 1);

@@ -117,6 +117,10 @@ struct FakeDb {
   int64_t next_id = 1;
   std::vector<int> claim_limits;                   // `limit` of every JobsClaimQueued
   std::vector<int> adopt_limits;                   // `limit` of every JobsAdoptPolling
+  std::vector<int> handed_back_limits;             // `limit` of every JobsAdoptHandedBack
+  bool sweep_due = true;                           // what LeasesSweepDue says
+  int sweep_due_asked = 0;                         // LeasesSweepDue calls
+  int rescue_sweeps = 0;                           // JobsRescueExpiredSubmitting calls
   std::vector<std::vector<JobWrite>> job_batches;  // every JobsApplyWrites batch, in order
   // Scripts JobsApplyWrites: the result for a batch (may throw StoreError). Empty: all applied.
   std::function<ApplyResult(const std::vector<JobWrite>&)> on_apply;
@@ -128,6 +132,7 @@ struct FakeDb {
   std::optional<int64_t> open_incident;
   std::vector<std::string> incidents_opened;  // kind of every IncidentsOpen
   std::vector<std::string> heartbeats;        // breaker_state of every WorkersHeartbeat
+  std::vector<bool> heartbeats_starting;      // `starting` of every WorkersHeartbeat
   bool stopped = false;
 
   // Deliveries.
@@ -168,7 +173,19 @@ class FakeJobStore final : public WorkerJobStore {
     db_.adoptable.erase(db_.adoptable.begin(), db_.adoptable.begin() + static_cast<std::ptrdiff_t>(n));
     return out;
   }
-  int JobsRescueExpiredSubmitting(int) override { return 0; }
+  std::vector<ClaimedJob> JobsAdoptHandedBack(const std::string&, int, const ClaimScope&,
+                                              int limit) override {
+    db_.handed_back_limits.push_back(limit);
+    return {};
+  }
+  bool LeasesSweepDue(Millis) override {
+    ++db_.sweep_due_asked;
+    return db_.sweep_due;
+  }
+  int JobsRescueExpiredSubmitting(int) override {
+    ++db_.rescue_sweeps;
+    return 0;
+  }
   ApplyResult JobsApplyWrites(const std::string&, const std::vector<JobWrite>& writes) override {
     db_.job_batches.push_back(writes);
     if (db_.on_apply) return db_.on_apply(writes);
@@ -199,9 +216,10 @@ class FakeJobStore final : public WorkerJobStore {
   }
   std::optional<int64_t> IncidentsOpenFor(const std::string&) override { return db_.open_incident; }
   void WorkersHeartbeat(const std::string&, const std::string&, int, const std::string&,
-                        const std::vector<std::string>&, int, int,
-                        const std::string& breaker_state) override {
+                        const std::vector<std::string>&, int, int, const std::string& breaker_state,
+                        bool starting) override {
     db_.heartbeats.push_back(breaker_state);
+    db_.heartbeats_starting.push_back(starting);
   }
   void WorkersStopped(const std::string&) override { db_.stopped = true; }
 

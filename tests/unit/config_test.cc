@@ -42,6 +42,7 @@ TEST(Config, MinimalSettingsGiveTheDocumentedDefaults) {
   EXPECT_EQ(r.config.max_in_flight, 10000);
   EXPECT_EQ(r.config.listen_fallback_ms, 30000);
   EXPECT_EQ(r.config.write_linger_ms, 20);
+  EXPECT_EQ(r.config.rescue_full_interval_ms, 30000);
 }
 
 TEST(Config, IdleAndLingerSettingsOutOfRangeStopTheStartNamingTheSetting) {
@@ -50,7 +51,9 @@ TEST(Config, IdleAndLingerSettingsOutOfRangeStopTheStartNamingTheSetting) {
                                                         {"UPPZY_LISTEN_FALLBACK_MS", "600001"},
                                                         {"UPPZY_LISTEN_FALLBACK_MS", "soon"},
                                                         {"UPPZY_WRITE_LINGER_MS", "-1"},
-                                                        {"UPPZY_WRITE_LINGER_MS", "1001"}}) {
+                                                        {"UPPZY_WRITE_LINGER_MS", "1001"},
+                                                        {"UPPZY_RESCUE_FULL_INTERVAL_MS", "99"},
+                                                        {"UPPZY_RESCUE_FULL_INTERVAL_MS", "3600001"}}) {
     auto env = Minimal();
     env[name] = value;
     auto r = LoadConfig(Env(env));
@@ -60,10 +63,12 @@ TEST(Config, IdleAndLingerSettingsOutOfRangeStopTheStartNamingTheSetting) {
   auto env = Minimal();
   env["UPPZY_LISTEN_FALLBACK_MS"] = "1000";
   env["UPPZY_WRITE_LINGER_MS"] = "0";
+  env["UPPZY_RESCUE_FULL_INTERVAL_MS"] = "100";
   auto r = LoadConfig(Env(env));
   ASSERT_TRUE(r.problems.empty()) << r.problems.front();
   EXPECT_EQ(r.config.listen_fallback_ms, 1000);
   EXPECT_EQ(r.config.write_linger_ms, 0);
+  EXPECT_EQ(r.config.rescue_full_interval_ms, 100);
 }
 
 TEST(Config, SiteIdsTheDatabaseRefusesAndABadBudgetSwitchStopTheStart) {

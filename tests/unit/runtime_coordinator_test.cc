@@ -3,6 +3,7 @@
 // it handed the engine and its metrics.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <memory>
 
 #include "runtime/coordinator.h"
@@ -231,6 +232,52 @@ TEST_F(CoordinatorTest, AdoptsExpiredPollingRowsBeforeClaimingNewOnes) {
   ASSERT_FALSE(db.adopt_limits.empty());
   EXPECT_EQ(db.adopt_limits[0], 4);
   EXPECT_EQ(db.claim_limits[0], 2);  // the batch less the two adopted
+}
+
+// Issue 13: reading every held row of the fleet costs the database per row held, so a rescue pass does
+// it only when the store says a lease may have run out unnoticed, and every full interval; otherwise
+// it adopts only the rows handed back. A wake-up adopts handed-back rows only.
+TEST_F(CoordinatorTest, ARescuePassReadsEveryHeldRowOnlyWhenALeaseMayHaveRunOut) {
+  config.rescue_full_interval_ms = 10000;
+  db.sweep_due = false;
+  Pass();  // start-up: a full pass, without asking
+  EXPECT_EQ(db.sweep_due_asked, 0);
+  EXPECT_EQ(db.rescue_sweeps, 1);
+  EXPECT_EQ(db.adopt_limits.size(), 1u);
+  EXPECT_EQ(db.heartbeats_starting, (std::vector<bool>{true})) << "the first heartbeat says it started";
+
+  clock.Advance(Millis(config.rescue_interval_ms));
+  Pass();  // no lease can have run out unnoticed: handed-back rows only
+  EXPECT_EQ(db.sweep_due_asked, 1);
+  EXPECT_EQ(db.rescue_sweeps, 1);
+  EXPECT_EQ(db.adopt_limits.size(), 1u);
+  EXPECT_EQ(db.handed_back_limits.size(), 1u);
+
+  db.sweep_due = true;  // a worker missed its heartbeat
+  clock.Advance(Millis(config.rescue_interval_ms));
+  Pass();
+  EXPECT_EQ(db.rescue_sweeps, 2);
+  EXPECT_EQ(db.adopt_limits.size(), 2u);
+
+  db.sweep_due = false;
+  mailbox.WakeDb();  // a NOTIFY (a hand-back, or new rows) between rescue passes
+  Pass();
+  EXPECT_EQ(db.adopt_limits.size(), 2u) << "a wake-up read every held row";
+  EXPECT_EQ(db.handed_back_limits.size(), 2u);
+
+  const int asked = db.sweep_due_asked;
+  for (int t = 3 * config.rescue_interval_ms; t < config.rescue_full_interval_ms;
+       t += config.rescue_interval_ms) {
+    clock.Advance(Millis(config.rescue_interval_ms));
+    Pass();
+  }
+  EXPECT_EQ(db.rescue_sweeps, 2) << "swept before the full interval with nothing due";
+  EXPECT_GT(db.sweep_due_asked, asked);
+  clock.Advance(Millis(config.rescue_interval_ms));
+  Pass();
+  EXPECT_EQ(db.rescue_sweeps, 3) << "the full pass, every UPPZY_RESCUE_FULL_INTERVAL_MS";
+  EXPECT_EQ(db.adopt_limits.size(), 3u);
+  EXPECT_EQ(std::count(db.heartbeats_starting.begin(), db.heartbeats_starting.end(), true), 1);
 }
 
 TEST_F(CoordinatorTest, AnOpenIncidentPausesClaimsUntilResolved) {
