@@ -19,7 +19,10 @@ WITH w AS (
               ELSE greatest(w.calls - greatest(w.slots, 0), 0) END AS calls,
          CASE WHEN s.paused_at IS NULL THEN greatest(w.slots, 0) ELSE 0 END AS slots,
          s.requests_per_s::float8 AS configured, s.burst, s.max_in_flight,
-         CASE WHEN s.max_in_flight IS NOT NULL THEN (
+         -- A site's held rows: read only for a grant that asks for slots (calls alone never need them,
+         -- and with no index on the site of held rows the count reads every held row of the fleet).
+         CASE WHEN s.max_in_flight IS NULL THEN NULL
+              WHEN s.paused_at IS NOT NULL OR w.slots <= 0 THEN 0 ELSE (
            SELECT count(*) FROM uppzy.chat_jobs j
            WHERE j.phase = 'held'
              AND (j.site_id = w.site_id OR (j.site_id IS NULL AND w.site_id = $4))) END AS in_flight
