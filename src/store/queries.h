@@ -103,10 +103,9 @@ inline constexpr const char* kJobsAdoptHandedBack = UPPZY_ADOPT_POLLING("AND j.l
 // that a rescue pass must read every held row: a worker missed a heartbeat (half a lease, where it
 // writes one every third) within the last two leases and the window (also after a clean stop: a
 // submission still in flight when the grace period ended is left to its lease), or a worker (re)started
-// within a
-// lease and the window (the default worker id is host-pid, and a container's pid is the same at every
-// restart: the new process carries on the dead one's heartbeat, and the dead one's rows expire within a
-// lease of the start). uppzy.workers holds a row per worker id: a scan of it is cheap.
+// within a lease and the window (the default worker id is host-pid, and a container's pid is the same at
+// every restart: the new process carries on the dead one's heartbeat, and the dead one's rows expire
+// within a lease of the start). uppzy.workers holds a row per worker id: a scan of it is cheap.
 inline constexpr const char* kLeasesSweepDue = R"sql(
 SELECT EXISTS (
   SELECT 1 FROM uppzy.workers w
