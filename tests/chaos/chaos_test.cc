@@ -91,6 +91,57 @@ TEST_F(Chaos, SigkillMidFlightPollingRowsAreAdoptedNotResubmitted) {
             << " drain_ms=" << drain_ms << std::endl;
 }
 
+// Issue 13 (migration 0016): a rescue pass reads every held row only when a worker missed its
+// heartbeat or started, and every UPPZY_RESCUE_FULL_INTERVAL_MS. Here the full pass is an hour away and
+// every start is made old, so only the killed worker's missed heartbeat can open the sweep: its rows
+// must still be adopted within its lease. Before that, an expired row of a worker that still heartbeats
+// is left for the full pass.
+TEST_F(Chaos, ADeadWorkersRowsAreAdoptedWithinItsLeaseLongAfterEveryStart) {
+  StartMock({"--ready-after-ms", "6000"});
+  const int n = 100;
+  Insert(n);
+  // The second worker holds nothing (quiet): it looks again by the others' leases, and backs off to
+  // UPPZY_LISTEN_FALLBACK_MS while a lease it may not sweep has run out (the heartbeating worker's row
+  // below), so that is short here.
+  const std::map<std::string, std::string> env = {{"UPPZY_LEASE_MS", "2000"},
+                                                  {"UPPZY_RESCUE_FULL_INTERVAL_MS", "3600000"},
+                                                  {"UPPZY_LISTEN_FALLBACK_MS", "1000"}};
+  auto a = StartWorker("chaos-a", env);
+  ASSERT_TRUE(test::WaitFor([&] { return Count("state = 'polling'") == n; }, 30s)) << States() << a->Log();
+  auto b = StartWorker("chaos-b", env);
+  ASSERT_TRUE(test::WaitFor([&] { return QueryInt(db_, "SELECT count(*) FROM uppzy.workers") == 2; }, 10s))
+      << b->Log();
+  std::this_thread::sleep_for(1s);  // b's start-up pass (a full one) is behind it
+  // A worker that heartbeats (for an hour) holds a polling row whose lease ran out.
+  test::Exec(db_,
+             "INSERT INTO uppzy.workers (id, host, pid, version, lease_ms, heartbeat_at) "
+             "VALUES ('ghost', 'h', 1, 'x', 2000, now() + interval '1 hour')");
+  test::Exec(db_, "UPDATE uppzy.workers SET started_at = now() - interval '2 hours'");
+  test::Exec(
+      db_,
+      "INSERT INTO uppzy.chat_jobs (session_id, message, state, attempts, locked_by, lease_expires_at, "
+      "request_id, submitted_at) VALUES ('ghost', 'ghost question', 'polling', 1, 'ghost', "
+      "now() - interval '1 second', 'req-ghost', now())");
+  std::this_thread::sleep_for(3s);  // ten rescue passes of each worker
+  EXPECT_EQ(Count("locked_by = 'ghost'"), 1) << "a heartbeating worker's row was swept before the full pass";
+  test::Exec(db_, "DELETE FROM uppzy.chat_jobs WHERE locked_by = 'ghost'");
+
+  a->Signal(SIGKILL);
+  a->Wait(5s);
+  const auto killed = Steady::now();
+  ASSERT_TRUE(
+      test::WaitFor([&] { return Count("locked_by = 'chaos-b' OR finished_at IS NOT NULL") == n; }, 30s))
+      << States() << b->Log();
+  const auto adopted_ms = Ms(Steady::now() - killed);
+  ASSERT_TRUE(WaitAllTerminal(60s)) << States();
+  EXPECT_EQ(Count("state = 'completed'"), n) << States();
+  EXPECT_EQ(Count("attempts <> 1"), 0) << "no polling row was resubmitted";
+  EXPECT_EQ(Duplicates(), 0);
+  EXPECT_LT(adopted_ms, 2000 + 8000) << "adopted within the lease (plus the rescue interval and slack)";
+  std::cout << "CHAOS heartbeat_sweep jobs=" << n << " adoption_ms=" << adopted_ms
+            << " duplicates=" << Duplicates() << std::endl;
+}
+
 TEST_F(Chaos, SigtermHandsOverToAnotherWorkerWithinSeconds) {
   StartMock({"--ready-after-ms", "4000"});
   const int n = 300;

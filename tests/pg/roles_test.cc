@@ -158,6 +158,9 @@ TEST_F(Roles, WorkerHasWhatTheWorkerNeedsAndNothingMore) {
   ASSERT_EQ(claimed.size(), 1u);
   EXPECT_EQ(store.JobsRenewLeases("w1", {claimed[0].id}, 30000).size(), 1u);
   EXPECT_EQ(store.JobsRescueExpiredSubmitting(10), 0);
+  store.WorkersHeartbeat("w1", "host", 1, "", {}, 30000, 1, "closed", true);
+  EXPECT_TRUE(store.LeasesSweepDue(Millis(30000))) << "it just started";
+  EXPECT_TRUE(store.JobsAdoptHandedBack("w1", 30000, ClaimScope::DefaultOnly("", 10), 10).empty());
   EXPECT_EQ(store.IncidentsOpen("unauthorized", 401, "d", "site", "fp-w", "w1").second, true);
   EXPECT_TRUE(store.IncidentsOpenFor("fp-w").has_value());
   OpsStore ops(worker_);
