@@ -100,8 +100,10 @@ WHERE poll_interval_ms IS NOT NULL OR poll_timeout_ms IS NOT NULL OR poll_mode I
 )sql";
 
 // Sites (migrations/0008_sites.sql). Every statement that returns a row of uppzy.sites returns the same
-// ten columns, in this order: site_id, requests_per_s (as float8), burst, max_in_flight,
-// poll_interval_ms, poll_timeout_ms, paused_at, paused_reason, poll_mode, poll_target_delay_ms (0009).
+// ten columns first, in this order (ReadSiteRow reads them; poll_mode and poll_target_delay_ms: 0009).
+#define UPPZY_SITE_COLUMNS                                                                                \
+  "site_id, requests_per_s::float8, burst, max_in_flight, poll_interval_ms, poll_timeout_ms, paused_at, " \
+  "paused_reason, poll_mode, poll_target_delay_ms"
 
 // uppzy.site_queues (the default site, site_id NULL, first) with each site's settings; then is_default,
 // queued, retrying, submitting, polling, oldest queued age in seconds, served; then the shared budget
@@ -168,8 +170,7 @@ FROM l, need, c
 
 // $1 site_id. The row as it is before a change, locked until the change commits.
 inline constexpr const char* kOpsSitesGetForUpdate = R"sql(
-SELECT site_id, requests_per_s::float8, burst, max_in_flight, poll_interval_ms, poll_timeout_ms,
-       paused_at, paused_reason, poll_mode, poll_target_delay_ms
+SELECT )sql" UPPZY_SITE_COLUMNS R"sql(
 FROM uppzy.sites WHERE site_id = $1 FOR UPDATE
 )sql";
 
@@ -189,9 +190,7 @@ ON CONFLICT (site_id) DO UPDATE SET
   poll_timeout_ms = CASE WHEN $10::boolean THEN EXCLUDED.poll_timeout_ms ELSE s.poll_timeout_ms END,
   poll_mode = CASE WHEN $12::boolean THEN EXCLUDED.poll_mode ELSE s.poll_mode END,
   poll_target_delay_ms = CASE WHEN $14::boolean THEN EXCLUDED.poll_target_delay_ms ELSE s.poll_target_delay_ms END
-RETURNING site_id, requests_per_s::float8, burst, max_in_flight, poll_interval_ms, poll_timeout_ms,
-          paused_at, paused_reason, poll_mode, poll_target_delay_ms
-)sql";
+RETURNING )sql" UPPZY_SITE_COLUMNS;
 
 // $1 site_id, $2 reason (NULL: keep the current one). An existing pause keeps its paused_at.
 inline constexpr const char* kOpsSitesPause = R"sql(
@@ -199,16 +198,12 @@ INSERT INTO uppzy.sites AS s (site_id, paused_at, paused_reason) VALUES ($1, now
 ON CONFLICT (site_id) DO UPDATE SET
   paused_at = coalesce(s.paused_at, EXCLUDED.paused_at),
   paused_reason = coalesce(EXCLUDED.paused_reason, s.paused_reason)
-RETURNING site_id, requests_per_s::float8, burst, max_in_flight, poll_interval_ms, poll_timeout_ms,
-          paused_at, paused_reason, poll_mode, poll_target_delay_ms
-)sql";
+RETURNING )sql" UPPZY_SITE_COLUMNS;
 
 // $1 site_id. No row: no such site.
 inline constexpr const char* kOpsSitesResume = R"sql(
 UPDATE uppzy.sites SET paused_at = NULL, paused_reason = NULL WHERE site_id = $1
-RETURNING site_id, requests_per_s::float8, burst, max_in_flight, poll_interval_ms, poll_timeout_ms,
-          paused_at, paused_reason, poll_mode, poll_target_delay_ms
-)sql";
+RETURNING )sql" UPPZY_SITE_COLUMNS;
 
 inline constexpr const char* kOpsSitesPollingHealth = R"sql(
 SELECT site_id, completed, poll_timeouts, status_calls_per_completed::float8, seen_gap_p50_s::float8,
